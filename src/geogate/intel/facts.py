@@ -1,0 +1,92 @@
+"""What IP intelligence says about one address: the IntelFacts value and the IntelLookup port."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class NetworkFlag(enum.IntFlag):
+    """Network kinds a source can attest. Stored as a bit mask in the snapshot."""
+
+    NONE = 0
+    HOSTING = 1  # datacenter / cloud / hosting provider network
+    TOR = 2  # Tor exit relay
+    VPN = 4  # commercial VPN egress
+    PROXY = 8  # open or public proxy
+    RELAY = 16  # location-preserving relay (iCloud Private Relay and similar)
+
+    def names(self) -> tuple[str, ...]:
+        """Lower-case names of the set flags, in bit order (e.g. ``("hosting", "tor")``)."""
+        return tuple(f.name.lower() for f in NetworkFlag if f and f in self and f.name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Provenance:
+    """Which source answered a field, and how old its data is."""
+
+    field: str  # "location", "subdivision", "asn", "flags", ...
+    source: str  # source name as given at build time, e.g. "dbip-city"
+    date: str  # the source's data date, ISO 8601 (YYYY-MM-DD)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntelFacts:
+    """Everything the snapshot knows about one network range.
+
+    ``country`` is an ISO 3166-1 alpha-2 code or None when no source knows the address.
+    ``subdivision`` is an ISO 3166-2 code (``"UA-43"``) when a source has it; note that it may
+    belong to another country than ``country`` (DB-IP files most Crimean networks under RU with
+    subdivision UA-43). ``alt_country`` is what the lower-precedence location source said when it
+    disagrees with ``country`` (None when it agrees or has nothing).
+    ``network`` is the range the facts hold for, as ``"first-last"`` addresses.
+    """
+
+    country: str | None = None
+    subdivision: str | None = None
+    alt_country: str | None = None
+    asn: int | None = None
+    as_org: str | None = None
+    flags: NetworkFlag = NetworkFlag.NONE
+    network: str | None = None
+    provenance: tuple[Provenance, ...] = field(default=())
+
+    @classmethod
+    def unknown(cls) -> IntelFacts:
+        """Facts for an address no source knows."""
+        return _UNKNOWN
+
+    @property
+    def is_known(self) -> bool:
+        """True when some source gave a location for the address."""
+        return self.country is not None or self.subdivision is not None
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready view, used by the CLI, the service and the audit log."""
+        return {
+            "country": self.country,
+            "subdivision": self.subdivision,
+            "alt_country": self.alt_country,
+            "asn": self.asn,
+            "as_org": self.as_org,
+            "flags": list(self.flags.names()),
+            "network": self.network,
+            "provenance": [
+                {"field": p.field, "source": p.source, "date": p.date} for p in self.provenance
+            ],
+        }
+
+
+_UNKNOWN = IntelFacts()
+
+
+class IntelLookup(Protocol):
+    """Port for IP intelligence: anything that turns an address into IntelFacts.
+
+    ``lookup`` takes an address as text (IPv4 dotted quad or IPv6) and raises
+    ``ClientIPError`` for a malformed one; an address no source knows gives
+    ``IntelFacts.unknown()``, not an error.
+    """
+
+    def lookup(self, ip: str) -> IntelFacts: ...
