@@ -122,3 +122,32 @@ class EventError(GeogateError):
         self.source = source
         self.line = line
         self.field = field
+
+
+class NotifyError(GeogateError):
+    """A notice could not be rendered or delivered.
+
+    ``is_permanent`` says whether retrying can help: a refused recipient or a payload the
+    templates cannot render is permanent; a closed port, a timeout or a 5xx reply is not.
+    ``channel`` names the notifier (``"smtp"``, ``"webhook"``, ``"render"``).
+    """
+
+    exit_code = 6
+    http_status = 502
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        channel: str | None = None,
+        notice_id: int | str | None = None,
+        is_permanent: bool = False,
+    ) -> None:
+        where = channel or "notify"
+        if notice_id is not None:
+            where += f" notice {notice_id}"
+        super().__init__(f"{where}: {message}")
+        self.channel = channel
+        self.notice_id = notice_id
+        self.is_permanent = is_permanent
+        self.detail = message

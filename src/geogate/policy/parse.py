@@ -61,6 +61,8 @@ class _Locator:
             m = self._HEADER.match(raw)
             if m:
                 current = m.group(2)
+                if table is None and key == current:
+                    return number
                 if current == table:
                     seen += 1
                     if index is None or seen == index:

