@@ -35,3 +35,11 @@ class TableLookup:
 @pytest.fixture
 def table_lookup() -> TableLookup:
     return TableLookup()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite golden files from the current code; review the diff like code",
+    )

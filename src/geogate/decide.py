@@ -232,7 +232,9 @@ class RangeIndex(IntelLookup, Protocol):
 
     def facts_at(self, key: int) -> IntelFacts: ...
 
-    def locate_many(self, ips: Sequence[str] | npt.NDArray[Any]) -> npt.NDArray[np.int64]: ...
+    def locate_many(self, ips: Sequence[str]) -> npt.NDArray[np.int64]: ...
+
+    def locate_many_v4(self, addrs: npt.NDArray[np.uint32]) -> npt.NDArray[np.int64]: ...
 
     @property
     def country_idx(self) -> npt.NDArray[np.uint16]: ...
@@ -473,7 +475,7 @@ class Decider:
         policy = self.policies.in_force(when)
         table = self.key_table(when)
         if isinstance(ips, np.ndarray) and ips.dtype == np.uint32:
-            keys = self.intel.locate_many(ips)
+            keys = self.intel.locate_many_v4(ips)
         else:
             keys = self.intel.locate_many(list(ips))
         valid = keys >= 0
