@@ -20,7 +20,7 @@ from geogate.intel.snapshot import Snapshot
 from geogate.policy.parse import load_policy_set, resolve_policy_path
 
 GOLDEN = Path(__file__).with_name("decisions.json")
-REGIONS = ["US", "DE", "CN", "HK", "RU", "IR", "UA", "UA-43"]
+REGIONS = ["US", "DE", "CN", "HK", "RU", "IR", "UA-30", "UA-43"]
 POLICIES = ["builtin:unsupported-regions", "builtin:supported-countries"]
 DATES = ["2024-07-01", "2024-07-10"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,7 +38,9 @@ data_app = typer.Typer(
 app.add_typer(policy_app, name="policy")
 app.add_typer(data_app, name="data")
 
-out = Console(highlight=False, soft_wrap=True)
+# Tables are read in terminals and in logs: when the output is not a terminal, use a width
+# that keeps each decision on one line instead of Rich's 80-column default.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DEFAULT_POLICY = "builtin:unsupported-regions"
@@ -103,7 +105,7 @@ def _decision_row(ip: str, d: Decision) -> list[str]:
         d.region or "-",
         f.country or "-",
         f.subdivision or "-",
-        f"AS{f.asn} {f.as_org or ''}".strip() if f.asn else "-",
+        f"AS{f.asn} {(f.as_org or '')[:24]}".strip() if f.asn else "-",
         net,
         ", ".join(r.value for r in d.reasons),
     ]
@@ -288,17 +290,12 @@ def demo(
     snap = load_snapshot(snapshot)
     policies = load_policies(policy)
     decider = Decider(policies, snap)
-    samples = sample_addresses(snap, ["US", "DE", "CN", "HK", "RU", "IR", "UA-43", "UA"])
+    samples = sample_addresses(snap, ["US", "DE", "CN", "HK", "RU", "IR", "UA-30", "UA-43"])
     p = policies.latest
-    dates = sorted({*(t for t in p.boundaries())})
-    if dates:
-        first = dates[0]
-        moments = [
-            first.replace(day=max(1, first.day - 8)),
-            first.replace(day=min(28, first.day + 1)),
-        ]
-    else:
-        moments = [datetime.now(UTC)]
+    dates = p.boundaries()
+    # A week before the first enforcement date, and the day after it.
+    first = dates[0] if dates else datetime.now(UTC)
+    moments = [first - timedelta(days=8), first + timedelta(days=1)]
     out.print(
         f"geogate {__version__}: embedded data built {snap.meta.built_at.date()}, policy {p.label}"
     )
@@ -306,7 +303,8 @@ def demo(
         rows = [(ip, decider.decide(ip, at=when)) for ip in samples]
         out.print(_decisions_table(rows, f"decisions at {when.isoformat()}"))
     out.print(
-        "Addresses are picked from the data (first public range of each region). "
+        "Addresses are picked from the data: the middle of the largest public range of each "
+        "region on which the location sources agree. "
         "Try: geogate check 8.8.8.8 --at 2024-07-10"
     )
 

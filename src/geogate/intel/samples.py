@@ -18,13 +18,15 @@ def _first_public(snap: Snapshot, keys: Iterable[int]) -> str | None:
         if int(hi) - int(lo) < 2 or not lo.is_global:
             continue
         # The middle of the range: far from the edges where sources tend to disagree.
-        return str(ipaddress.ip_address(int(lo) + (int(hi) - int(lo)) // 2))
+        return str(ipaddress.ip_address(int(lo) + (int(hi) - int(lo) + 1) // 2 + 1))
     return None
 
 
 def sample_addresses(snap: Snapshot, regions: Iterable[str], *, ipv6: bool = True) -> list[str]:
     """For each region (country ``"CN"`` or subdivision ``"UA-43"``), the middle address of its
-    largest public IPv4 range in ``snap`` and, with ``ipv6``, of its largest IPv6 range.
+    largest public IPv4 range in ``snap`` on which the location sources agree and, with
+    ``ipv6``, of its largest such IPv6 range. A country matches only ranges without a
+    subdivision; name subdivisions (``"UA-30"``) to sample them.
 
     Regions the data does not have are skipped. Deterministic for a given snapshot.
     """
@@ -41,7 +43,8 @@ def sample_addresses(snap: Snapshot, regions: Iterable[str], *, ipv6: bool = Tru
             mask = (snap.country_idx == snap.country_codes.index(region)) & (
                 snap.subdivision_idx == 0
             )
-        keys = np.flatnonzero(mask)
+        # Only ranges where the location sources agree: an address a user can verify elsewhere.
+        keys = np.flatnonzero(mask & (snap.alt_country_idx == 0))
         for family in (keys[keys < n4], keys[keys >= n4] if ipv6 else keys[:0]):
             sizes = [_size(snap, int(k)) for k in family]
             ordered = [int(family[i]) for i in np.argsort(sizes)[::-1]]

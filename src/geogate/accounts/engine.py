@@ -1,0 +1,662 @@
+"""Account enforcement over a :class:`Store`: ingestion, scheduled enforcement, operator actions.
+
+:class:`Enforcer` is the one place where events, evidence, rules and the state machine meet
+the store. It stays free of I/O of its own: the store does the persistence, the locator the
+IP intelligence, and time is always passed in (an event's own timestamp on ingestion, the
+``at`` of an enforcement run).
+
+Each ingestion batch is one store transaction: events, evidence, states, transitions, notices
+and audit records commit together or not at all, so a crash loses only an unacknowledged batch
+and re-reading the file skips what was stored (idempotent event ids).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from geogate.accounts.config import AccountsConfig
+from geogate.accounts.events import Event, EventKind
+from geogate.accounts.evidence import AccountEvidence, BinTable, Locator, apply_event
+from geogate.accounts.rules import (
+    Assessment,
+    Verdict,
+    assess,
+    base_signals,
+    concentration_signal,
+    finish,
+    region_score,
+)
+from geogate.accounts.states import (
+    AccountState,
+    Move,
+    OperatorAction,
+    next_state,
+    operator_move,
+)
+from geogate.policy.model import Action, Mode, Policy, PolicySet
+from geogate.store.protocol import (
+    AccountRow,
+    EgressStats,
+    Store,
+    StoreTx,
+    StoredEvent,
+    TransitionRow,
+)
+
+WARNING_NOTICE = "warning"
+BLOCKED_NOTICE = "blocked"
+
+
+def effective_for(policy: Policy, regions: Iterable[str]) -> datetime | None:
+    """When blocking starts for evidence pointing to ``regions`` under ``policy``: the
+    earliest enforcement date of the deny rules naming them (the policy's own date for
+    regions left unlisted in allow-list mode, or when no region is known). None: immediately.
+    """
+    dates: list[datetime | None] = []
+    for region in regions:
+        if "-" in region:
+            rule = policy.rule_for(country=region[:2], subdivision=region)
+        else:
+            rule = policy.rule_for(country=region, subdivision=None)
+        if rule is not None and rule.action is Action.DENY:
+            dates.append(rule.effective_at)
+        elif rule is None and policy.mode is Mode.ALLOW_LIST:
+            dates.append(policy.effective_at)
+    if not dates:
+        return policy.effective_at
+    if any(d is None for d in dates):
+        return None
+    return min(d for d in dates if d is not None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchReport:
+    """What one ingestion batch did: events received, newly stored, already known, and the
+    state transitions it caused."""
+
+    received: int
+    inserted: int
+    duplicates: int
+    transitions: tuple[TransitionRow, ...] = ()
+    notices: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """One state change an enforcement run makes (or would make, in a dry run)."""
+
+    account: str
+    from_state: AccountState
+    to_state: AccountState
+    rules: tuple[str, ...]
+    regions: tuple[str, ...]
+    policy_version: str
+    note: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnforceReport:
+    """Outcome of :meth:`Enforcer.enforce`: accounts evaluated, changes, and counts of the
+    changes by reason (fired rule), by region and by target state."""
+
+    at: datetime
+    dry_run: bool
+    evaluated: int
+    changes: tuple[Change, ...]
+    by_reason: Mapping[str, int] = field(default_factory=dict)
+    by_region: Mapping[str, int] = field(default_factory=dict)
+    by_state: Mapping[str, int] = field(default_factory=dict)
+
+
+class _Work:
+    """One account's state while a batch is applied."""
+
+    __slots__ = ("evidence", "points", "row", "state", "state_since", "transitions")
+
+    def __init__(self, row: AccountRow | None) -> None:
+        self.row = row
+        self.evidence = AccountEvidence.from_dict(row.evidence if row else None)
+        self.state = AccountState(row.state) if row else AccountState.ACTIVE
+        self.state_since = row.state_since if row else None
+        self.points = row.points_unsupported if row else False
+        self.transitions: list[TransitionRow] = []
+
+
+class Enforcer:
+    """Runs account enforcement against a store.
+
+    ``policies`` are the policy versions (each one's ``[accounts]`` table configures the rules
+    while it is in force); ``locator`` turns addresses into regions (see
+    :class:`geogate.accounts.evidence.DeciderLocator`); ``bins`` an optional card BIN table.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        policies: PolicySet,
+        locator: Locator,
+        bins: BinTable | None = None,
+    ) -> None:
+        self.store = store
+        self.policies = policies
+        self.locator = locator
+        self.bins = bins
+
+    # ----- ingestion -------------------------------------------------------------------
+
+    def ingest(
+        self,
+        events: Iterable[Event],
+        *,
+        batch_size: int = 5_000,
+        on_batch: Callable[[BatchReport], None] | None = None,
+    ) -> BatchReport:
+        """Ingest events in batches of ``batch_size`` (one transaction each); ``on_batch`` is
+        called after each commit, i.e. when the batch is acknowledged. Returns the totals."""
+        received = inserted = duplicates = notices = 0
+        transitions: list[TransitionRow] = []
+        batch: list[Event] = []
+
+        def flush() -> None:
+            nonlocal received, inserted, duplicates, notices
+            report = self.ingest_batch(batch)
+            received += report.received
+            inserted += report.inserted
+            duplicates += report.duplicates
+            notices += report.notices
+            transitions.extend(report.transitions)
+            batch.clear()
+            if on_batch is not None:
+                on_batch(report)
+
+        for event in events:
+            batch.append(event)
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+        return BatchReport(
+            received=received,
+            inserted=inserted,
+            duplicates=duplicates,
+            transitions=tuple(transitions),
+            notices=notices,
+        )
+
+    def ingest_batch(self, events: Sequence[Event]) -> BatchReport:
+        """Ingest one batch in one transaction (see the module docstring)."""
+        unique: dict[str, Event] = {}
+        for e in events:
+            unique.setdefault(e.id, e)
+        with self.store.transaction() as tx:
+            inserted = tx.insert_events(
+                [
+                    StoredEvent(
+                        id=e.id, kind=e.kind.value, account=e.account, ts=e.ts, data=e.record
+                    )
+                    for e in unique.values()
+                ]
+            )
+            fresh = [e for e in unique.values() if e.id in inserted]
+            if not fresh:
+                return BatchReport(received=len(events), inserted=0, duplicates=len(events))
+            accounts = sorted({e.account for e in fresh})
+            rows = tx.load_accounts(accounts, lock=True)
+            work = {a: _Work(rows.get(a)) for a in accounts}
+            segments: dict[int, list[Event]] = {}
+            for e in fresh:
+                segments.setdefault(self.policies.segment(e.ts), []).append(e)
+            notices = 0
+            for seg in sorted(segments):
+                notices += self._apply_segment(tx, work, segments[seg])
+            all_transitions = [t for w in work.values() for t in w.transitions]
+            tx.save_accounts([self._row(a, w) for a, w in work.items()])
+            if all_transitions:
+                tx.add_transitions(all_transitions)
+        return BatchReport(
+            received=len(events),
+            inserted=len(fresh),
+            duplicates=len(events) - len(fresh),
+            transitions=tuple(all_transitions),
+            notices=notices,
+        )
+
+    def _apply_segment(self, tx: StoreTx, work: dict[str, _Work], events: list[Event]) -> int:
+        touched: dict[str, datetime] = {}
+        with_egress: set[str] = set()
+        notices = 0
+        policy = self.policies.in_force(events[0].ts)
+        config = AccountsConfig.from_policy(policy)
+        switch_seconds = config.rule("vpn_switching").window_minutes * 60
+        locator = self.locator
+        bins = self.bins
+        for e in events:
+            w = work[e.account]
+            if e.kind is EventKind.APPEAL or e.kind is EventKind.EXEMPTION:
+                notices += self._operator_event(w, e, policy)
+            elif apply_event(
+                w.evidence, e, locator=locator, bins=bins, switch_window_seconds=switch_seconds
+            ):
+                with_egress.add(e.account)
+            prev = touched.get(e.account)
+            if prev is None or e.ts > prev:
+                touched[e.account] = e.ts
+        if with_egress:
+            tx.link_egress([(k, a) for a in sorted(with_egress) for k in work[a].evidence.egress])
+        keys = sorted({k for a in touched for k in work[a].evidence.egress})
+        stats = tx.egress_stats(keys) if keys else {}
+        for account, at in touched.items():
+            w = work[account]
+            w.evidence.prune(retention_days=config.retention_days)
+        return notices + self._reassess(tx, work, touched, stats, config, policy)
+
+    def _reassess(
+        self,
+        tx: StoreTx,
+        work: dict[str, _Work],
+        touched: Mapping[str, datetime],
+        stats: dict[str, EgressStats],
+        config: AccountsConfig,
+        policy: Policy,
+    ) -> int:
+        account_score = config.rule("egress_concentration").account_score
+        bases: dict[str, tuple[list[Any], float, bool]] = {}
+        for account, at in touched.items():
+            w = work[account]
+            if w.state in (AccountState.EXEMPT, AccountState.APPEALED, AccountState.BLOCKED):
+                continue
+            signals = base_signals(w.evidence, at=at, config=config, egress=stats)
+            rs = region_score(signals, config)
+            points = rs >= account_score
+            if points != w.points and w.evidence.egress:
+                delta = int(points) - int(w.points)
+                for key in w.evidence.egress:
+                    s = stats.get(key)
+                    if s is not None:
+                        stats[key] = replace(s, unsupported=max(0, s.unsupported + delta))
+            w.points = points
+            bases[account] = (signals, rs, points)
+        notices = 0
+        for account, (signals, rs, points) in bases.items():
+            w = work[account]
+            at = touched[account]
+            signals.append(
+                concentration_signal(w.evidence, config=config, egress=stats, self_points=points)
+            )
+            assessment = finish(signals, at=at, config=config, region_score_value=rs)
+            w.row = _with_assessment(w.row, account, assessment, policy.label)
+            move = next_state(
+                w.state,
+                assessment.verdict,
+                at=at,
+                effective_at=effective_for(policy, assessment.regions),
+            )
+            if move is not None:
+                notices += self._move(tx, w, account, move, assessment, policy, config, at=at)
+        return notices
+
+    def _move(
+        self,
+        tx: StoreTx,
+        w: _Work,
+        account: str,
+        move: Move,
+        assessment: Assessment | None,
+        policy: Policy,
+        config: AccountsConfig,
+        *,
+        at: datetime,
+        actor: str = "engine",
+        note: str = "",
+    ) -> int:
+        evidence = w.evidence.summary(at, window_days=config.window_days)
+        snapshot: dict[str, Any] = {"evidence": evidence}
+        if assessment is not None:
+            snapshot["assessment"] = assessment.to_dict()
+        rules = assessment.rule_names if assessment is not None else ()
+        w.transitions.append(
+            TransitionRow(
+                account=account,
+                at=at,
+                from_state=w.state.value,
+                to_state=move.to.value,
+                rules=rules or (move.rule,),
+                policy_version=policy.label,
+                evidence=snapshot,
+                actor=actor,
+                note=note or move.rule,
+            )
+        )
+        w.state = move.to
+        w.state_since = at
+        kind = None
+        if move.to is AccountState.WARNED:
+            kind = WARNING_NOTICE
+        elif move.to is AccountState.BLOCKED and actor == "engine" and config.notify_blocked:
+            kind = BLOCKED_NOTICE
+        if kind is None:
+            return 0
+        eff = effective_for(policy, assessment.regions if assessment else ())
+        payload = {
+            "account": account,
+            "state": move.to.value,
+            "policy": policy.label,
+            "effective_at": eff.isoformat() if eff else None,
+            "regions": list(assessment.regions) if assessment else [],
+            "rules": list(rules),
+            "reasons": [s.text for s in assessment.fired] if assessment else [],
+            "at": at.isoformat(),
+        }
+        created = tx.enqueue_notice(
+            account, kind, policy.label, w.evidence.language, payload, at=at
+        )
+        return int(created)
+
+    def _operator_event(self, w: _Work, e: Event, policy: Policy) -> int:
+        if e.kind is EventKind.EXEMPTION:
+            action = OperatorAction.UNEXEMPT if e.revoke else OperatorAction.EXEMPT
+        elif e.outcome == "reinstated":
+            action = OperatorAction.REINSTATE
+        elif e.outcome == "rejected":
+            action = OperatorAction.REJECT_APPEAL
+        else:
+            action = OperatorAction.APPEAL
+        try:
+            move = operator_move(w.state, action, account=e.account)
+        except Exception:  # noqa: BLE001 - a conflicting operator event is recorded, not fatal
+            return 0
+        self._operator_apply(
+            w, e.account, move, action, policy, at=e.ts, operator=e.operator, note=e.note
+        )
+        return 0
+
+    def _operator_apply(
+        self,
+        w: _Work,
+        account: str,
+        move: Move,
+        action: OperatorAction,
+        policy: Policy,
+        *,
+        at: datetime,
+        operator: str | None,
+        note: str | None,
+    ) -> None:
+        config = AccountsConfig.from_policy(policy)
+        if action is OperatorAction.REINSTATE:
+            # Start afresh: the evidence behind the block must not block again.
+            w.evidence.reset_windowed()
+        actor = f"operator:{operator}" if operator else "operator"
+        w.transitions.append(
+            TransitionRow(
+                account=account,
+                at=at,
+                from_state=w.state.value,
+                to_state=move.to.value,
+                rules=(move.rule,),
+                policy_version=policy.label,
+                evidence={"evidence": w.evidence.summary(at, window_days=config.window_days)},
+                actor=actor,
+                note=note or "",
+            )
+        )
+        w.state = move.to
+        w.state_since = at
+        w.row = _with_assessment(w.row, account, None)
+
+    def _row(self, account: str, w: _Work) -> AccountRow:
+        base = w.row
+        last = w.evidence.last_seen
+        return AccountRow(
+            account=account,
+            state=w.state.value,
+            state_since=w.state_since,
+            policy_version=base.policy_version if base else None,
+            reasons=base.reasons if base else (),
+            score=base.score if base else 0.0,
+            points_unsupported=w.points,
+            language=w.evidence.language,
+            evidence=w.evidence.to_dict(),
+            last_seen=datetime.fromtimestamp(last, tz=UTC) if last is not None else None,
+            version=(base.version if base else 0) + 1,
+        )
+
+    # ----- operator actions ------------------------------------------------------------
+
+    def operate(
+        self,
+        account: str,
+        action: OperatorAction,
+        *,
+        at: datetime,
+        operator: str | None = None,
+        note: str | None = None,
+    ) -> TransitionRow:
+        """Apply an operator action now (exempt, unexempt, appeal, reinstate, reject_appeal);
+        raises :class:`StateConflict` when it does not apply to the account's state."""
+        policy = self.policies.in_force(at)
+        with self.store.transaction() as tx:
+            rows = tx.load_accounts([account], lock=True)
+            row = rows.get(account)
+            w = _Work(row)
+            move = operator_move(w.state, action, account=account)
+            self._operator_apply(
+                w, account, move, action, policy, at=at, operator=operator, note=note
+            )
+            tx.save_accounts([self._row(account, w)])
+            tx.add_transitions(w.transitions)
+        return w.transitions[-1]
+
+    # ----- evaluation ------------------------------------------------------------------
+
+    def assess_account(
+        self, account: str, *, at: datetime
+    ) -> tuple[AccountRow | None, Assessment | None]:
+        """The account's row and a fresh assessment as of ``at`` (None when unknown)."""
+        row = self.store.get_account(account)
+        if row is None:
+            return None, None
+        policy = self.policies.in_force(at)
+        config = AccountsConfig.from_policy(policy)
+        ev = AccountEvidence.from_dict(row.evidence)
+        members = self.store.egress_members(min_accounts=1)
+        keys = set(ev.egress)
+        stats = {
+            k: EgressStats(key=k, accounts=len(v), unsupported=0)
+            for k, v in members.items()
+            if k in keys
+        }
+        if stats:
+            points = self._points_of({a for k in stats for a in members[k]}, at, config)
+            stats = {
+                k: EgressStats(
+                    key=k,
+                    accounts=len(members[k]),
+                    unsupported=sum(points.get(a, False) for a in members[k]),
+                )
+                for k in stats
+            }
+        return row, assess(ev, at=at, config=config, egress=stats)
+
+    def _points_of(
+        self, accounts: set[str], at: datetime, config: AccountsConfig
+    ) -> dict[str, bool]:
+        out: dict[str, bool] = {}
+        score = config.rule("egress_concentration").account_score
+        for a in accounts:
+            r = self.store.get_account(a)
+            if r is None:
+                continue
+            ev = AccountEvidence.from_dict(r.evidence)
+            out[a] = region_score(base_signals(ev, at=at, config=config), config) >= score
+        return out
+
+    def enforce(self, at: datetime, *, dry_run: bool = False, chunk: int = 1_000) -> EnforceReport:
+        """Re-evaluate every account as of ``at`` and apply (or, with ``dry_run``, only report)
+        the moves: before the effective date accounts that would be blocked are warned; on or
+        after it, warned accounts still showing the evidence are blocked."""
+        policy = self.policies.in_force(at)
+        config = AccountsConfig.from_policy(policy)
+        conc = config.rule("egress_concentration")
+        relay = config.rule("relay_egress")
+        min_accounts = max(1, min(conc.min_accounts + 1, relay.min_accounts))
+        members = self.store.egress_members(min_accounts=min_accounts)
+        account_keys: dict[str, list[str]] = {}
+        for key, accts in members.items():
+            for a in accts:
+                account_keys.setdefault(a, []).append(key)
+        score_needed = conc.account_score
+        frozen = {
+            AccountState.EXEMPT.value,
+            AccountState.APPEALED.value,
+            AccountState.BLOCKED.value,
+        }
+        evaluated = 0
+        changes: list[tuple[Change, Assessment]] = []
+        stash: list[tuple[AccountRow, AccountEvidence, list[Any], float, bool]] = []
+        points: dict[str, bool] = {}
+
+        def decide(row: AccountRow, assessment: Assessment) -> None:
+            state = AccountState(row.state)
+            move = next_state(
+                state,
+                assessment.verdict,
+                at=at,
+                effective_at=effective_for(policy, assessment.regions),
+            )
+            if move is not None:
+                changes.append(
+                    (
+                        Change(
+                            account=row.account,
+                            from_state=state,
+                            to_state=move.to,
+                            rules=assessment.rule_names,
+                            regions=assessment.regions,
+                            policy_version=policy.label,
+                            note=move.rule,
+                        ),
+                        assessment,
+                    )
+                )
+
+        for row in self.store.iter_accounts():
+            evaluated += 1
+            in_egress = row.account in account_keys
+            if row.state in frozen and not in_egress:
+                continue
+            ev = AccountEvidence.from_dict(row.evidence)
+            if not in_egress:
+                signals = base_signals(ev, at=at, config=config)
+                rs = region_score(signals, config)
+                signals.append(
+                    concentration_signal(ev, config=config, egress=None, self_points=False)
+                )
+                decide(row, finish(signals, at=at, config=config, region_score_value=rs))
+                continue
+            signals = base_signals(ev, at=at, config=config, egress=None)
+            rs = region_score(signals, config)
+            points[row.account] = rs >= score_needed
+            stash.append((row, ev, signals, rs, points[row.account]))
+        stats = {
+            k: EgressStats(key=k, accounts=len(v), unsupported=sum(points.get(a, False) for a in v))
+            for k, v in members.items()
+        }
+        for row, ev, _signals, rs, own in stash:
+            if row.state in frozen:
+                continue
+            signals = base_signals(ev, at=at, config=config, egress=stats)
+            signals.append(concentration_signal(ev, config=config, egress=stats, self_points=own))
+            decide(row, finish(signals, at=at, config=config, region_score_value=rs))
+
+        if not dry_run:
+            for i in range(0, len(changes), chunk):
+                self._apply_changes(changes[i : i + chunk], at=at, policy=policy, config=config)
+        by_reason: Counter[str] = Counter()
+        by_region: Counter[str] = Counter()
+        by_state: Counter[str] = Counter()
+        for change, _ in changes:
+            by_reason.update(change.rules or (change.note,))
+            by_region.update(change.regions or ("(none)",))
+            by_state[change.to_state.value] += 1
+        return EnforceReport(
+            at=at,
+            dry_run=dry_run,
+            evaluated=evaluated,
+            changes=tuple(c for c, _ in changes),
+            by_reason=dict(by_reason.most_common()),
+            by_region=dict(by_region.most_common()),
+            by_state=dict(by_state.most_common()),
+        )
+
+    def _apply_changes(
+        self,
+        changes: Sequence[tuple[Change, Assessment]],
+        *,
+        at: datetime,
+        policy: Policy,
+        config: AccountsConfig,
+    ) -> None:
+        with self.store.transaction() as tx:
+            rows = tx.load_accounts([c.account for c, _ in changes], lock=True)
+            work: dict[str, _Work] = {}
+            for change, assessment in changes:
+                row = rows.get(change.account)
+                if row is None or row.state != change.from_state.value:
+                    continue  # changed since it was read: the next run decides again
+                w = _Work(row)
+                w.row = _with_assessment(row, change.account, assessment, policy.label)
+                self._move(
+                    tx,
+                    w,
+                    change.account,
+                    Move(to=change.to_state, rule=change.note),
+                    assessment,
+                    policy,
+                    config,
+                    at=at,
+                )
+                work[change.account] = w
+            if work:
+                tx.save_accounts([self._row(a, w) for a, w in work.items()])
+                tx.add_transitions([t for w in work.values() for t in w.transitions])
+
+
+def _with_assessment(
+    row: AccountRow | None,
+    account: str,
+    assessment: Assessment | None,
+    policy_version: str | None = None,
+) -> AccountRow:
+    base = row or AccountRow(
+        account=account,
+        state=AccountState.ACTIVE.value,
+        state_since=None,
+        policy_version=None,
+        reasons=(),
+        score=0.0,
+        points_unsupported=False,
+        language=None,
+        evidence={},
+        last_seen=None,
+    )
+    if assessment is None:
+        return base
+    return replace(
+        base,
+        reasons=assessment.rule_names,
+        score=round(assessment.score, 4),
+        policy_version=policy_version or base.policy_version,
+    )
+
+
+def iter_events_only(items: Iterable[object]) -> Iterator[Event]:
+    """The events of a reader's output (rejections dropped)."""
+    for item in items:
+        if isinstance(item, Event):
+            yield item

@@ -1,0 +1,488 @@
+"""Account events: the typed :class:`Event` value and the JSON Lines / CSV / Parquet readers.
+
+Formats are documented in ``docs/events.md``. Parsing is strict about the fields geogate uses
+(a malformed one raises :class:`EventError` naming source, line and field) and keeps every other
+field untouched in :attr:`Event.extra`. An event's id is its ``id`` field when given, else a
+stable hash of the line (JSON Lines) or of the record (CSV, Parquet), so that re-reading the same
+file never counts an event twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import hashlib
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+from geogate.client_ip import parse_ip
+from geogate.errors import ClientIPError, EventError
+
+MAX_LINE_CHARS: Final = 65_536
+"""Longest accepted event line (JSON Lines) or record; longer ones are rejected unparsed."""
+MAX_ACCOUNT_CHARS: Final = 256
+MAX_FORWARDED_HOPS: Final = 32
+
+
+class EventKind(enum.StrEnum):
+    """The five event types (the ``type`` field)."""
+
+    REQUEST = "request"
+    PAYMENT = "payment"
+    SIGNUP = "signup"
+    APPEAL = "appeal"
+    EXEMPTION = "exemption"
+
+
+_KNOWN: Final = frozenset(
+    {
+        "id",
+        "type",
+        "ts",
+        "account",
+        "org",
+        "api_key",
+        "ip",
+        "forwarded",
+        "accept_language",
+        "user_agent",
+        "path",
+        "card_bin",
+        "card_country",
+        "billing_country",
+        "amount",
+        "currency",
+        "phone_country",
+        "email",
+        "operator",
+        "note",
+        "outcome",
+        "revoke",
+    }
+)
+_APPEAL_OUTCOMES: Final = frozenset({"filed", "reinstated", "rejected"})
+_COUNTRY = re.compile(r"^[A-Za-z]{2}$")
+_CURRENCY = re.compile(r"^[A-Za-z]{3}$")
+_BIN = re.compile(r"^[0-9]{6,8}$")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """One parsed event. Fields that do not apply to the event's kind are None.
+
+    ``ts`` is an aware UTC datetime. ``forwarded`` holds the X-Forwarded-For chain as parsed
+    addresses (tokens that are not addresses, such as ``unknown``, are dropped). ``extra`` keeps
+    unknown fields; ``record`` is the original record as JSON text (what the store keeps).
+    """
+
+    id: str
+    kind: EventKind
+    ts: datetime
+    account: str
+    ip: str | None = None
+    forwarded: tuple[str, ...] = ()
+    org: str | None = None
+    api_key: str | None = None
+    accept_language: str | None = None
+    user_agent: str | None = None
+    path: str | None = None
+    card_bin: str | None = None
+    card_country: str | None = None
+    billing_country: str | None = None
+    amount: float | None = None
+    currency: str | None = None
+    phone_country: str | None = None
+    email: str | None = None
+    operator: str | None = None
+    note: str | None = None
+    outcome: str | None = None
+    revoke: bool = False
+    extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    record: str = ""
+
+    @property
+    def epoch(self) -> int:
+        """``ts`` as whole seconds since the Unix epoch."""
+        return int(self.ts.timestamp())
+
+
+def _fail(message: str, source: str | None, line: int | None, fld: str | None) -> EventError:
+    return EventError(message, source=source, line=line, field=fld)
+
+
+def _text(
+    rec: Mapping[str, Any],
+    key: str,
+    source: str | None,
+    line: int | None,
+    *,
+    required: bool = False,
+    max_len: int = 4096,
+) -> str | None:
+    value = rec.get(key)
+    if value is None or value == "":
+        if required:
+            raise _fail("missing", source, line, key)
+        return None
+    if not isinstance(value, str):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        else:
+            raise _fail("must be a string", source, line, key)
+    value = value.strip()
+    if required and not value:
+        raise _fail("missing", source, line, key)
+    if len(value) > max_len:
+        raise _fail(f"longer than {max_len} characters", source, line, key)
+    return value or None
+
+
+def parse_timestamp(value: object) -> datetime:
+    """An RFC 3339 timestamp (``2024-07-01T12:00:00Z`` or with an offset) as aware UTC.
+
+    A ``datetime`` (from Parquet) is accepted; a naive one is taken as UTC. Raises ValueError.
+    """
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be an RFC 3339 timestamp such as 2024-07-01T12:00:00Z")
+    text = value.strip()
+    if "T" not in text and "t" not in text and " " not in text:
+        raise ValueError(f"{text!r} is not an RFC 3339 date-time (date and time are required)")
+    try:
+        ts = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an RFC 3339 timestamp") from None
+    if ts.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone offset (add Z for UTC)")
+    return ts.astimezone(UTC)
+
+
+def _country(rec: Mapping[str, Any], key: str, source: str | None, line: int | None) -> str | None:
+    value = _text(rec, key, source, line, max_len=8)
+    if value is None:
+        return None
+    if not _COUNTRY.match(value):
+        raise _fail(f"{value!r} is not an ISO 3166-1 alpha-2 country code", source, line, key)
+    return value.upper()
+
+
+def _ip(
+    rec: Mapping[str, Any], key: str, source: str | None, line: int | None, *, required: bool
+) -> str | None:
+    value = _text(rec, key, source, line, required=required, max_len=64)
+    if value is None:
+        return None
+    try:
+        return str(parse_ip(value))
+    except ClientIPError:
+        raise _fail(f"{value!r} is not an IP address", source, line, key) from None
+
+
+def _forwarded(rec: Mapping[str, Any], source: str | None, line: int | None) -> tuple[str, ...]:
+    value = rec.get("forwarded")
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        if len(value) > 4096:
+            raise _fail("longer than 4096 characters", source, line, "forwarded")
+        tokens = [t.strip() for t in value.split(",")]
+    elif isinstance(value, list) and all(isinstance(t, str) for t in value):
+        tokens = [t.strip() for t in value]
+    else:
+        raise _fail(
+            "must be a comma-separated string or a list of strings", source, line, "forwarded"
+        )
+    if len(tokens) > MAX_FORWARDED_HOPS:
+        raise _fail(f"more than {MAX_FORWARDED_HOPS} hops", source, line, "forwarded")
+    out: list[str] = []
+    for token in tokens:
+        t = token.strip('"[] ')
+        if not t:
+            continue
+        try:
+            out.append(str(parse_ip(t)))
+        except ClientIPError:
+            continue  # "unknown", obfuscated ids and ports are legal in the header: not evidence
+    return tuple(out)
+
+
+def _amount(rec: Mapping[str, Any], source: str | None, line: int | None) -> float | None:
+    value = rec.get("amount")
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise _fail("must be a number", source, line, "amount")
+    try:
+        amount = float(value)
+    except (TypeError, ValueError):
+        raise _fail(f"{value!r} is not a number", source, line, "amount") from None
+    if amount != amount or amount in (float("inf"), float("-inf")):
+        raise _fail("must be a finite number", source, line, "amount")
+    return amount
+
+
+def _bool(rec: Mapping[str, Any], key: str, source: str | None, line: int | None) -> bool:
+    value = rec.get(key)
+    if value is None or value == "":
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("false", "0", "no"):
+        return False
+    raise _fail("must be true or false", source, line, key)
+
+
+def content_id(text: str) -> str:
+    """The id of an event without an ``id`` field: a BLAKE2b-128 hash of its text, hex."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def parse_record(
+    rec: Mapping[str, Any],
+    *,
+    source: str | None = None,
+    line: int | None = None,
+    text: str | None = None,
+) -> Event:
+    """Turn one record (a decoded JSON object or CSV/Parquet row) into an :class:`Event`.
+
+    ``text`` is the record's original text, hashed for the id when the record has no ``id``
+    (defaults to the record as canonical JSON). Raises :class:`EventError`.
+    """
+    raw_kind = rec.get("type")
+    if raw_kind is None or raw_kind == "":
+        raise _fail(
+            "missing (one of request, payment, signup, appeal, exemption)", source, line, "type"
+        )
+    try:
+        kind = EventKind(str(raw_kind).strip().lower())
+    except ValueError:
+        raise _fail(
+            f"{raw_kind!r} is not one of request, payment, signup, appeal, exemption",
+            source,
+            line,
+            "type",
+        ) from None
+    try:
+        ts = parse_timestamp(rec.get("ts"))
+    except ValueError as exc:
+        raise _fail(str(exc), source, line, "ts") from None
+    account = _text(rec, "account", source, line, required=True, max_len=MAX_ACCOUNT_CHARS)
+    if account is None:  # _text raised already; this narrows the type
+        raise _fail("missing", source, line, "account")
+    explicit_id = _text(rec, "id", source, line, max_len=256)
+    record_text = text if text is not None else json.dumps(rec, sort_keys=True, default=str)
+    extra = {k: v for k, v in rec.items() if k not in _KNOWN}
+    common: dict[str, Any] = {
+        "id": explicit_id or content_id(record_text),
+        "kind": kind,
+        "ts": ts,
+        "account": account,
+        "extra": MappingProxyType(extra) if extra else MappingProxyType({}),
+        "record": record_text,
+        "org": _text(rec, "org", source, line, max_len=256),
+        "operator": _text(rec, "operator", source, line, max_len=256),
+        "note": _text(rec, "note", source, line),
+    }
+    if kind is EventKind.REQUEST:
+        return Event(
+            **common,
+            ip=_ip(rec, "ip", source, line, required=True),
+            forwarded=_forwarded(rec, source, line),
+            api_key=_text(rec, "api_key", source, line, max_len=256),
+            accept_language=_text(rec, "accept_language", source, line, max_len=512),
+            user_agent=_text(rec, "user_agent", source, line, max_len=1024),
+            path=_text(rec, "path", source, line, max_len=2048),
+        )
+    if kind is EventKind.PAYMENT:
+        card_bin = _text(rec, "card_bin", source, line, max_len=32)
+        if card_bin is not None:
+            card_bin = card_bin.replace(" ", "").replace("-", "")
+            if not _BIN.match(card_bin):
+                raise _fail("must be the first 6 to 8 digits of the card", source, line, "card_bin")
+        currency = _text(rec, "currency", source, line, max_len=8)
+        if currency is not None and not _CURRENCY.match(currency):
+            raise _fail(f"{currency!r} is not an ISO 4217 code", source, line, "currency")
+        return Event(
+            **common,
+            card_bin=card_bin,
+            card_country=_country(rec, "card_country", source, line),
+            billing_country=_country(rec, "billing_country", source, line),
+            amount=_amount(rec, source, line),
+            currency=currency.upper() if currency else None,
+        )
+    if kind is EventKind.SIGNUP:
+        return Event(
+            **common,
+            ip=_ip(rec, "ip", source, line, required=True),
+            phone_country=_country(rec, "phone_country", source, line),
+            email=_text(rec, "email", source, line, max_len=320),
+        )
+    if kind is EventKind.APPEAL:
+        outcome = (_text(rec, "outcome", source, line, max_len=16) or "filed").lower()
+        if outcome not in _APPEAL_OUTCOMES:
+            raise _fail("must be filed, reinstated or rejected", source, line, "outcome")
+        return Event(**common, outcome=outcome)
+    return Event(**common, revoke=_bool(rec, "revoke", source, line))
+
+
+def parse_json_line(text: str, *, source: str | None = None, line: int | None = None) -> Event:
+    """Parse one JSON Lines line; raises :class:`EventError`."""
+    if len(text) > MAX_LINE_CHARS:
+        raise _fail(f"line longer than {MAX_LINE_CHARS} characters", source, line, None)
+    try:
+        rec = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        message = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise _fail(f"invalid JSON: {message}", source, line, None) from None
+    if not isinstance(rec, dict):
+        raise _fail("must be a JSON object", source, line, None)
+    return parse_record(rec, source=source, line=line, text=text.strip())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rejected:
+    """A line that could not be parsed: the error and the original text (for the reject file)."""
+
+    error: EventError
+    text: str
+
+    def to_json(self) -> str:
+        """One JSON Lines line for the reject file."""
+        return json.dumps(
+            {
+                "source": self.error.source,
+                "line": self.error.line,
+                "field": self.error.field,
+                "error": str(self.error),
+                "raw": self.text,
+            },
+            ensure_ascii=False,
+        )
+
+
+ReadItem = Event | Rejected
+
+
+def read_json_lines(lines: Iterable[str], *, source: str) -> Iterator[ReadItem]:
+    """Events (or rejections) from JSON Lines text; blank lines and ``#`` comments are skipped."""
+    for number, raw in enumerate(lines, start=1):
+        text = raw.rstrip("\r\n")
+        stripped = text.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            yield parse_json_line(stripped, source=source, line=number)
+        except EventError as exc:
+            yield Rejected(error=exc, text=text[:MAX_LINE_CHARS])
+
+
+def read_csv(stream: Iterable[str], *, source: str) -> Iterator[ReadItem]:
+    """Events from CSV with a header row naming the fields; empty cells are absent fields."""
+    reader = csv.DictReader(stream)
+    if reader.fieldnames is None:
+        return
+    number = 1
+    for row in reader:
+        number = reader.line_num
+        rec = {k: v for k, v in row.items() if k is not None and v not in (None, "")}
+        if None in row:
+            err = _fail("more cells than header fields", source, number, None)
+            yield Rejected(error=err, text=json.dumps(row, default=str))
+            continue
+        text = json.dumps(rec, sort_keys=True)
+        try:
+            yield parse_record(rec, source=source, line=number, text=text)
+        except EventError as exc:
+            yield Rejected(error=exc, text=text)
+
+
+def read_parquet(path: Path, *, source: str, batch_rows: int = 65_536) -> Iterator[ReadItem]:
+    """Events from a Parquet file, one row per event (line numbers are 1-based row numbers)."""
+    import pyarrow.parquet as pq  # only needed for this format
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises its own error types for corrupt files
+        raise EventError(f"not a readable Parquet file: {exc}", source=source) from exc
+    number = 0
+    for batch in pf.iter_batches(batch_size=batch_rows):
+        for row in batch.to_pylist():
+            number += 1
+            rec = {k: v for k, v in row.items() if v is not None and v != ""}
+            text = json.dumps(rec, sort_keys=True, default=_json_default)
+            try:
+                yield parse_record(rec, source=source, line=number, text=text)
+            except EventError as exc:
+                yield Rejected(error=exc, text=text)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        ts = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+def read_events(path: str | Path) -> Iterator[ReadItem]:
+    """Events from a file, by extension: ``.jsonl``/``.ndjson``/``.json`` (JSON Lines),
+    ``.csv``, ``.parquet``. Raises :class:`EventError` when the file cannot be opened."""
+    p = Path(path)
+    source = str(path)
+    suffix = p.suffix.lower()
+    if suffix == ".parquet":
+        if not p.is_file():
+            raise EventError("no such file", source=source)
+        yield from read_parquet(p, source=source)
+        return
+    try:
+        handle = p.open(encoding="utf-8", errors="surrogateescape", newline="")
+    except FileNotFoundError:
+        raise EventError("no such file", source=source) from None
+    except IsADirectoryError:
+        raise EventError("is a directory", source=source) from None
+    except OSError as exc:
+        raise EventError(f"cannot read: {exc.strerror}", source=source) from None
+    with handle:
+        if suffix == ".csv":
+            yield from read_csv(handle, source=source)
+        elif suffix in (".jsonl", ".ndjson", ".json", ".log", ".txt", ""):
+            yield from read_json_lines(handle, source=source)
+        else:
+            raise EventError(
+                f"unknown file type {suffix!r} (expected .jsonl, .csv or .parquet)", source=source
+            )
+
+
+def read_json_payload(body: str, *, source: str = "<request>") -> list[ReadItem]:
+    """Events from a request body: JSON Lines, or one JSON array of event objects."""
+    stripped = body.lstrip()
+    if stripped.startswith("["):
+        try:
+            records = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise EventError(f"invalid JSON: {exc.msg}", source=source) from None
+        out: list[ReadItem] = []
+        for i, rec in enumerate(records, start=1):
+            text = json.dumps(rec, sort_keys=True, default=str)
+            if not isinstance(rec, dict):
+                out.append(
+                    Rejected(error=_fail("must be a JSON object", source, i, None), text=text)
+                )
+                continue
+            try:
+                out.append(parse_record(rec, source=source, line=i, text=text))
+            except EventError as exc:
+                out.append(Rejected(error=exc, text=text))
+        return out
+    return list(read_json_lines(io.StringIO(body), source=source))

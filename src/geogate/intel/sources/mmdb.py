@@ -1,0 +1,250 @@
+"""MaxMind DB files: GeoIP2/GeoLite2 Country, City and ASN, DB-IP, IPinfo, ip-location-db.
+
+The record layout is detected per record, so one adapter reads all of them:
+
+- GeoIP2 / GeoLite2 / DB-IP GeoIP2-compatible: ``country.iso_code`` (else
+  ``registered_country.iso_code``), ``subdivisions[0].iso_code`` (else its English name),
+  ``autonomous_system_number`` / ``autonomous_system_organization``;
+- ip-location-db flat files: ``country_code``, ``state1`` (a subdivision *name*);
+- IPinfo: ``country_code`` or ``country`` (a code), ``asn`` as ``"AS15169"``, ``as_name``.
+
+Subdivision names are mapped to ISO 3166-2 codes by :mod:`geogate.intel.subdivisions`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Collection, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import maxminddb
+
+from geogate.errors import ClientIPError, IntelDataError
+from geogate.intel.addresses import IPVersion, format_address, parse_address
+from geogate.intel.facts import IntelFacts, Provenance
+from geogate.intel.sources import ProblemLog, SourceRange
+from geogate.intel.subdivisions import resolve_subdivision
+
+_VALUE_FIELDS: Final = ("location", "subdivision", "asn")
+
+Values = tuple[str | None, str | None, int | None, str | None]
+
+
+class MmdbSource:
+    """A MaxMind DB file as a :class:`~geogate.intel.sources.RangeSource`.
+
+    ``fields`` limits what is extracted (``"location"``, ``"subdivision"``, ``"asn"``);
+    adjacent networks with equal extracted values are merged, which shrinks a city database
+    about threefold when only country and subdivision are kept. ``subdivision_countries``
+    keeps subdivisions only when the code's country (``"UA"`` of ``"UA-43"``) is listed
+    (None keeps all). It also answers single lookups (``IntelLookup``) for comparisons.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        name: str,
+        date: str = "",
+        fields: Collection[str] = _VALUE_FIELDS,
+        subdivision_countries: Collection[str] | None = None,
+    ) -> None:
+        """Open ``path``; raises ``IntelDataError`` when it is missing or not a MaxMind DB."""
+        self._path = Path(path)
+        self._name = name
+        self._date = date
+        self._fields = frozenset(fields)
+        unknown = self._fields - set(_VALUE_FIELDS)
+        if unknown:
+            raise IntelDataError(
+                f"mmdb source cannot give {', '.join(sorted(unknown))}", path=str(path)
+            )
+        self._sub_countries = (
+            None if subdivision_countries is None else frozenset(subdivision_countries)
+        )
+        try:
+            self._reader = maxminddb.open_database(str(self._path))
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
+            raise IntelDataError(f"cannot open MaxMind DB: {exc}", path=str(path)) from exc
+        self.unmapped_subdivisions: Counter[tuple[str, str]] = Counter()
+        """(country, name) of subdivision names that no rule or alias mapped, with counts."""
+
+    @property
+    def name(self) -> str:
+        """The source name used in provenance."""
+        return self._name
+
+    @property
+    def database_type(self) -> str:
+        """The ``database_type`` from the file's metadata (e.g. ``"GeoLite2-City"``)."""
+        return str(self._reader.metadata().database_type)
+
+    def close(self) -> None:
+        """Release the file."""
+        self._reader.close()
+
+    def ranges(self, problems: ProblemLog) -> Iterator[SourceRange]:
+        """Yield every network in the file with the extracted values (adjacent equal
+        networks merged). Networks under ``::/96`` of an IPv6 tree are IPv4 ones."""
+        where = self._path.name
+        pending: list[Any] | None = None  # [version, first, last, values]
+        try:
+            for net, record in self._reader:
+                version: IPVersion = 4 if net.version == 4 else 6
+                first = int(net.network_address)
+                last = first + net.num_addresses - 1
+                if version == 6 and isinstance(net, ipaddress.IPv6Network):
+                    mapped = net.network_address.ipv4_mapped
+                    if mapped is not None and net.prefixlen >= 96:
+                        continue  # ::ffff:0:0/96 is looked up as IPv4; the IPv4 tree has it
+                values = self._extract(record, problems, where)
+                if values == (None, None, None, None):
+                    if pending is not None:
+                        yield _to_range(pending)
+                        pending = None
+                    continue
+                if (
+                    pending is not None
+                    and pending[0] == version
+                    and pending[2] + 1 == first
+                    and pending[3] == values
+                ):
+                    pending[2] = last
+                    continue
+                if pending is not None:
+                    yield _to_range(pending)
+                pending = [version, first, last, values]
+        except maxminddb.InvalidDatabaseError as exc:
+            problems.warn(where, f"MaxMind DB is corrupt, rest of file skipped: {exc}")
+        if pending is not None:
+            yield _to_range(pending)
+
+    def lookup(self, ip: str) -> IntelFacts:
+        """Facts for one address straight from the file (``IntelLookup``)."""
+        parsed = parse_address(ip)
+        if parsed is None:
+            raise ClientIPError("malformed IP address", value=ip)
+        version, value = parsed
+        try:
+            record, prefix = self._reader.get_with_prefix_len(format_address(version, value))
+        except ValueError:  # an IPv6 address in an IPv4-only database
+            return IntelFacts.unknown()
+        values = self._extract(record, ProblemLog(), self._path.name)
+        country, subdivision, asn, org = values
+        if values == (None, None, None, None):
+            return IntelFacts.unknown()
+        prov = tuple(
+            Provenance(field=f, source=self._name, date=self._date)
+            for f, v in zip(_VALUE_FIELDS, (country, subdivision, asn), strict=True)
+            if v is not None
+        )
+        bits = 32 if version == 4 else 128
+        net = ipaddress.ip_network((value >> (bits - prefix) << (bits - prefix), prefix))
+        return IntelFacts(
+            country=country,
+            subdivision=subdivision,
+            asn=asn,
+            as_org=org,
+            network=f"{net.network_address}-{net.broadcast_address}",
+            provenance=prov,
+        )
+
+    def _extract(self, record: object, problems: ProblemLog, where: str) -> Values:
+        if not isinstance(record, dict):
+            return (None, None, None, None)
+        fields = self._fields
+        country: str | None = None
+        subdivision: str | None = None
+        asn: int | None = None
+        org: str | None = None
+        if "location" in fields or "subdivision" in fields:
+            country = _country_of(record)
+        if "subdivision" in fields:
+            subdivision = self._subdivision_of(record, country)
+        if "asn" in fields:
+            asn, org = _asn_of(record)
+        if "location" not in fields:
+            country = None
+        return (country, subdivision, asn, org)
+
+    def _subdivision_of(self, record: dict[str, Any], country: str | None) -> str | None:
+        code: str | None = None
+        name: str | None = None
+        subs = record.get("subdivisions")
+        if isinstance(subs, list) and subs and isinstance(subs[0], dict):
+            iso = subs[0].get("iso_code")
+            if isinstance(iso, str) and iso and country:
+                code = f"{country}-{iso.upper()}"
+            else:
+                names = subs[0].get("names")
+                if isinstance(names, dict) and isinstance(names.get("en"), str):
+                    name = names["en"]
+        else:
+            state = record.get("state1")
+            if isinstance(state, str):
+                name = state
+            elif isinstance(record.get("region"), str):  # IPinfo city layouts
+                name = record["region"]
+        if code is None and name:
+            code = resolve_subdivision(country, name)
+            if code is None and (self._sub_countries is None or country in self._sub_countries):
+                self.unmapped_subdivisions[(country or "", name)] += 1
+        if code is not None and self._sub_countries is not None:
+            if code.split("-", 1)[0] not in self._sub_countries:
+                return None
+        return code
+
+
+def _to_range(p: list[Any]) -> SourceRange:
+    country, subdivision, asn, org = p[3]
+    return SourceRange(
+        version=p[0],
+        first=p[1],
+        last=p[2],
+        country=country,
+        subdivision=subdivision,
+        asn=asn,
+        as_org=org,
+    )
+
+
+def _clean_country(value: object) -> str | None:
+    if not isinstance(value, str) or len(value) != 2 or not value.isascii():
+        return None
+    code = value.upper()
+    if not code.isalpha() or code in ("ZZ", "XX", "--"):
+        return None
+    return code
+
+
+def _country_of(record: dict[str, Any]) -> str | None:
+    flat = record.get("country_code")
+    if flat is not None:
+        return _clean_country(flat)
+    country = record.get("country")
+    if isinstance(country, str):  # IPinfo country layouts
+        return _clean_country(country)
+    if isinstance(country, dict):
+        code = _clean_country(country.get("iso_code"))
+        if code is not None:
+            return code
+    registered = record.get("registered_country")
+    if isinstance(registered, dict):
+        return _clean_country(registered.get("iso_code"))
+    return None
+
+
+def _asn_of(record: dict[str, Any]) -> tuple[int | None, str | None]:
+    number = record.get("autonomous_system_number")
+    org = record.get("autonomous_system_organization")
+    if number is None:
+        number = record.get("asn")
+        org = record.get("as_name", org)
+    if isinstance(number, str):
+        text = number.upper().removeprefix("AS")
+        number = int(text) if text.isdigit() else None
+    if not isinstance(number, int) or isinstance(number, bool) or not 0 < number < 1 << 32:
+        return None, None
+    return number, org if isinstance(org, str) and org else None

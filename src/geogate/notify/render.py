@@ -1,0 +1,327 @@
+"""Notices rendered from Jinja2 templates: a subject, a plain-text body and an HTML body.
+
+The templates ship in ``geogate/notify/templates/<language>/<kind>.{subject,txt,html}.j2``; an
+operator may override any of them from a folder of the same layout. HTML templates are
+autoescaped (selected by the ``.html.j2`` suffix), text and subject templates are not, and every
+template runs in Jinja's immutable sandbox with undefined names as errors.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from geogate.errors import NotifyError
+from geogate.notify.language import Language, pick_language
+from geogate.notify.localize import format_date, format_datetime, region_name
+from geogate.policy.model import Region
+
+# Payload strings end up in mail headers and bodies; longer ones are refused, not truncated.
+MAX_FIELD_CHARS = 512
+MAX_SUBJECT_CHARS = 200
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class NoticeKind(enum.StrEnum):
+    """What a notice tells the account holder."""
+
+    WARNING = "warning"  # used from an unsupported region; will be blocked from a date
+    BLOCKED = "blocked"
+    REINSTATED = "reinstated"
+
+    @classmethod
+    def parse(cls, text: str) -> NoticeKind:
+        """``warning``/``blocked``/``reinstated`` (case-insensitive); NotifyError otherwise."""
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            names = ", ".join(k.value for k in cls)
+            raise NotifyError(
+                f"unknown notice kind {text!r} (expected one of {names})",
+                channel="render",
+                is_permanent=True,
+            ) from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoticeDefaults:
+    """Deployment-wide values the templates use when a notice's payload does not set them."""
+
+    service_name: str = "Example API"
+    appeal_url: str | None = None
+    support_email: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoticeContext:
+    """Everything a notice template may show, parsed from an outbox payload.
+
+    ``region`` is the unsupported region the evidence points to; ``effective_at`` is when
+    blocking starts (required for a warning); ``blocked_at`` when the account was blocked.
+    """
+
+    kind: NoticeKind
+    account: str
+    policy_version: str
+    reference: str
+    service_name: str
+    email: str | None = None
+    display_name: str | None = None
+    region: Region | None = None
+    region_name: str | None = None
+    effective_at: datetime | None = None
+    blocked_at: datetime | None = None
+    appeal_url: str | None = None
+    support_email: str | None = None
+
+    @classmethod
+    def from_payload(
+        cls,
+        payload: Mapping[str, Any],
+        *,
+        kind: NoticeKind,
+        account: str,
+        policy_version: str,
+        reference: str,
+        defaults: NoticeDefaults | None = None,
+    ) -> NoticeContext:
+        """Parse an outbox payload; NotifyError (permanent) names the first bad key.
+
+        Keys: ``email``, ``display_name``, ``region`` (ISO 3166 code), ``region_name``,
+        ``effective_at`` and ``blocked_at`` (RFC 3339), ``appeal_url`` (http or https),
+        ``support_email``, ``service_name``. Other keys are ignored here (the webhook still
+        forwards them). A warning needs ``region`` and ``effective_at``.
+        """
+        base = defaults or NoticeDefaults()
+        region_text = _text(payload, "region")
+        try:
+            region = Region.parse(region_text) if region_text else None
+        except ValueError as exc:
+            raise _bad("region", str(exc)) from None
+        context = cls(
+            kind=kind,
+            account=_check_text("account", account),
+            policy_version=_check_text("policy_version", policy_version),
+            reference=reference,
+            service_name=_text(payload, "service_name") or base.service_name,
+            email=_email(payload, "email"),
+            display_name=_text(payload, "display_name"),
+            region=region,
+            region_name=_text(payload, "region_name"),
+            effective_at=_when(payload, "effective_at"),
+            blocked_at=_when(payload, "blocked_at"),
+            appeal_url=_url(payload, "appeal_url") or base.appeal_url,
+            support_email=_email(payload, "support_email") or base.support_email,
+        )
+        if kind is NoticeKind.WARNING:
+            for key in ("region", "effective_at"):
+                if getattr(context, key) is None:
+                    raise _bad(key, "a warning notice needs this key")
+        return context
+
+    def variables(self, language: Language) -> dict[str, Any]:
+        """The names templates see, with dates and the region written for ``language``."""
+        name = self.region_name
+        if name is None and self.region is not None:
+            name = region_name(self.region.code, language)
+        return {
+            "kind": self.kind.value,
+            "language": language.value,
+            "account": self.account,
+            "policy_version": self.policy_version,
+            "reference": self.reference,
+            "service_name": self.service_name,
+            "email": self.email,
+            "display_name": self.display_name,
+            "region": self.region.code if self.region else None,
+            "region_name": name,
+            "effective_at": _fmt(self.effective_at, language, format_datetime),
+            "effective_date": _fmt(self.effective_at, language, format_date),
+            "blocked_at": _fmt(self.blocked_at, language, format_datetime),
+            "appeal_url": self.appeal_url,
+            "support_email": self.support_email,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenderedNotice:
+    """A notice ready to send: one-line subject, plain text and HTML, in ``language``."""
+
+    kind: NoticeKind
+    language: Language
+    subject: str
+    text: str
+    html: str
+
+
+class NoticeRenderer:
+    """Renders notices from the shipped templates, or from ``templates_dir`` where it has a file.
+
+    One renderer can be shared between threads: Jinja environments are thread-safe once built.
+    """
+
+    def __init__(
+        self, *, templates_dir: Path | None = None, defaults: NoticeDefaults | None = None
+    ) -> None:
+        loaders: list[jinja2.BaseLoader] = [jinja2.PackageLoader("geogate.notify", "templates")]
+        if templates_dir is not None:
+            loaders.insert(0, jinja2.FileSystemLoader(templates_dir))
+        self.defaults = defaults or NoticeDefaults()
+        self._env = ImmutableSandboxedEnvironment(
+            loader=jinja2.ChoiceLoader(loaders),
+            autoescape=jinja2.select_autoescape(
+                enabled_extensions=("html.j2", "html"), default_for_string=False, default=False
+            ),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+
+    def context(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        kind: NoticeKind,
+        account: str,
+        policy_version: str,
+        reference: str,
+    ) -> NoticeContext:
+        """Parse ``payload`` with this renderer's defaults (see NoticeContext.from_payload)."""
+        return NoticeContext.from_payload(
+            payload,
+            kind=kind,
+            account=account,
+            policy_version=policy_version,
+            reference=reference,
+            defaults=self.defaults,
+        )
+
+    def render(self, context: NoticeContext, *, language: Language | str | None) -> RenderedNotice:
+        """Render ``context`` in the template language best matching ``language``.
+
+        ``language`` may be a Language or an Accept-Language-like string (``zh-CN``); unknown
+        or missing gives English. Raises NotifyError (permanent) when a template is missing or
+        fails, and when the subject comes out empty or too long.
+        """
+        lang = language if isinstance(language, Language) else pick_language(language)
+        names = self._env.globals.copy()
+        names.update(context.variables(lang))
+        stem = f"{lang.value}/{context.kind.value}"
+        subject = " ".join(self._render(f"{stem}.subject.j2", names).split())
+        if not subject or len(subject) > MAX_SUBJECT_CHARS:
+            raise NotifyError(
+                f"template {stem}.subject.j2 gave a subject of {len(subject)} characters "
+                f"(1 to {MAX_SUBJECT_CHARS} allowed)",
+                channel="render",
+                is_permanent=True,
+            )
+        return RenderedNotice(
+            kind=context.kind,
+            language=lang,
+            subject=subject,
+            text=self._render(f"{stem}.txt.j2", names),
+            html=self._render(f"{stem}.html.j2", names),
+        )
+
+    def _render(self, name: str, names: dict[str, Any]) -> str:
+        try:
+            return self._env.get_template(name).render(names)
+        except jinja2.TemplateError as exc:
+            raise NotifyError(
+                f"template {name}: {type(exc).__name__}: {exc}", channel="render", is_permanent=True
+            ) from exc
+
+
+def sample_payload(kind: NoticeKind) -> dict[str, Any]:
+    """An example payload of each kind, for ``geogate notices preview`` and the docs."""
+    payload: dict[str, Any] = {
+        "email": "dev@example.com",
+        "display_name": "Example Dev",
+        "region": "CN",
+        "effective_at": "2026-03-01T00:00:00Z",
+        "appeal_url": "https://example.com/appeal",
+    }
+    if kind is NoticeKind.BLOCKED:
+        payload["blocked_at"] = "2026-03-02T09:30:00Z"
+    return payload
+
+
+def _bad(key: str, message: str) -> NotifyError:
+    return NotifyError(f"payload key {key!r}: {message}", channel="render", is_permanent=True)
+
+
+def _check_text(key: str, value: str) -> str:
+    if len(value) > MAX_FIELD_CHARS:
+        raise _bad(key, f"longer than {MAX_FIELD_CHARS} characters")
+    if _CONTROL.search(value):
+        raise _bad(key, "contains control characters")
+    return value
+
+
+def _text(payload: Mapping[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _bad(key, f"expected a string, got {type(value).__name__}")
+    return _check_text(key, value.strip())
+
+
+def _email(payload: Mapping[str, Any], key: str) -> str | None:
+    value = _text(payload, key)
+    if value is None:
+        return None
+    _, address = parseaddr(value)
+    # One plain addr-spec: a display name or a second address here would be header injection.
+    if address != value or value.count("@") != 1 or " " in value:
+        raise _bad(key, f"{value!r} is not one e-mail address")
+    local, domain = value.split("@")
+    if not local or "." not in domain.strip("."):
+        raise _bad(key, f"{value!r} is not one e-mail address")
+    return value
+
+
+def _url(payload: Mapping[str, Any], key: str) -> str | None:
+    value = _text(payload, key)
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc or " " in value:
+        raise _bad(key, f"{value!r} is not an http or https URL")
+    return value
+
+
+def _when(payload: Mapping[str, Any], key: str) -> datetime | None:
+    value = payload.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise _bad(key, f"{value!r} is not an RFC 3339 date-time") from None
+    else:
+        raise _bad(key, f"expected an RFC 3339 string, got {type(value).__name__}")
+    if parsed.tzinfo is None:
+        raise _bad(key, f"{value!r} has no UTC offset")
+    return parsed.astimezone(UTC)
+
+
+def _fmt(
+    at: datetime | None, language: Language, fmt: Callable[[datetime, Language], str]
+) -> str | None:
+    return None if at is None else fmt(at, language)

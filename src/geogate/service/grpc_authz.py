@@ -1,0 +1,162 @@
+"""Envoy ext_authz over gRPC: the ``envoy.service.auth.v3.Authorization/Check`` server.
+
+Envoy sends the downstream peer (``attributes.source.address``) and the request headers; the
+check resolves the client exactly as the HTTP endpoints do (the peer plus ``x-forwarded-for``
+walked right to left over the trusted proxies), decides with the current Engine and answers:
+
+- allowed: gRPC status OK and an ``ok_response`` that sets the ``x-geogate-*`` headers on the
+  request sent upstream (overwriting any a client sent);
+- denied: status PERMISSION_DENIED and a ``denied_response`` with HTTP 403, the OpenAI-style
+  denial body and the ``x-geogate-*`` headers; 503 (UNAVAILABLE) when failing closed, 400
+  (INVALID_ARGUMENT) for a malformed client address.
+
+The server is grpcio's thread-pool server in the same process as the HTTP service, sharing its
+:class:`~geogate.service.engine.EngineRef`, so a reload switches both at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+from geogate.errors import ConfigError
+from geogate.service import envoy_proto as pb
+from geogate.service.engine import EngineRef, Verdict, enforce
+from geogate.service.metrics import ServiceMetrics
+from geogate.service.ports import AccountStatusPort
+from geogate.service.responses import JSON_TYPE, decision_headers, refusal_body
+
+log = logging.getLogger("geogate.service")
+
+# google.rpc.Code values
+_OK = 0
+_INVALID_ARGUMENT = 3
+_PERMISSION_DENIED = 7
+_UNAVAILABLE = 14
+_RPC_CODE = {200: _OK, 400: _INVALID_ARGUMENT, 403: _PERMISSION_DENIED, 503: _UNAVAILABLE}
+
+ENDPOINT = "envoy_grpc"
+
+
+def _headers_of(http: Any) -> dict[str, str]:
+    """Request headers from ``headers`` or, with Envoy's ``encode_raw_headers``, ``header_map``
+    (repeated names joined with commas, as RFC 9110 allows for list-valued fields)."""
+    headers: dict[str, str] = dict(http.headers)
+    for item in http.header_map.headers:
+        value = item.raw_value.decode("utf-8", "replace") if item.raw_value else item.value
+        key = item.key.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return headers
+
+
+def _add(options: Any, headers: list[tuple[str, str]]) -> None:
+    for key, value in headers:
+        option = options.add()
+        option.header.key = key
+        option.header.value = value
+        option.append_action = pb.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+def check_response(verdict: Verdict) -> Any:
+    """The CheckResponse message for ``verdict``."""
+    response = pb.CheckResponse()
+    headers = decision_headers(verdict.decision)
+    if verdict.status == 200:
+        response.status.code = _OK
+        _add(response.ok_response.headers, headers)
+        return response
+    response.status.code = _RPC_CODE.get(verdict.status, _PERMISSION_DENIED)
+    denied = response.denied_response
+    denied.status.code = verdict.status
+    denied.body = refusal_body(verdict.status, verdict.problem).decode()
+    _add(denied.headers, [("content-type", JSON_TYPE), *headers])
+    return response
+
+
+class AuthorizationServicer:
+    """The Check handler: request message in, response message out (no gRPC types needed, so
+    tests can call :meth:`check` directly as well as over the wire)."""
+
+    def __init__(
+        self,
+        ref: EngineRef,
+        *,
+        account_header: str,
+        accounts: AccountStatusPort | None = None,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        self.ref = ref
+        self.account_header = account_header
+        self.accounts = accounts
+        self.metrics = metrics
+
+    def check(self, request: Any, context: object = None) -> Any:
+        """Decide the request described by a ``CheckRequest``; returns a ``CheckResponse``."""
+        started = time.perf_counter()
+        attrs = request.attributes
+        headers = _headers_of(attrs.request.http)
+        peer = attrs.source.address.socket_address.address
+        verdict = enforce(
+            self.ref.current,
+            peer=peer,
+            x_forwarded_for=headers.get("x-forwarded-for"),
+            forwarded=headers.get("forwarded"),
+            account=headers.get(self.account_header) or None,
+            accounts=self.accounts,
+        )
+        response = check_response(verdict)
+        if self.metrics is not None:
+            if verdict.status == 400:
+                self.metrics.error(ENDPOINT, "invalid_client_address")
+            self.metrics.observe(ENDPOINT, verdict.decision, time.perf_counter() - started)
+        return response
+
+
+def _handler(servicer: AuthorizationServicer) -> grpc.GenericRpcHandler:
+    check: Callable[[Any, Any], Any] = servicer.check
+    return grpc.method_handlers_generic_handler(
+        pb.SERVICE_NAME,
+        {
+            "Check": grpc.unary_unary_rpc_method_handler(
+                check,
+                request_deserializer=pb.CheckRequest.FromString,
+                response_serializer=pb.CheckResponse.SerializeToString,
+            )
+        },
+    )
+
+
+class GrpcAuthzServer:
+    """The gRPC server hosting :class:`AuthorizationServicer` on ``address`` (``host:port``)."""
+
+    def __init__(self, servicer: AuthorizationServicer, *, address: str, threads: int = 8) -> None:
+        self.servicer = servicer
+        self.address = address
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="geogate-grpc"),
+            options=[("grpc.so_reuseport", 0)],
+        )
+        self._server.add_generic_rpc_handlers((_handler(servicer),))
+        self.port = 0
+
+    def start(self) -> int:
+        """Bind and start serving; returns the bound port. Raises ConfigError when the address
+        cannot be bound."""
+        try:
+            self.port = self._server.add_insecure_port(self.address)
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot listen on {self.address}: {exc}", key="grpc_port") from None
+        if self.port == 0:
+            raise ConfigError(f"cannot listen on {self.address}", key="grpc_port")
+        self._server.start()
+        log.info("geogate ext_authz gRPC server on %s", self.address)
+        return self.port
+
+    def stop(self, grace_seconds: float = 2.0) -> None:
+        """Stop accepting calls and wait up to ``grace_seconds`` for calls in flight."""
+        self._server.stop(grace_seconds).wait()

@@ -1,0 +1,742 @@
+"""The Store over SQLAlchemy Core: SQLite (the embedded default) and PostgreSQL.
+
+``SqlStore.open(url)`` accepts ``sqlite:///path.db``, a bare file path (SQLite),
+``postgresql://...`` or ``postgresql+psycopg://...``; it runs the shipped migrations unless told
+not to. SQLite runs in WAL mode; every write transaction starts with ``BEGIN IMMEDIATE`` so two
+writers queue up instead of failing half-way. PostgreSQL rows read for an update are locked
+(``SELECT ... FOR UPDATE``), and so is the audit log head, which keeps the hash chain linear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    case,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from geogate.clock import Clock, SystemClock
+from geogate.errors import ConfigError, StoreError, StoreUnavailable
+from geogate.store import migrate
+from geogate.store.protocol import (
+    AccountRow,
+    AuditEntry,
+    AuditReport,
+    EgressStats,
+    NoticeRow,
+    NoticeState,
+    StoredEvent,
+    TransitionRow,
+)
+from geogate.store.schema import (
+    accounts,
+    audit,
+    audit_head,
+    egress_accounts,
+    events,
+    notices,
+    transitions,
+)
+
+GENESIS = "0" * 64
+_CHUNK = 500
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _canonical(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True, default=str)
+
+
+def normalise_url(url: str) -> str:
+    """A SQLAlchemy URL from what a user typed: a bare path means SQLite, ``postgresql://``
+    means the psycopg 3 driver."""
+    text = url.strip()
+    if not text:
+        raise ConfigError("empty database URL", key="--db")
+    if text.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + text.split("://", 1)[1]
+    if text.startswith(("postgresql+psycopg://", "sqlite://")):
+        return text
+    if "://" in text:
+        raise ConfigError(
+            f"unsupported database URL scheme in {text.split('://', 1)[0]!r} "
+            "(use sqlite:///FILE or postgresql://...)",
+            key="--db",
+        )
+    return f"sqlite:///{text}"
+
+
+def _wrap(exc: Exception, what: str) -> StoreError:
+    if isinstance(exc, OperationalError | DBAPIError) and getattr(
+        exc, "connection_invalidated", False
+    ):
+        return StoreUnavailable(f"{what}: {exc.orig or exc}")
+    if isinstance(exc, OperationalError):
+        return StoreUnavailable(f"{what}: {str(exc.orig or exc).splitlines()[0]}")
+    return StoreError(f"{what}: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}")
+
+
+class SqlTx:
+    """A :class:`~geogate.store.protocol.StoreTx` on one SQLAlchemy connection."""
+
+    def __init__(self, store: SqlStore, conn: Connection) -> None:
+        self.store = store
+        self.conn = conn
+        self.is_pg = store.is_postgres
+
+    def _insert(self, table: Any) -> Any:
+        return (pg.insert if self.is_pg else sqlite_dialect.insert)(table)
+
+    def insert_events(self, rows: Sequence[StoredEvent]) -> set[str]:
+        """Insert events, skipping known ids; returns the ids inserted."""
+        if not rows:
+            return set()
+        ids = [r.id for r in rows]
+        existing: set[str] = set()
+        for i in range(0, len(ids), _CHUNK):
+            part = ids[i : i + _CHUNK]
+            existing.update(
+                self.conn.execute(select(events.c.id).where(events.c.id.in_(part))).scalars()
+            )
+        new = [r for r in rows if r.id not in existing]
+        if not new:
+            return set()
+        params = [
+            {"id": r.id, "kind": r.kind, "account": r.account, "ts": r.ts, "data": r.data}
+            for r in new
+        ]
+        if self.is_pg:
+            # Concurrent ingesters may race between the check and the insert: let the
+            # database decide, and report only what this transaction inserted.
+            stmt = (
+                self._insert(events)
+                .on_conflict_do_nothing(index_elements=["id"])
+                .returning(events.c.id)
+            )
+            inserted = set(self.conn.execute(stmt, params).scalars())
+            return inserted
+        # SQLite: BEGIN IMMEDIATE already serialises writers, so the check above is exact.
+        self.conn.execute(events.insert(), params)
+        return {r.id for r in new}
+
+    def load_accounts(self, names: Sequence[str], *, lock: bool = False) -> dict[str, AccountRow]:
+        """Existing rows of ``names``."""
+        out: dict[str, AccountRow] = {}
+        for i in range(0, len(names), _CHUNK):
+            stmt = select(accounts).where(accounts.c.account.in_(names[i : i + _CHUNK]))
+            if lock and self.is_pg:
+                stmt = stmt.with_for_update()
+            for m in self.conn.execute(stmt).mappings():
+                row = _account_row(m)
+                out[row.account] = row
+        return out
+
+    def save_accounts(self, rows: Sequence[AccountRow]) -> None:
+        """Upsert rows."""
+        if not rows:
+            return
+        params = [
+            {
+                "account": r.account,
+                "state": r.state,
+                "state_since": r.state_since,
+                "policy_version": r.policy_version,
+                "reasons": _dumps(list(r.reasons)),
+                "score": r.score,
+                "points_unsupported": r.points_unsupported,
+                "language": r.language,
+                "evidence": _dumps(r.evidence),
+                "last_seen": r.last_seen,
+                "version": r.version,
+            }
+            for r in rows
+        ]
+        stmt = self._insert(accounts)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["account"],
+            set_={c: stmt.excluded[c] for c in params[0] if c != "account"},
+        )
+        self.conn.execute(stmt, params)
+
+    def add_transitions(self, rows: Sequence[TransitionRow]) -> None:
+        """Append transitions, each with its audit record."""
+        if not rows:
+            return
+        self.conn.execute(
+            transitions.insert(),
+            [
+                {
+                    "account": t.account,
+                    "at": t.at,
+                    "from_state": t.from_state,
+                    "to_state": t.to_state,
+                    "rules": _dumps(list(t.rules)),
+                    "policy_version": t.policy_version,
+                    "evidence": _dumps(t.evidence),
+                    "actor": t.actor,
+                    "note": t.note,
+                }
+                for t in rows
+            ],
+        )
+        self._append_audit_many(
+            [
+                (
+                    t.at,
+                    t.account,
+                    "transition",
+                    {
+                        "from": t.from_state,
+                        "to": t.to_state,
+                        "rules": list(t.rules),
+                        "policy_version": t.policy_version,
+                        "actor": t.actor,
+                        "note": t.note,
+                        "evidence_sha256": hashlib.sha256(
+                            _canonical(t.evidence).encode()
+                        ).hexdigest(),
+                    },
+                )
+                for t in rows
+            ]
+        )
+
+    def link_egress(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Record (egress, account) pairs, ignoring known ones."""
+        if not pairs:
+            return
+        unique = sorted(set(pairs))
+        stmt = self._insert(egress_accounts).on_conflict_do_nothing(
+            index_elements=["egress", "account"]
+        )
+        self.conn.execute(stmt, [{"egress": e, "account": a} for e, a in unique])
+
+    def egress_stats(self, keys: Sequence[str]) -> dict[str, EgressStats]:
+        """Account counts behind the given egress keys."""
+        out: dict[str, EgressStats] = {}
+        flag = case((accounts.c.points_unsupported, 1), else_=0)
+        for i in range(0, len(keys), _CHUNK):
+            stmt = (
+                select(egress_accounts.c.egress, func.count(), func.coalesce(func.sum(flag), 0))
+                .select_from(
+                    egress_accounts.outerjoin(
+                        accounts, accounts.c.account == egress_accounts.c.account
+                    )
+                )
+                .where(egress_accounts.c.egress.in_(keys[i : i + _CHUNK]))
+                .group_by(egress_accounts.c.egress)
+            )
+            for key, n, bad in self.conn.execute(stmt):
+                out[key] = EgressStats(key=key, accounts=int(n), unsupported=int(bad))
+        return out
+
+    def enqueue_notice(
+        self,
+        account: str,
+        kind: str,
+        policy_version: str,
+        language: str | None,
+        payload: Mapping[str, Any],
+        *,
+        at: datetime | None = None,
+    ) -> bool:
+        """Queue a notice once per (account, kind, policy_version)."""
+        when = at or self.store.clock.now()
+        stmt = self._insert(notices).on_conflict_do_nothing(
+            index_elements=["account", "kind", "policy_version"]
+        )
+        result = self.conn.execute(
+            stmt,
+            {
+                "account": account,
+                "kind": kind,
+                "policy_version": policy_version,
+                "language": language,
+                "payload": _dumps(dict(payload)),
+                "attempts": 0,
+                "state": NoticeState.PENDING.value,
+                "next_attempt_at": when,
+                "last_error": None,
+                "created_at": when,
+            },
+        )
+        return bool(result.rowcount == 1)
+
+    def append_audit(
+        self, *, at: datetime, account: str | None, action: str, detail: Mapping[str, Any]
+    ) -> AuditEntry:
+        """Append one audit record."""
+        return self._append_audit_many([(at, account, action, detail)])[-1]
+
+    def _append_audit_many(
+        self, items: Sequence[tuple[datetime, str | None, str, Mapping[str, Any]]]
+    ) -> list[AuditEntry]:
+        stmt = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+        if self.is_pg:
+            stmt = stmt.with_for_update()
+        head = self.conn.execute(stmt).first()
+        seq, prev = (int(head[0]), str(head[1])) if head else (0, GENESIS)
+        rows: list[dict[str, Any]] = []
+        entries: list[AuditEntry] = []
+        for at, account, action, detail in items:
+            seq += 1
+            at_utc = at.astimezone(UTC)
+            body = _canonical(
+                {
+                    "seq": seq,
+                    "at": at_utc.isoformat(),
+                    "account": account,
+                    "action": action,
+                    "detail": detail,
+                }
+            )
+            digest = hashlib.sha256(f"{prev}\n{body}".encode()).hexdigest()
+            rows.append(
+                {
+                    "seq": seq,
+                    "at": at_utc,
+                    "account": account,
+                    "action": action,
+                    "body": body,
+                    "prev_hash": prev,
+                    "hash": digest,
+                }
+            )
+            entries.append(
+                AuditEntry(
+                    seq=seq,
+                    at=at_utc,
+                    account=account,
+                    action=action,
+                    detail=dict(detail),
+                    prev_hash=prev,
+                    hash=digest,
+                )
+            )
+            prev = digest
+        self.conn.execute(audit.insert(), rows)
+        if head is None:
+            self.conn.execute(audit_head.insert(), {"id": 1, "seq": seq, "hash": prev})
+        else:
+            self.conn.execute(
+                update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev)
+            )
+        return entries
+
+
+def _account_row(m: Mapping[Any, Any]) -> AccountRow:
+    return AccountRow(
+        account=m["account"],
+        state=m["state"],
+        state_since=m["state_since"],
+        policy_version=m["policy_version"],
+        reasons=tuple(json.loads(m["reasons"])),
+        score=float(m["score"]),
+        points_unsupported=bool(m["points_unsupported"]),
+        language=m["language"],
+        evidence=json.loads(m["evidence"]),
+        last_seen=m["last_seen"],
+        version=int(m["version"]),
+    )
+
+
+def _notice_row(m: Mapping[Any, Any]) -> NoticeRow:
+    return NoticeRow(
+        id=int(m["id"]),
+        account=m["account"],
+        kind=m["kind"],
+        policy_version=m["policy_version"],
+        language=m["language"],
+        payload=json.loads(m["payload"]),
+        attempts=int(m["attempts"]),
+        state=NoticeState(m["state"]),
+        next_attempt_at=m["next_attempt_at"],
+        last_error=m["last_error"],
+        created_at=m["created_at"],
+        sent_at=m["sent_at"],
+    )
+
+
+def _transition_row(m: Mapping[Any, Any]) -> TransitionRow:
+    return TransitionRow(
+        id=int(m["id"]),
+        account=m["account"],
+        at=m["at"],
+        from_state=m["from_state"],
+        to_state=m["to_state"],
+        rules=tuple(json.loads(m["rules"])),
+        policy_version=m["policy_version"],
+        evidence=json.loads(m["evidence"]),
+        actor=m["actor"],
+        note=m["note"],
+    )
+
+
+class SqlStore:
+    """The :class:`~geogate.store.protocol.Store` on SQLite or PostgreSQL (see module doc)."""
+
+    def __init__(self, engine: Engine, *, clock: Clock | None = None) -> None:
+        self.engine = engine
+        self.clock: Clock = clock or SystemClock()
+        self.is_postgres = engine.dialect.name == "postgresql"
+
+    @classmethod
+    def open(cls, url: str, *, migrate_schema: bool = True, clock: Clock | None = None) -> SqlStore:
+        """Open (and by default migrate) the store at ``url`` (see :func:`normalise_url`).
+
+        Raises :class:`StoreUnavailable` when the database cannot be reached.
+        """
+        full = normalise_url(url)
+        try:
+            if full.startswith("sqlite"):
+                engine = create_engine(full, poolclass=NullPool)
+                _sqlite_setup(engine)
+            else:
+                engine = create_engine(full, pool_pre_ping=True)
+            store = cls(engine, clock=clock)
+            if migrate_schema:
+                migrate.upgrade(engine)
+        except SQLAlchemyError as exc:
+            raise _wrap(exc, f"cannot open store {_masked(full)}") from exc
+        return store
+
+    # ----- transactions -----------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlTx]:
+        """One write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(geogate_immediate=True)
+                with conn.begin():
+                    yield SqlTx(self, conn)
+        except SQLAlchemyError as exc:
+            raise _wrap(exc, "store transaction failed") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except SQLAlchemyError as exc:
+            raise _wrap(exc, "store read failed") from exc
+
+    # ----- reads ------------------------------------------------------------------------
+
+    def get_account(self, account: str) -> AccountRow | None:
+        """One account's row, or None."""
+        with self._read() as conn:
+            m = (
+                conn.execute(select(accounts).where(accounts.c.account == account))
+                .mappings()
+                .first()
+            )
+            return _account_row(m) if m else None
+
+    def iter_accounts(
+        self, *, state: str | None = None, batch_size: int = 10_000
+    ) -> Iterator[AccountRow]:
+        """Every account in key order, streamed ``batch_size`` at a time (keyset pagination,
+        so no long-running read transaction holds the database)."""
+        last: str | None = None
+        while True:
+            stmt = select(accounts).order_by(accounts.c.account).limit(batch_size)
+            if state is not None:
+                stmt = stmt.where(accounts.c.state == state)
+            if last is not None:
+                stmt = stmt.where(accounts.c.account > last)
+            with self._read() as conn:
+                rows = [_account_row(m) for m in conn.execute(stmt).mappings()]
+            yield from rows
+            if len(rows) < batch_size:
+                return
+            last = rows[-1].account
+
+    def count_accounts(self) -> dict[str, int]:
+        """Accounts per state."""
+        with self._read() as conn:
+            rows = conn.execute(select(accounts.c.state, func.count()).group_by(accounts.c.state))
+            return {str(s): int(n) for s, n in rows}
+
+    def transitions(self, account: str) -> list[TransitionRow]:
+        """An account's transitions, oldest first."""
+        with self._read() as conn:
+            stmt = (
+                select(transitions)
+                .where(transitions.c.account == account)
+                .order_by(transitions.c.id)
+            )
+            return [_transition_row(m) for m in conn.execute(stmt).mappings()]
+
+    def egress_members(self, *, min_accounts: int) -> dict[str, list[str]]:
+        """Egress keys with at least ``min_accounts`` accounts, and those accounts."""
+        with self._read() as conn:
+            busy = (
+                select(egress_accounts.c.egress)
+                .group_by(egress_accounts.c.egress)
+                .having(func.count() >= min_accounts)
+                .subquery()
+            )
+            stmt = select(egress_accounts.c.egress, egress_accounts.c.account).where(
+                egress_accounts.c.egress.in_(select(busy.c.egress))
+            )
+            out: dict[str, list[str]] = {}
+            for key, account in conn.execute(stmt):
+                out.setdefault(key, []).append(account)
+            return out
+
+    def count_events(self) -> int:
+        """Stored events."""
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
+
+    def iter_events(self, *, batch_size: int = 10_000) -> Iterator[StoredEvent]:
+        """Every event in insertion order."""
+        last = 0
+        while True:
+            with self._read() as conn:
+                stmt = (
+                    select(events)
+                    .where(events.c.seq > last)
+                    .order_by(events.c.seq)
+                    .limit(batch_size)
+                )
+                rows = list(conn.execute(stmt).mappings())
+            for m in rows:
+                yield StoredEvent(
+                    id=m["id"], kind=m["kind"], account=m["account"], ts=m["ts"], data=m["data"]
+                )
+            if len(rows) < batch_size:
+                return
+            last = int(rows[-1]["seq"])
+
+    # ----- account status (AccountStatusPort) --------------------------------------------
+
+    def account_status(self, account: str) -> str | None:
+        """The account's state name, or None when unknown."""
+        with self._read() as conn:
+            value = conn.execute(
+                select(accounts.c.state).where(accounts.c.account == account)
+            ).scalar()
+            return str(value) if value is not None else None
+
+    def is_blocked(self, account: str) -> bool:
+        """True when the account is blocked."""
+        return self.account_status(account) == "blocked"
+
+    def blocked_accounts(self) -> frozenset[str]:
+        """Every blocked account (for a service that keeps the set in memory)."""
+        with self._read() as conn:
+            stmt = select(accounts.c.account).where(accounts.c.state == "blocked")
+            return frozenset(conn.execute(stmt).scalars())
+
+    # ----- notices ------------------------------------------------------------------------
+
+    def enqueue_notice(
+        self,
+        account: str,
+        kind: str,
+        policy_version: str,
+        language: str | None,
+        payload: Mapping[str, Any],
+    ) -> bool:
+        """Queue a notice in its own transaction; False when it already existed."""
+        with self.transaction() as tx:
+            return tx.enqueue_notice(account, kind, policy_version, language, payload)
+
+    def pending_notices(self, now: datetime, limit: int) -> list[NoticeRow]:
+        """Due pending notices, oldest due first."""
+        with self._read() as conn:
+            stmt = (
+                select(notices)
+                .where(
+                    and_(
+                        notices.c.state == NoticeState.PENDING.value,
+                        or_(notices.c.next_attempt_at.is_(None), notices.c.next_attempt_at <= now),
+                    )
+                )
+                .order_by(notices.c.next_attempt_at, notices.c.id)
+                .limit(limit)
+            )
+            return [_notice_row(m) for m in conn.execute(stmt).mappings()]
+
+    def mark_notice_sent(self, id: int, at: datetime) -> None:
+        """Record a delivery."""
+        with self.transaction() as tx:
+            tx.conn.execute(
+                update(notices)
+                .where(notices.c.id == id)
+                .values(
+                    state=NoticeState.SENT.value,
+                    sent_at=at,
+                    last_attempt_at=at,
+                    attempts=notices.c.attempts + 1,
+                    last_error=None,
+                    next_attempt_at=None,
+                )
+            )
+
+    def mark_notice_failed(
+        self,
+        id: int,
+        at: datetime,
+        error: str,
+        next_attempt_at: datetime | None,
+    ) -> None:
+        """Record a failed attempt (``failed`` for good when ``next_attempt_at`` is None)."""
+        state = NoticeState.PENDING if next_attempt_at is not None else NoticeState.FAILED
+        with self.transaction() as tx:
+            tx.conn.execute(
+                update(notices)
+                .where(notices.c.id == id)
+                .values(
+                    state=state.value,
+                    last_attempt_at=at,
+                    attempts=notices.c.attempts + 1,
+                    last_error=error[:2000],
+                    next_attempt_at=next_attempt_at,
+                )
+            )
+
+    def get_notice(self, id: int) -> NoticeRow | None:
+        """One notice by id."""
+        with self._read() as conn:
+            m = conn.execute(select(notices).where(notices.c.id == id)).mappings().first()
+            return _notice_row(m) if m else None
+
+    def notices(self, account: str) -> list[NoticeRow]:
+        """An account's notices, oldest first."""
+        with self._read() as conn:
+            stmt = select(notices).where(notices.c.account == account).order_by(notices.c.id)
+            return [_notice_row(m) for m in conn.execute(stmt).mappings()]
+
+    # ----- audit --------------------------------------------------------------------------
+
+    def audit_entries(self, *, account: str | None = None) -> list[AuditEntry]:
+        """Audit records, oldest first."""
+        with self._read() as conn:
+            stmt = select(audit).order_by(audit.c.seq)
+            if account is not None:
+                stmt = stmt.where(audit.c.account == account)
+            out = []
+            for m in conn.execute(stmt).mappings():
+                body = json.loads(m["body"])
+                out.append(
+                    AuditEntry(
+                        seq=int(m["seq"]),
+                        at=m["at"],
+                        account=m["account"],
+                        action=m["action"],
+                        detail=body.get("detail", {}),
+                        prev_hash=m["prev_hash"],
+                        hash=m["hash"],
+                    )
+                )
+            return out
+
+    def verify_audit(self) -> AuditReport:
+        """Walk the chain from the genesis hash; any edited, removed, reordered or inserted
+        record, or a head that does not match the last record, is reported."""
+        with self._read() as conn:
+            head = conn.execute(
+                select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+            ).first()
+            prev = GENESIS
+            expected_seq = 0
+            count = 0
+            for m in conn.execute(select(audit).order_by(audit.c.seq)).mappings():
+                expected_seq += 1
+                count += 1
+                seq = int(m["seq"])
+                problem: str | None = None
+                if seq != expected_seq:
+                    problem = f"record {expected_seq} is missing (found {seq} next)"
+                elif m["prev_hash"] != prev:
+                    problem = "its prev_hash does not match the previous record's hash"
+                else:
+                    digest = hashlib.sha256(f"{prev}\n{m['body']}".encode()).hexdigest()
+                    if digest != m["hash"]:
+                        problem = "its content does not match its hash"
+                    else:
+                        try:
+                            body = json.loads(m["body"])
+                        except json.JSONDecodeError:
+                            body = {}
+                        at = m["at"]
+                        if (
+                            body.get("seq") != seq
+                            or body.get("account") != m["account"]
+                            or body.get("action") != m["action"]
+                            or body.get("at") != at.astimezone(UTC).isoformat()
+                        ):
+                            problem = "its columns differ from the hashed record"
+                if problem is not None:
+                    return AuditReport(
+                        ok=False, records=count, head=prev, broken_at=expected_seq, problem=problem
+                    )
+                prev = m["hash"]
+            if head is None:
+                if count:
+                    return AuditReport(
+                        ok=False, records=count, head=prev, problem="the head record is missing"
+                    )
+                return AuditReport(ok=True, records=0, head=GENESIS)
+            if int(head[0]) != count or head[1] != prev:
+                return AuditReport(
+                    ok=False,
+                    records=count,
+                    head=prev,
+                    broken_at=count + 1 if int(head[0]) > count else int(head[0]),
+                    problem=f"the head names record {head[0]} with another hash: "
+                    "records were removed or replaced",
+                )
+            return AuditReport(ok=True, records=count, head=prev)
+
+    def close(self) -> None:
+        """Dispose of the connection pool."""
+        self.engine.dispose()
+
+
+def _masked(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _begin)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")  # durable against process crashes in WAL mode
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("geogate_immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
