@@ -58,6 +58,7 @@ class GeoGateMiddleware:
     ``policy``: a policy file or ``builtin:NAME`` (or several versions); ``snapshot``: a file,
     a loaded Snapshot or None for the embedded data; ``trusted_proxies``: CIDRs whose
     forwarding headers are believed (empty: the connection address is the client);
+    ``client_ip_header``: the one forwarding header read, ``x-forwarded-for`` or ``forwarded``;
     ``fail_mode``: ``closed`` or ``open`` when there is no snapshot or the account port fails;
     ``accounts`` and ``account_header``: deny requests naming a blocked account;
     ``exempt_paths``: paths never checked (health checks); ``response_headers``: also add the
@@ -72,6 +73,7 @@ class GeoGateMiddleware:
         policy: str | Sequence[str] = DEFAULT_POLICY,
         snapshot: str | Path | Snapshot | None = None,
         trusted_proxies: Sequence[str] = (),
+        client_ip_header: str = "x-forwarded-for",
         fail_mode: str = "closed",
         accounts: AccountStatusPort | None = None,
         account_header: str | None = None,
@@ -85,6 +87,7 @@ class GeoGateMiddleware:
                 policy=policy,
                 snapshot=str(snapshot) if isinstance(snapshot, Path) else snapshot,
                 trusted_proxies=trusted_proxies,
+                client_ip_header=client_ip_header,
                 fail_mode=fail_mode,
             )
         if engine.snapshot_problem:

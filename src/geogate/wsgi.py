@@ -54,6 +54,7 @@ class GeoGateMiddleware:
         policy: str | Sequence[str] = DEFAULT_POLICY,
         snapshot: str | Path | Snapshot | None = None,
         trusted_proxies: Sequence[str] = (),
+        client_ip_header: str = "x-forwarded-for",
         fail_mode: str = "closed",
         accounts: AccountStatusPort | None = None,
         account_header: str | None = None,
@@ -67,6 +68,7 @@ class GeoGateMiddleware:
                 policy=policy,
                 snapshot=str(snapshot) if isinstance(snapshot, Path) else snapshot,
                 trusted_proxies=trusted_proxies,
+                client_ip_header=client_ip_header,
                 fail_mode=fail_mode,
             )
         if engine.snapshot_problem:

@@ -6,16 +6,18 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 
 from geogate.notify.memory import MemoryOutbox
-from geogate.notify.outbox import Outbox
+from geogate.store.sql import SqlStore
 
 from .receivers import (
     LOOPBACK,
+    InspectableOutbox,
     ManualClock,
     RecordingHandler,
     SmtpServer,
@@ -75,7 +77,7 @@ def webhook_server() -> Iterator[WebhookServer]:
     statuses: deque[int] = deque()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server hook name
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             requests.append(
@@ -110,12 +112,16 @@ def webhook_server() -> Iterator[WebhookServer]:
         thread.join(timeout=5)
 
 
-OUTBOX_KINDS = ["memory"]
-
-
-@pytest.fixture(params=OUTBOX_KINDS)
-def outbox(request: pytest.FixtureRequest, clock: ManualClock) -> Outbox:
-    """Every outbox implementation in turn (the same tests run against each)."""
+@pytest.fixture(params=["memory", "sqlite"])
+def outbox(
+    request: pytest.FixtureRequest, clock: ManualClock, tmp_path: Path
+) -> Iterator[InspectableOutbox]:
+    """Every outbox implementation in turn, dated by ``clock`` (the same tests run on each)."""
     if request.param == "memory":
-        return MemoryOutbox(clock=clock)
-    raise AssertionError(request.param)
+        yield MemoryOutbox(clock=clock)
+        return
+    store = SqlStore.open(str(tmp_path / "store.db"), clock=clock)
+    try:
+        yield store
+    finally:
+        store.close()

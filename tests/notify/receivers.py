@@ -14,14 +14,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from geogate.notify.outbox import Outbox
+from geogate.store.protocol import NoticeRow
 
 LOOPBACK = "127.0.0.1"
 T0 = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
 SMTP_USER = "geogate"
 SMTP_PASSWORD = "s3cret-pässword"
+
+
+class InspectableOutbox(Outbox, Protocol):
+    """An outbox the tests can also read back (both implementations have these)."""
+
+    def get_notice(self, id: int) -> NoticeRow | None: ...
+
+    def notices(self, account: str) -> list[NoticeRow]: ...
 
 
 class ManualClock:

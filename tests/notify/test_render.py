@@ -15,6 +15,7 @@ from markupsafe import escape
 from geogate.errors import NotifyError
 from geogate.notify.language import Language
 from geogate.notify.render import (
+    MAX_SUBJECT_CHARS,
     NoticeContext,
     NoticeDefaults,
     NoticeKind,
@@ -147,9 +148,7 @@ def test_subject_is_not_escaped_and_stays_on_one_line() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=80).filter(str.strip)
-)
+@given(st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=80).filter(str.strip))
 def test_any_display_name_reaches_the_html_escaped(name: str) -> None:
     notice = render(display_name=name)
     assert str(escape(name.strip())) in notice.html
@@ -159,9 +158,11 @@ def test_any_display_name_reaches_the_html_escaped(name: str) -> None:
 @pytest.mark.parametrize(
     ("payload", "key"),
     [
-        ({"effective_at": None}, "effective_at"),
-        ({"region": None}, "region"),
         ({"region": "China"}, "region"),
+        ({"regions": ["CN", "Mars"]}, "regions"),
+        ({"regions": "CN"}, "regions"),
+        ({"regions": [86]}, "regions"),
+        ({"regions": ["CN"] * 21}, "regions"),
         ({"effective_at": "next spring"}, "effective_at"),
         ({"effective_at": "2026-03-01T00:00:00"}, "effective_at"),  # no UTC offset
         ({"effective_at": 1772323200}, "effective_at"),
@@ -242,3 +243,102 @@ def test_empty_subject_is_refused(tmp_path: Path) -> None:
     (tmp_path / "en" / "warning.subject.j2").write_text("  \n ", encoding="utf-8")
     with pytest.raises(NotifyError, match="subject"):
         render(renderer=NoticeRenderer(templates_dir=tmp_path))
+
+
+# The payload the account engine queues (geogate.accounts.engine): regions as a list, the
+# transition time as "at", possibly no effective date, extra keys for the webhook.
+ENGINE_PAYLOAD = {
+    "account": "acct_42",
+    "state": "warned",
+    "policy": "deny@2026-01",
+    "effective_at": None,
+    "regions": ["CN", "HK", "CN"],
+    "rules": ["direct_unsupported"],
+    "reasons": ["12 requests from CN"],
+    "at": "2026-02-03T04:05:00+00:00",
+    "email": "dev@example.com",
+}
+
+
+def test_engine_payload_with_several_regions_and_no_date_renders_in_every_language() -> None:
+    for language in Language:
+        for kind in (NoticeKind.WARNING, NoticeKind.BLOCKED):
+            context = RENDERER.context(
+                ENGINE_PAYLOAD,
+                kind=kind,
+                account="acct_42",
+                policy_version="deny@2026-01",
+                reference="GN-000001",
+            )
+            assert [r.code for r in context.regions] == ["CN", "HK"]  # deduplicated
+            notice = RENDERER.render(context, language=language)
+            assert "None" not in notice.text
+            assert "None" not in notice.subject
+    en = RENDERER.render(
+        RENDERER.context(
+            ENGINE_PAYLOAD,
+            kind=NoticeKind.WARNING,
+            account="acct_42",
+            policy_version="deny@2026-01",
+            reference="GN-000001",
+        ),
+        language="en",
+    )
+    assert "used from China, Hong Kong, regions where Acme API is not available" in en.text
+    assert en.subject == "Action required: Acme API access from unsupported regions is ending"
+    assert "you can appeal." in en.text
+
+
+def test_blocked_notice_takes_the_transition_time_when_blocked_at_is_missing() -> None:
+    context = RENDERER.context(
+        ENGINE_PAYLOAD,
+        kind=NoticeKind.BLOCKED,
+        account="acct_42",
+        policy_version="deny@2026-01",
+        reference="GN-000001",
+    )
+    notice = RENDERER.render(context, language="zh-CN")
+    assert "已自 2026年2月3日 04:05（UTC） 起被停用" in notice.text
+    assert "与中国、香港相关联" in notice.text
+    assert "不支持这些地区" in notice.text
+
+
+def test_warning_without_region_or_date_still_reads_well() -> None:
+    for language, expected in [
+        ("en", "has been used from a region where Acme API is not available."),
+        ("zh-CN", "曾在 Acme API 不支持的地区使用。"),
+        ("zh-TW", "曾在 Acme API 不支援的地區使用。"),
+        ("ru", "использовался из региона, где Acme API недоступен."),
+    ]:
+        notice = render(language=language, region=None, effective_at=None)
+        assert expected in notice.text
+
+
+@pytest.mark.parametrize("language", list(Language))
+@pytest.mark.parametrize("kind", list(NoticeKind))
+@pytest.mark.parametrize("full", [True, False])
+def test_text_bodies_have_clean_paragraphs(
+    language: Language, kind: NoticeKind, full: bool
+) -> None:
+    payload = sample_payload(kind) if full else {}
+    context = RENDERER.context(
+        payload, kind=kind, account="acct_42", policy_version="p@1", reference="GN-000001"
+    )
+    notice = RENDERER.render(context, language=language)
+    assert "\n\n\n" not in notice.text
+    assert "{" not in notice.text
+    assert "}" not in notice.text
+    lines = notice.text.splitlines()
+    assert all(line == line.strip() for line in lines)
+    # Greeting, then at least two paragraphs, then the signature block.
+    assert notice.text.count("\n\n") >= 3
+    assert lines[-3] == "--"
+
+
+def test_overlong_subject_is_cut_not_refused() -> None:
+    context = RENDERER.context(
+        {}, kind=NoticeKind.BLOCKED, account="a" * 400, policy_version="p@1", reference="GN-1"
+    )
+    notice = RENDERER.render(context, language="en")
+    assert len(notice.subject) == MAX_SUBJECT_CHARS
+    assert notice.subject.endswith("…")

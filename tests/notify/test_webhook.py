@@ -124,7 +124,7 @@ def test_closed_port_is_retried() -> None:
 
 def test_slow_receiver_times_out_and_is_retried() -> None:
     class Slow(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server hook name
+        def do_POST(self) -> None:
             time.sleep(1.0)
             self.send_response(204)
             self.end_headers()

@@ -248,12 +248,27 @@ class Enforcer:
                 touched[e.account] = e.ts
         if with_egress:
             tx.link_egress([(k, a) for a in sorted(with_egress) for k in work[a].evidence.egress])
-        keys = sorted({k for a in touched for k in work[a].evidence.egress})
-        stats = tx.egress_stats(keys) if keys else {}
+        # Only accounts whose verdict may have changed are assessed: an event carried evidence,
+        # the state depends on time (flagged, warned), or a UTC day passed since the last
+        # assessment (slow patterns: clock, relay, decay of old evidence).
+        due: dict[str, datetime] = {}
         for account, at in touched.items():
             w = work[account]
             w.evidence.prune(retention_days=config.retention_days)
-        return notices + self._reassess(tx, work, touched, stats, config, policy)
+            day = int(at.timestamp()) // 86_400
+            if (
+                w.evidence.notable
+                or w.state not in (AccountState.ACTIVE, AccountState.REINSTATED)
+                or w.evidence.assessed_day != day
+            ):
+                due[account] = at
+                w.evidence.assessed_day = day
+                w.evidence.notable = False
+        if not due:
+            return notices
+        keys = sorted({k for a in due for k in work[a].evidence.egress})
+        stats = tx.egress_stats(keys) if keys else {}
+        return notices + self._reassess(tx, work, due, stats, config, policy)
 
     def _reassess(
         self,

@@ -15,12 +15,13 @@ import hashlib
 import io
 import json
 import re
+import socket
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from geogate.client_ip import parse_ip
 from geogate.errors import ClientIPError, EventError
@@ -67,19 +68,23 @@ _KNOWN: Final = frozenset(
         "revoke",
     }
 )
+_NO_EXTRA: Final[Mapping[str, Any]] = MappingProxyType({})
 _APPEAL_OUTCOMES: Final = frozenset({"filed", "reinstated", "rejected"})
 _COUNTRY = re.compile(r"^[A-Za-z]{2}$")
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 _BIN = re.compile(r"^[0-9]{6,8}$")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Event:
+class Event(NamedTuple):
     """One parsed event. Fields that do not apply to the event's kind are None.
 
     ``ts`` is an aware UTC datetime. ``forwarded`` holds the X-Forwarded-For chain as parsed
     addresses (tokens that are not addresses, such as ``unknown``, are dropped). ``extra`` keeps
     unknown fields; ``record`` is the original record as JSON text (what the store keeps).
+
+    Immutable like the frozen dataclasses elsewhere, but a NamedTuple: a frozen dataclass of
+    this many fields costs about 4 µs to build, a fifth of the per-event budget at 50,000
+    events/s; a NamedTuple under 1 µs.
     """
 
     id: str
@@ -104,7 +109,7 @@ class Event:
     note: str | None = None
     outcome: str | None = None
     revoke: bool = False
-    extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    extra: Mapping[str, Any] = _NO_EXTRA
     record: str = ""
 
     @property
@@ -180,6 +185,11 @@ def _ip(
     value = _text(rec, key, source, line, required=required, max_len=64)
     if value is None:
         return None
+    try:
+        socket.inet_pton(socket.AF_INET, value)
+        return value  # already a canonical dotted quad (the common case, 10x faster)
+    except OSError:
+        pass
     try:
         return str(parse_ip(value))
     except ClientIPError:
@@ -288,7 +298,7 @@ def parse_record(
         "kind": kind,
         "ts": ts,
         "account": account,
-        "extra": MappingProxyType(extra) if extra else MappingProxyType({}),
+        "extra": MappingProxyType(extra) if extra else _NO_EXTRA,
         "record": record_text,
         "org": _text(rec, "org", source, line, max_len=256),
         "operator": _text(rec, "operator", source, line, max_len=256),

@@ -15,12 +15,13 @@ the :class:`Locator` port (:class:`DeciderLocator` adapts :class:`geogate.decide
 from __future__ import annotations
 
 import ipaddress
-import math
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
+
+import numpy as np
 
 from geogate.accounts.events import Event, EventKind
 from geogate.decide import Decider, Reason
@@ -210,6 +211,19 @@ def language_tag(accept_language: str) -> str | None:
     return f"{lang}-{region}" if region else lang
 
 
+_TAG_CACHE: dict[str, str | None] = {}
+
+
+def _language_tag_cached(header: str) -> str | None:
+    tag = _TAG_CACHE.get(header, "")
+    if tag == "":
+        tag = language_tag(header)
+        if len(_TAG_CACHE) > 10_000:
+            _TAG_CACHE.clear()
+        _TAG_CACHE[header] = tag
+    return tag
+
+
 def language_region(tag: str) -> str | None:
     """The country a normalised language tag names (``"zh-CN"`` -> ``"CN"``), else None."""
     _, _, region = tag.partition("-")
@@ -232,8 +246,10 @@ _PROFILE: Final = (
     2.0, 1.2, 0.8, 0.6, 0.5, 0.6, 1.0, 2.0, 3.5, 5.0, 6.0, 6.3,
     6.0, 6.0, 6.3, 6.3, 6.0, 5.5, 5.0, 5.0, 5.0, 4.6, 3.8, 2.8,
 )  # fmt: skip
-_LOG_PROFILE: Final = tuple(math.log(v / sum(_PROFILE)) for v in _PROFILE)
+_LOG_PROFILE: Final = np.log(np.asarray(_PROFILE) / sum(_PROFILE))
 _OFFSETS: Final = tuple(range(-11, 13))
+# Row i holds the log-profile seen in UTC hours by someone at offset _OFFSETS[i].
+_SHIFTED: Final = np.array([[_LOG_PROFILE[(u + off) % 24] for u in range(24)] for off in _OFFSETS])
 _EFFECTIVE_EVENTS: Final = 100.0
 
 
@@ -253,25 +269,16 @@ class ClockEstimate:
 
 def infer_clock(hours: Iterable[int]) -> ClockEstimate | None:
     """Estimate the account's UTC offset from its UTC hourly histogram (None when empty)."""
-    h = list(hours)
-    total = sum(h)
+    h = np.fromiter(hours, dtype=np.float64, count=24)
+    total = float(h.sum())
     if total <= 0:
         return None
-    temper = min(1.0, _EFFECTIVE_EVENTS / total)
-    scores: list[float] = []
-    for off in _OFFSETS:
-        ll = 0.0
-        for utc_hour, count in enumerate(h):
-            if count:
-                ll += count * _LOG_PROFILE[(utc_hour + off) % 24]
-        scores.append(ll * temper)
-    top = max(scores)
-    weights = [math.exp(s - top) for s in scores]
-    norm = sum(weights)
-    best = scores.index(top)
+    scores = (_SHIFTED @ h) * min(1.0, _EFFECTIVE_EVENTS / total)
+    best = int(np.argmax(scores))
+    weights = np.exp(scores - scores[best])
     n = len(_OFFSETS)
-    near = sum(weights[(best + d) % n] for d in (-1, 0, 1)) / norm
-    return ClockEstimate(offset_hours=_OFFSETS[best], confidence=round(near, 4), events=total)
+    near = float(weights[[(best - 1) % n, best, (best + 1) % n]].sum() / weights.sum())
+    return ClockEstimate(offset_hours=_OFFSETS[best], confidence=round(near, 4), events=int(total))
 
 
 class AccountEvidence:
@@ -279,13 +286,16 @@ class AccountEvidence:
     compact JSON-ready dict by :meth:`to_dict`). All times are Unix seconds (UTC)."""
 
     __slots__ = (
+        "assessed_day",
         "days",
         "egress",
         "first_seen",
         "forwarded",
         "hours",
         "languages",
+        "languages_unsupported",
         "last_class",
+        "notable",
         "last_seen",
         "last_ts",
         "payments",
@@ -303,6 +313,7 @@ class AccountEvidence:
         self.regions: dict[str, list[int]] = {}  # region -> [count, last_ts, unsupported]
         self.hours: list[int] = [0] * 24
         self.languages: dict[str, int] = {}
+        self.languages_unsupported: set[str] = set()  # tags naming an unsupported region
         self.user_agents: set[int] = set()
         self.last_ts = 0
         self.last_class = _CLASS_OTHER
@@ -310,6 +321,8 @@ class AccountEvidence:
         self.signup: dict[str, Any] | None = None
         self.egress: dict[str, int] = {}
         self.forwarded: dict[str, list[int]] = {}  # region -> [count, last_ts]
+        self.assessed_day = -1  # UTC day of the last assessment (see the engine)
+        self.notable = False  # not stored: an event since loading could change the verdict
 
     # ----- serialisation ----------------------------------------------------------------
 
@@ -324,6 +337,7 @@ class AccountEvidence:
             "r": self.regions,
             "h": self.hours,
             "g": self.languages,
+            "gu": sorted(self.languages_unsupported),
             "u": sorted(self.user_agents),
             "lt": self.last_ts,
             "lc": self.last_class,
@@ -331,6 +345,7 @@ class AccountEvidence:
             "s": self.signup,
             "e": self.egress,
             "x": self.forwarded,
+            "ad": self.assessed_day,
         }
 
     @classmethod
@@ -350,6 +365,7 @@ class AccountEvidence:
         hours = data.get("h")
         ev.hours = list(hours) if hours else [0] * 24
         ev.languages = dict(data.get("g") or {})
+        ev.languages_unsupported = set(data.get("gu") or ())
         ev.user_agents = set(data.get("u") or ())
         ev.last_ts = int(data.get("lt", 0))
         ev.last_class = int(data.get("lc", 0))
@@ -357,6 +373,7 @@ class AccountEvidence:
         ev.signup = data.get("s")
         ev.egress = dict(data.get("e") or {})
         ev.forwarded = dict(data.get("x") or {})
+        ev.assessed_day = int(data.get("ad", -1))
         return ev
 
     # ----- queries ----------------------------------------------------------------------
@@ -422,6 +439,8 @@ class AccountEvidence:
         self.hours[(epoch // 3600) % 24] += 1
         flags = located.flags
         anonymized = bool(flags & _ANONYMIZING)
+        if located.unsupported or flags & _DATACENTER:
+            self.notable = True
         if flags:
             if flags & NetworkFlag.TOR:
                 b[TOR] += 1
@@ -463,12 +482,13 @@ class AccountEvidence:
             and abs(epoch - self.last_ts) <= switch_window_seconds
         ):
             b[SWITCHES] += 1
+            self.notable = True
         if cls != _CLASS_OTHER:
             self.last_class = cls
             self.last_ts = epoch
 
         if event.accept_language:
-            tag = language_tag(event.accept_language)
+            tag = _language_tag_cached(event.accept_language)
             if tag:
                 b[LANGUAGE_ANY] += 1
                 if tag in self.languages or len(self.languages) < MAX_LANGUAGES:
@@ -476,6 +496,9 @@ class AccountEvidence:
                 region = language_region(tag)
                 if region and locator.is_unsupported(region, event.ts):
                     b[LANGUAGE_UNSUPPORTED] += 1
+                    self.notable = True
+                    if len(self.languages_unsupported) < MAX_LANGUAGES:
+                        self.languages_unsupported.add(tag)
         if event.user_agent and len(self.user_agents) < MAX_USER_AGENTS:
             self.user_agents.add(zlib.crc32(event.user_agent.encode("utf-8", "replace")))
 
@@ -489,6 +512,7 @@ class AccountEvidence:
                     hit = where.region
                     break
             if hit is not None:
+                self.notable = True
                 b[FORWARDED_UNSUPPORTED] += 1
                 entry = self.forwarded.get(hit)
                 if entry is None:
@@ -513,6 +537,7 @@ class AccountEvidence:
         and by the billing country."""
         epoch = event.epoch
         self._seen(epoch)
+        self.notable = True
         sources: list[tuple[str, str]] = []
         card = bins.country_of(event.card_bin) if bins is not None and event.card_bin else None
         if card is not None:
@@ -538,6 +563,7 @@ class AccountEvidence:
         """Record the signup: where its address is, and the phone number's country."""
         epoch = event.epoch
         self._seen(epoch)
+        self.notable = True
         phone = event.phone_country
         self.signup = {
             "ts": epoch,

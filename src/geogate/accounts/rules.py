@@ -330,7 +330,9 @@ def base_signals(
     tags = ", ".join(f"{t} ({n})" for t, n in top) or "none"
     lang_fired = lang_any >= max(1, rc.min_requests) and lang_bad / lang_any >= rc.min_share
     lang_regions = (
-        tuple(sorted({r for t, _ in top if (r := language_region(t))})) if lang_fired else ()
+        tuple(sorted({r for t in ev.languages_unsupported if (r := language_region(t))}))
+        if lang_fired
+        else ()
     )
     out.append(
         _signal(

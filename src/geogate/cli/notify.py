@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -13,8 +13,11 @@ from geogate.clock import SystemClock
 from geogate.errors import ConfigError
 from geogate.notify.config import NotifyConfig, load_notify_config
 from geogate.notify.language import pick_language
-from geogate.notify.outbox import DeliveryReport, Outbox, Outcome, deliver_pending
+from geogate.notify.outbox import DeliveryReport, Outcome, deliver_pending
 from geogate.notify.render import NoticeKind, NoticeRenderer, sample_payload
+
+if TYPE_CHECKING:
+    from geogate.store.sql import SqlStore
 
 ConfigOpt = Annotated[
     Path | None,
@@ -40,12 +43,11 @@ def _load_config(path: Path | None) -> NotifyConfig:
     return NotifyConfig() if path is None else load_notify_config(path, env=os.environ)
 
 
-def _open_outbox(url: str) -> Outbox:
-    """The account store at ``url`` (its outbox is what ``send`` drains)."""
-    from geogate.store import open_store  # noqa: PLC0415 - keeps `notices preview` light
+def _open_store(url: str) -> SqlStore:
+    """The account store at ``url``; its outbox is what ``send`` drains."""
+    from geogate.store.sql import SqlStore  # noqa: PLC0415 - keeps `notices preview` light
 
-    store: Outbox = open_store(url)
-    return store
+    return SqlStore.open(url)
 
 
 def send(
@@ -70,10 +72,10 @@ def send(
             "no delivery channel: give --config with [notify.smtp] or [notify.webhook]",
             key="--config",
         )
-    outbox = _open_outbox(db)
+    store = _open_store(db)
     try:
         report = deliver_pending(
-            outbox,
+            store,
             notifiers,
             clock=SystemClock(),
             limit=limit or cfg.batch_limit,
@@ -81,9 +83,7 @@ def send(
             retry=cfg.retry,
         )
     finally:
-        close = getattr(outbox, "close", None)
-        if callable(close):
-            close()
+        store.close()
     _print_report(report)
 
 
@@ -112,7 +112,10 @@ def preview(
     config: ConfigOpt = None,
 ) -> None:
     """Render a notice to stdout: the subject line, then the text or HTML body."""
-    notice_kind = NoticeKind.parse(kind)
+    try:
+        notice_kind = NoticeKind(kind.strip().lower())
+    except ValueError:
+        raise ConfigError(f"{kind!r} is not warning, blocked or reinstated", key="--kind") from None
     if part not in {"text", "html", "all"}:
         raise ConfigError(f"{part!r} is not text, html or all", key="--part")
     cfg = _load_config(config)

@@ -26,15 +26,17 @@ The build config is TOML (documented in docs/intel-sources.md)::
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shutil
+import socket
 import subprocess
 import tarfile
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +55,7 @@ from geogate.intel.snapshot import (
     SnapshotMeta,
     SourceInfo,
 )
-from geogate.intel.sources import AsnFlagSource, ProblemLog, RangeSource, SourceRange
+from geogate.intel.sources import ProblemLog, RangeSource, SourceRange
 from geogate.intel.sources.cloud import CloudRangesSource
 from geogate.intel.sources.csv_ranges import CsvRangeSource, parse_flags
 from geogate.intel.sources.hosting_asns import HostingAsnSource
@@ -114,11 +116,15 @@ class BuildConfig:
     ``precedence`` maps each field to source names, highest first; fields missing from it
     use the sources giving that field in config order. ``subdivision_countries`` keeps
     subdivisions whose code belongs to one of these countries (None keeps all).
+    ``blank_special_purpose`` makes every field unknown in the special-purpose blocks of
+    :data:`SPECIAL_PURPOSE` (private, loopback, link-local, documentation, multicast ...),
+    where some sources carry stray registry data (one files 192.168.0.0/16 under AU).
     """
 
     sources: tuple[SourceConfig, ...]
     precedence: dict[str, tuple[str, ...]] = field(default_factory=dict)
     subdivision_countries: tuple[str, ...] | None = None
+    blank_special_purpose: bool = True
 
     def effective_precedence(self) -> dict[str, tuple[str, ...]]:
         """Precedence for every field, with the defaults filled in."""
@@ -162,7 +168,13 @@ def parse_build_config(
     if not isinstance(build, dict):
         raise fail("build", "must be a table")
     sub_countries: tuple[str, ...] | None = None
+    blank_special = True
     for key, value in build.items():
+        if key == "blank_special_purpose":
+            if not isinstance(value, bool):
+                raise fail("build.blank_special_purpose", "must be true or false")
+            blank_special = value
+            continue
         if key != "subdivision_countries":
             raise fail(f"build.{key}", "unknown key")
         if not isinstance(value, list) or not all(
@@ -201,7 +213,10 @@ def parse_build_config(
             raise fail(f"precedence.{key}", "a source is listed twice")
         precedence[key] = tuple(names)
     return BuildConfig(
-        sources=tuple(sources), precedence=precedence, subdivision_countries=sub_countries
+        sources=tuple(sources),
+        precedence=precedence,
+        subdivision_countries=sub_countries,
+        blank_special_purpose=blank_special,
     )
 
 
@@ -324,6 +339,44 @@ class BuildReport:
 
 # ----- build ----------------------------------------------------------------------------
 
+SPECIAL_PURPOSE: Final = (
+    # IPv4: RFC 6890 special-purpose registry (this network, private, shared, loopback,
+    # link-local, IETF protocol, documentation, benchmarking), multicast and reserved.
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/3",
+    # IPv6: IPv4-compatible (deprecated), NAT64 well-known, discard, documentation,
+    # unique-local, link-local, multicast. (::ffff:0:0/96 is looked up as IPv4.)
+    "::/96",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "100::/64",
+    "2001:db8::/32",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
+)
+"""Blocks that carry no location: blanked in built snapshots (``blank_special_purpose``)."""
+
+
+def _special_blocks(version: IPVersion) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for cidr in SPECIAL_PURPOSE:
+        net = ipaddress.ip_network(cidr)
+        if net.version == version:
+            out.append((int(net.network_address), int(net.broadcast_address)))
+    return out
+
 
 class _Tables:
     """String -> small index tables shared by all sources (index 0 = unknown)."""
@@ -437,6 +490,7 @@ def build_snapshot(
             asn_flag_maps=asn_flag_maps,
             country_map=country_map,
             sub_map=sub_map,
+            blank=_special_blocks(v) if config.blank_special_purpose else [],
         )
         for v in (4, 6)
     }
@@ -538,7 +592,7 @@ def _disjoint_layers(rows: list[_Row]) -> tuple[list[list[_Row]], int]:
             top = layer[-1]
             if top[1] < r[0]:
                 if top[1] + 1 == r[0] and top[2:] == r[2:]:
-                    layer[-1] = (top[0], r[1], *top[2:])  # type: ignore[assignment]
+                    layer[-1] = (top[0], r[1], top[2], top[3], top[4], top[5])
                 else:
                     layer.append(r)
                 if li:
@@ -588,14 +642,21 @@ def _combine(
     asn_flag_maps: list[tuple[int, Mapping[int, NetworkFlag]]],
     country_map: npt.NDArray[np.uint16],
     sub_map: npt.NDArray[np.uint16],
+    blank: Sequence[tuple[int, int]],
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], dict[str, npt.NDArray[Any]]]:
     """Cut the family at every boundary, pick each field by precedence, merge equal runs."""
-    # Boundary points: 0, every first, every last+1 below the top of the family.
+    # Boundary points: 0, every first, every last+1 below the top of the family, then the
+    # first and last+1 of each blanked block.
     pts_hi = [np.zeros(1, dtype=np.uint64)]
     pts_lo = [np.zeros(1, dtype=np.uint64)]
     for _, layer in layers:
         pts_hi += [layer.first_hi, layer.end_hi[~layer.end_is_top]]
         pts_lo += [layer.first_lo, layer.end_lo[~layer.end_is_top]]
+    top = family_max(version)
+    blank_pts = [first for first, _ in blank] + [last + 1 for _, last in blank if last < top]
+    blank_hi, blank_lo = _split128(blank_pts)
+    pts_hi.append(blank_hi)
+    pts_lo.append(blank_lo)
     all_hi = np.concatenate(pts_hi)
     all_lo = np.concatenate(pts_lo)
     order = np.lexsort((all_lo, all_hi))
@@ -674,12 +735,21 @@ def _combine(
         if not any(si == s for s in prec["flags"]):
             continue
         by_flag: dict[int, list[int]] = {}
-        for a, fl in mapping.items():
-            by_flag.setdefault(int(fl), []).append(a)
-        for fl, asns in by_flag.items():
+        for a, flag in mapping.items():
+            by_flag.setdefault(int(flag), []).append(a)
+        for bits, asns in by_flag.items():
             hit = np.isin(asn, np.array(asns, dtype=np.uint64))
-            flags[hit] |= np.uint8(fl)
+            flags[hit] |= np.uint8(bits)
             flags_src[hit] |= np.uint16(1 << si)
+
+    blank_starts = ranks[pos : pos + len(blank)].tolist()
+    blank_ends = iter(ranks[pos + len(blank) :].tolist())
+    for start, (_, last) in zip(blank_starts, blank, strict=True):
+        sl = slice(start, next(blank_ends) if last < top else m)
+        for arr in (country, country_src, alt, alt_src, sub, sub_src, asn, asn_src):
+            arr[sl] = 0
+        flags[sl] = 0
+        flags_src[sl] = 0
 
     cols: dict[str, npt.NDArray[Any]] = {
         "country_idx": country_map[country.astype(np.int64)],
@@ -704,25 +774,6 @@ def _combine(
 
 # ----- location disagreement ------------------------------------------------------------
 
-# IPv4 blocks that are not public unicast (RFC 6890 special-purpose registry, multicast,
-# reserved): samples falling in them are drawn again.
-_NON_PUBLIC_V4: Final = (
-    ("0.0.0.0", 8),
-    ("10.0.0.0", 8),
-    ("100.64.0.0", 10),
-    ("127.0.0.0", 8),
-    ("169.254.0.0", 16),
-    ("172.16.0.0", 12),
-    ("192.0.0.0", 24),
-    ("192.0.2.0", 24),
-    ("192.88.99.0", 24),
-    ("192.168.0.0", 16),
-    ("198.18.0.0", 15),
-    ("198.51.100.0", 24),
-    ("203.0.113.0", 24),
-    ("224.0.0.0", 3),
-)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LocationDisagreement:
@@ -742,13 +793,8 @@ class LocationDisagreement:
 
 def random_public_ipv4(samples: int, *, seed: int) -> npt.NDArray[np.uint32]:
     """``samples`` uniformly random public unicast IPv4 addresses (deterministic per seed)."""
-    import ipaddress
-
     rng = np.random.default_rng(seed)
-    blocks = [
-        (int(ipaddress.IPv4Address(a)), int(ipaddress.IPv4Address(a)) + (1 << (32 - p)) - 1)
-        for a, p in _NON_PUBLIC_V4
-    ]
+    blocks = _special_blocks(4)
     out = np.empty(0, dtype=np.uint32)
     while len(out) < samples:
         draw = rng.integers(0, 1 << 32, size=samples * 2, dtype=np.uint64)
@@ -766,8 +812,6 @@ def location_disagreement(
 
     Works with any ``IntelLookup`` (a :class:`Snapshot`, an :class:`MmdbSource`).
     """
-    import socket
-
     addrs = random_public_ipv4(samples, seed=seed)
     both = differ = 0
     pairs: Counter[tuple[str, str]] = Counter()
@@ -883,8 +927,9 @@ def npm_build_config(dirs: Mapping[str, tuple[Path, str]]) -> BuildConfig:
             ),
             date=_npm_date(whois_v),
             license="CC0-1.0",
-            attribution="ip-location-db geo-whois-asn-country (CC0); registry data from NRO "
-            "(nro.net), RouteViews",
+            attribution="geo-whois-asn-country by ip-location-db (package licence CC0-1.0); "
+            "WHOIS and ASN data of the five RIRs from the Number Resource Organization "
+            "(https://www.nro.net), CC BY 4.0",
             fields=("location",),
             origin=f"@ip-location-db/geo-whois-asn-country-mmdb@{whois_v}",
         ),
@@ -894,8 +939,9 @@ def npm_build_config(dirs: Mapping[str, tuple[Path, str]]) -> BuildConfig:
             paths=(asn_dir / "asn-ipv4.csv", asn_dir / "asn-ipv6.csv"),
             date=_npm_date(asn_v),
             license="CC-BY-4.0",
-            attribution="RouteViews (University of Oregon Route Views Project); "
-            "IP to ASN Lite by DB-IP (https://db-ip.com), CC BY 4.0",
+            attribution="IP to AS Number data by Route Views (https://www.routeviews.org), "
+            "CC BY 4.0; IP to ASN Lite by DB-IP (https://db-ip.com), CC BY 4.0; RIR data "
+            "from the NRO (https://www.nro.net), CC BY 4.0",
             fields=("asn",),
             origin=f"@ip-location-db/asn@{asn_v}",
         ),

@@ -142,7 +142,8 @@ def _variants(norm: str) -> tuple[str, ...]:
 def _country_index(country: str) -> dict[str, str]:
     index: dict[str, str] = {}
     ambiguous: set[str] = set()
-    for sub in pycountry.subdivisions.get(country_code=country) or ():
+    subs = pycountry.subdivisions.get(country_code=country)  # type: ignore[no-untyped-call]
+    for sub in subs or ():
         if getattr(sub, "parent_code", None):
             continue  # second-level units would shadow first-level names
         for key in _variants(normalise_name(str(sub.name))):

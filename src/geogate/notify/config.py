@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geogate.errors import ConfigError, NotifyError
+from geogate.errors import ConfigError
 from geogate.notify.notifier import Notifier
 from geogate.notify.outbox import RetryPolicy
-from geogate.notify.render import NoticeContext, NoticeDefaults, NoticeKind
+from geogate.notify.render import NoticeDefaults, check_email, check_url
 from geogate.notify.secret import Secret
 from geogate.notify.smtp import SmtpConfig, SmtpNotifier
 from geogate.notify.webhook import WebhookConfig, WebhookNotifier
@@ -235,26 +235,20 @@ def load_notify_config(path: Path, *, env: Mapping[str, str] | None = None) -> N
 
 
 def _defaults(top: _Section, service_name: str) -> NoticeDefaults:
-    # Reuse the payload parser so that the defaults obey the same rules as payload values.
-    probe = {
-        "appeal_url": top.text("appeal_url"),
-        "support_email": top.text("support_email"),
-        "service_name": service_name,
-    }
+    appeal_url = top.text("appeal_url")
+    support_email = top.text("support_email")
     try:
-        parsed = NoticeContext.from_payload(
-            probe,
-            kind=NoticeKind.REINSTATED,
-            account="-",
-            policy_version="-",
-            reference="-",
-        )
-    except NotifyError as exc:
-        raise ConfigError(exc.detail, path=top.path, key=top.prefix) from None
+        if appeal_url is not None:
+            check_url(appeal_url)
+    except ValueError as exc:
+        raise top.error("appeal_url", str(exc)) from None
+    try:
+        if support_email is not None:
+            check_email(support_email)
+    except ValueError as exc:
+        raise top.error("support_email", str(exc)) from None
     return NoticeDefaults(
-        service_name=parsed.service_name,
-        appeal_url=parsed.appeal_url,
-        support_email=parsed.support_email,
+        service_name=service_name, appeal_url=appeal_url, support_email=support_email
     )
 
 

@@ -10,6 +10,7 @@ on) until ``max_attempts``, after which the notice is ``failed`` for good.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +21,8 @@ from geogate.errors import ConfigError, NotifyError
 from geogate.notify.language import pick_language
 from geogate.notify.notifier import Notifier, OutgoingNotice
 from geogate.notify.render import NoticeKind, NoticeRenderer
+
+_log = logging.getLogger(__name__)
 
 # Longest error text stored with a notice; SMTP replies and tracebacks can be long.
 MAX_ERROR_CHARS = 500
@@ -169,9 +172,10 @@ class DeliveryReport:
 
     def summary(self) -> str:
         """One line: ``3 notices: 2 sent, 1 to retry, 0 failed``."""
+        count = len(self.outcomes)
         return (
-            f"{len(self.outcomes)} notices: {self.sent} sent, {self.retrying} to retry, "
-            f"{self.failed} failed"
+            f"{count} notice{'' if count == 1 else 's'}: {self.sent} sent, "
+            f"{self.retrying} to retry, {self.failed} failed"
         )
 
 
@@ -190,7 +194,9 @@ def deliver_pending(
     them succeed; if one fails, the whole notice is retried, so a receiver may see the same
     notice twice and should deduplicate on its id (the e-mail Message-ID and the webhook's
     ``X-Geogate-Delivery`` header stay the same across attempts). A payload that cannot be
-    rendered, or a notice no notifier accepts, fails for good at once.
+    rendered, or a notice no notifier accepts, fails for good at once. An unexpected
+    exception from a notifier is logged and treated as a retryable failure, so that one bad
+    notice cannot stop the outbox.
 
     Runs are not meant to overlap: two concurrent runs over the same outbox may both send a
     notice that is due. Raises ConfigError when ``notifiers`` is empty.
@@ -218,10 +224,19 @@ def deliver_pending(
                 )
             for notifier in targets:
                 notifier.send(notice)
-        except NotifyError as exc:
+        except Exception as exc:
+            # A NotifyError is the expected failure. Anything else is a bug in a channel, but
+            # letting it escape would leave this notice due and first in line on every run,
+            # stopping the whole outbox; so it is logged with its traceback and retried on
+            # the normal schedule, which ends by giving the notice up.
+            if isinstance(exc, NotifyError):
+                is_permanent, error = exc.is_permanent, exc.one_line()
+            else:
+                _log.exception("unexpected error delivering notice %s", row.id)
+                is_permanent, error = False, f"internal error: {type(exc).__name__}: {exc}"
             at = clock.now()
-            next_at = None if exc.is_permanent else retry.next_attempt_at(attempt, at=at)
-            error = exc.one_line()[:MAX_ERROR_CHARS]
+            next_at = None if is_permanent else retry.next_attempt_at(attempt, at=at)
+            error = error[:MAX_ERROR_CHARS]
             outbox.mark_notice_failed(row.id, at, error, next_at)
             outcomes.append(
                 DeliveryOutcome(

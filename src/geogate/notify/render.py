@@ -29,6 +29,7 @@ from geogate.policy.model import Region
 # Payload strings end up in mail headers and bodies; longer ones are refused, not truncated.
 MAX_FIELD_CHARS = 512
 MAX_SUBJECT_CHARS = 200
+MAX_REGIONS = 20
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -67,8 +68,9 @@ class NoticeDefaults:
 class NoticeContext:
     """Everything a notice template may show, parsed from an outbox payload.
 
-    ``region`` is the unsupported region the evidence points to; ``effective_at`` is when
-    blocking starts (required for a warning); ``blocked_at`` when the account was blocked.
+    ``regions`` are the unsupported regions the evidence points to (possibly none);
+    ``effective_at`` is when blocking starts; ``blocked_at`` when the account was blocked.
+    Templates word themselves around whatever is missing.
     """
 
     kind: NoticeKind
@@ -78,7 +80,7 @@ class NoticeContext:
     service_name: str
     email: str | None = None
     display_name: str | None = None
-    region: Region | None = None
+    regions: tuple[Region, ...] = ()
     region_name: str | None = None
     effective_at: datetime | None = None
     blocked_at: datetime | None = None
@@ -98,18 +100,18 @@ class NoticeContext:
     ) -> NoticeContext:
         """Parse an outbox payload; NotifyError (permanent) names the first bad key.
 
-        Keys: ``email``, ``display_name``, ``region`` (ISO 3166 code), ``region_name``,
-        ``effective_at`` and ``blocked_at`` (RFC 3339), ``appeal_url`` (http or https),
-        ``support_email``, ``service_name``. Other keys are ignored here (the webhook still
-        forwards them). A warning needs ``region`` and ``effective_at``.
+        Keys: ``email``, ``display_name``, ``region`` (an ISO 3166 code) and/or ``regions``
+        (a list of them), ``region_name`` (overrides the names looked up from the codes),
+        ``effective_at`` and ``blocked_at`` (RFC 3339; a blocked notice falls back to ``at``,
+        the time of the state change), ``appeal_url`` (http or https), ``support_email``,
+        ``service_name``. All are optional; other keys are ignored here (the webhook still
+        forwards them).
         """
         base = defaults or NoticeDefaults()
-        region_text = _text(payload, "region")
-        try:
-            region = Region.parse(region_text) if region_text else None
-        except ValueError as exc:
-            raise _bad("region", str(exc)) from None
-        context = cls(
+        blocked_at = _when(payload, "blocked_at")
+        if blocked_at is None and kind is NoticeKind.BLOCKED:
+            blocked_at = _when(payload, "at")
+        return cls(
             kind=kind,
             account=_check_text("account", account),
             policy_version=_check_text("policy_version", policy_version),
@@ -117,24 +119,20 @@ class NoticeContext:
             service_name=_text(payload, "service_name") or base.service_name,
             email=_email(payload, "email"),
             display_name=_text(payload, "display_name"),
-            region=region,
+            regions=_regions(payload),
             region_name=_text(payload, "region_name"),
             effective_at=_when(payload, "effective_at"),
-            blocked_at=_when(payload, "blocked_at"),
+            blocked_at=blocked_at,
             appeal_url=_url(payload, "appeal_url") or base.appeal_url,
             support_email=_email(payload, "support_email") or base.support_email,
         )
-        if kind is NoticeKind.WARNING:
-            for key in ("region", "effective_at"):
-                if getattr(context, key) is None:
-                    raise _bad(key, "a warning notice needs this key")
-        return context
 
     def variables(self, language: Language) -> dict[str, Any]:
-        """The names templates see, with dates and the region written for ``language``."""
+        """The names templates see, with dates and region names written for ``language``."""
         name = self.region_name
-        if name is None and self.region is not None:
-            name = region_name(self.region.code, language)
+        if name is None and self.regions:
+            separator = "、" if language in (Language.ZH_HANS, Language.ZH_HANT) else ", "
+            name = separator.join(region_name(r.code, language) for r in self.regions)
         return {
             "kind": self.kind.value,
             "language": language.value,
@@ -144,8 +142,10 @@ class NoticeContext:
             "service_name": self.service_name,
             "email": self.email,
             "display_name": self.display_name,
-            "region": self.region.code if self.region else None,
+            "regions": [r.code for r in self.regions],
             "region_name": name,
+            # How many regions region_name names, for singular/plural wording.
+            "region_count": len(self.regions) or (1 if name else 0),
             "effective_at": _fmt(self.effective_at, language, format_datetime),
             "effective_date": _fmt(self.effective_at, language, format_date),
             "blocked_at": _fmt(self.blocked_at, language, format_datetime),
@@ -212,21 +212,22 @@ class NoticeRenderer:
         """Render ``context`` in the template language best matching ``language``.
 
         ``language`` may be a Language or an Accept-Language-like string (``zh-CN``); unknown
-        or missing gives English. Raises NotifyError (permanent) when a template is missing or
-        fails, and when the subject comes out empty or too long.
+        or missing gives English. The subject is collapsed to one line and cut to
+        MAX_SUBJECT_CHARS. Raises NotifyError (permanent) when a template is missing or fails,
+        or the subject comes out empty.
         """
         lang = language if isinstance(language, Language) else pick_language(language)
-        names = self._env.globals.copy()
-        names.update(context.variables(lang))
+        names = context.variables(lang)
         stem = f"{lang.value}/{context.kind.value}"
         subject = " ".join(self._render(f"{stem}.subject.j2", names).split())
-        if not subject or len(subject) > MAX_SUBJECT_CHARS:
+        if not subject:
             raise NotifyError(
-                f"template {stem}.subject.j2 gave a subject of {len(subject)} characters "
-                f"(1 to {MAX_SUBJECT_CHARS} allowed)",
+                f"template {stem}.subject.j2 gave an empty subject",
                 channel="render",
                 is_permanent=True,
             )
+        if len(subject) > MAX_SUBJECT_CHARS:  # e.g. a very long account id
+            subject = subject[: MAX_SUBJECT_CHARS - 1].rstrip() + "…"
         return RenderedNotice(
             kind=context.kind,
             language=lang,
@@ -279,28 +280,69 @@ def _text(payload: Mapping[str, Any], key: str) -> str | None:
     return _check_text(key, value.strip())
 
 
-def _email(payload: Mapping[str, Any], key: str) -> str | None:
-    value = _text(payload, key)
-    if value is None:
-        return None
+def check_email(value: str) -> str:
+    """``value`` if it is one plain address (``user@example.com``); ValueError otherwise.
+
+    A display name, a second address or a line break would let a payload add mail headers.
+    """
     _, address = parseaddr(value)
-    # One plain addr-spec: a display name or a second address here would be header injection.
-    if address != value or value.count("@") != 1 or " " in value:
-        raise _bad(key, f"{value!r} is not one e-mail address")
+    if address != value or value.count("@") != 1 or " " in value or _CONTROL.search(value):
+        raise ValueError(f"{value!r} is not one e-mail address")
     local, domain = value.split("@")
     if not local or "." not in domain.strip("."):
-        raise _bad(key, f"{value!r} is not one e-mail address")
+        raise ValueError(f"{value!r} is not one e-mail address")
     return value
+
+
+def check_url(value: str) -> str:
+    """``value`` if it is an absolute http or https URL; ValueError otherwise (a
+    ``javascript:`` link in an HTML notice would run when clicked)."""
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc or " " in value:
+        raise ValueError(f"{value!r} is not an http or https URL")
+    if _CONTROL.search(value):
+        raise ValueError(f"{value!r} contains control characters")
+    return value
+
+
+def _email(payload: Mapping[str, Any], key: str) -> str | None:
+    value = _text(payload, key)
+    try:
+        return None if value is None else check_email(value)
+    except ValueError as exc:
+        raise _bad(key, str(exc)) from None
 
 
 def _url(payload: Mapping[str, Any], key: str) -> str | None:
     value = _text(payload, key)
-    if value is None:
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in {"http", "https"} or not parts.netloc or " " in value:
-        raise _bad(key, f"{value!r} is not an http or https URL")
-    return value
+    try:
+        return None if value is None else check_url(value)
+    except ValueError as exc:
+        raise _bad(key, str(exc)) from None
+
+
+def _regions(payload: Mapping[str, Any]) -> tuple[Region, ...]:
+    items: list[tuple[str, Any]] = []
+    if payload.get("region") not in (None, ""):
+        items.append(("region", payload["region"]))
+    many = payload.get("regions")
+    if many is not None:
+        if not isinstance(many, list | tuple):
+            raise _bad("regions", f"expected a list of region codes, got {type(many).__name__}")
+        if len(many) > MAX_REGIONS:
+            raise _bad("regions", f"more than {MAX_REGIONS} regions")
+        items.extend(("regions", item) for item in many)
+    found: list[Region] = []
+    for key, item in items:
+        if not isinstance(item, str):
+            raise _bad(key, f"expected a region code, got {type(item).__name__}")
+        try:
+            region = Region.parse(item)
+        except ValueError as exc:
+            raise _bad(key, str(exc)) from None
+        if region not in found:
+            found.append(region)
+    return tuple(found)
 
 
 def _when(payload: Mapping[str, Any], key: str) -> datetime | None:

@@ -40,7 +40,7 @@ from geogate.client_ip import parse_ip
 from geogate.clock import Clock
 from geogate.decide import Decision
 from geogate.errors import ClientIPError, GeogateError
-from geogate.service.config import ServiceConfig, describe
+from geogate.service.config import ClientIPHeader, ServiceConfig, describe
 from geogate.service.engine import Engine, EngineRef, Verdict, enforce, load_engine
 from geogate.service.metrics import CONTENT_TYPE, ServiceMetrics
 from geogate.service.openapi import openapi_document
@@ -376,7 +376,11 @@ class DecideEndpoint:
                 400,
                 code="invalid_client_address",
                 message=f"cannot determine the client address: {verdict.problem}",
-                param="forwarded" if fwd else "forwarded_for",
+                param=(
+                    "forwarded"
+                    if service.ref.current.client_header is ClientIPHeader.FORWARDED
+                    else "forwarded_for"
+                ),
             )
             return
         await send_response(send, 200, self._render(verdict, data), [_JSON_HEADER])
@@ -562,7 +566,7 @@ def _admin_denied(request: Request, config: ServiceConfig) -> tuple[int, str] | 
         given = request.headers.get("authorization", "")
         import hmac  # noqa: PLC0415 - admin path only
 
-        if not hmac.compare_digest(given.encode(), f"Bearer {token.value}".encode()):
+        if not hmac.compare_digest(given.encode(), f"Bearer {token.reveal()}".encode()):
             return 401, "admin endpoints need 'Authorization: Bearer <admin_token>'"
         return None
     peer = request.client.host if request.client else ""

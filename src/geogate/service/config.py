@@ -12,12 +12,13 @@ from __future__ import annotations
 import enum
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
 from geogate.client_ip import TrustedProxies
 from geogate.errors import ClientIPError, ConfigError
+from geogate.notify.secret import Secret
 
 DEFAULT_POLICY: Final = "builtin:unsupported-regions"
 DEFAULT_PORT: Final = 8300
@@ -44,20 +45,18 @@ class FailMode(enum.StrEnum):
             raise ValueError(f"expected 'closed' or 'open', got {text!r}") from None
 
 
-@dataclass(frozen=True, slots=True)
-class Secret:
-    """A secret string (the admin token) whose repr and str never show the value."""
-
-    value: str = field(repr=False)
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    def __str__(self) -> str:
-        return "***"
-
-
 LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug")
+
+
+class ClientIPHeader(enum.StrEnum):
+    """The forwarding header the trusted proxies maintain (nginx's ``real_ip_header``).
+
+    Only this one is read: a client can send the other one through proxies that pass it on
+    untouched, so believing both would let it choose its address.
+    """
+
+    X_FORWARDED_FOR = "x-forwarded-for"
+    FORWARDED = "forwarded"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,7 +67,8 @@ class ServiceConfig:
     ``snapshot`` is a snapshot file, None for the embedded data. ``grpc_port`` None disables
     the Envoy gRPC ext_authz server. ``trusted_proxies`` are the networks whose
     ``X-Forwarded-For``/``Forwarded`` headers are believed (the proxies calling geogate and the
-    load balancers in front of them). ``account_header`` names the request header carrying the
+    load balancers in front of them); ``client_ip_header`` is the one forwarding header read
+    (``x-forwarded-for`` or ``forwarded``). ``account_header`` names the request header carrying the
     account id at the proxy endpoints. ``admin_token`` None allows ``POST /admin/reload`` from
     loopback peers only.
     """
@@ -80,6 +80,7 @@ class ServiceConfig:
     policies: tuple[str, ...] = (DEFAULT_POLICY,)
     snapshot: str | None = None
     trusted_proxies: TrustedProxies = TrustedProxies()  # noqa: RUF009 - immutable value
+    client_ip_header: ClientIPHeader = ClientIPHeader.X_FORWARDED_FOR
     fail_mode: FailMode = FailMode.CLOSED
     account_header: str = "x-geogate-account"
     admin_token: Secret | None = None
@@ -107,6 +108,7 @@ _SERVE_KEYS: Final = {
     "policy",
     "snapshot",
     "trusted_proxies",
+    "client_ip_header",
     "fail_mode",
     "account_header",
     "admin_token",
@@ -187,6 +189,14 @@ def _apply(config: ServiceConfig, raw: Mapping[str, Any], *, where: str | None) 
                 changes["trusted_proxies"] = TrustedProxies.parse(cidrs)
             except ClientIPError as exc:
                 raise ConfigError(str(exc), path=where, key=key) from None
+        elif key == "client_ip_header":
+            text = _text(value, key=key, where=where).lower()
+            try:
+                changes["client_ip_header"] = ClientIPHeader(text)
+            except ValueError:
+                raise ConfigError(
+                    f"expected 'x-forwarded-for' or 'forwarded', got {value!r}", path=where, key=key
+                ) from None
         elif key == "fail_mode":
             try:
                 changes["fail_mode"] = FailMode.parse(_text(value, key=key, where=where))
@@ -324,6 +334,7 @@ def describe(config: ServiceConfig) -> dict[str, object]:
         "policies": list(config.policies),
         "snapshot": config.snapshot or "embedded",
         "trusted_proxies": [str(n) for n in config.trusted_proxies.networks],
+        "client_ip_header": config.client_ip_header.value,
         "fail_mode": config.fail_mode.value,
         "account_header": config.account_header,
         "admin_token": "***" if config.admin_token else None,

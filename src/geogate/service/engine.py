@@ -23,7 +23,7 @@ from geogate.errors import ClientIPError, IntelDataError, StoreError
 from geogate.intel.snapshot import Snapshot, SnapshotMeta
 from geogate.policy.model import Action, PolicySet
 from geogate.policy.parse import load_policy_set, resolve_policy_path
-from geogate.service.config import FailMode, ServiceConfig
+from geogate.service.config import ClientIPHeader, FailMode, ServiceConfig
 from geogate.service.ports import AccountStatusPort
 from geogate.service.responses import status_of
 
@@ -33,13 +33,15 @@ class Engine:
     """Everything needed to decide, bound once; replaced whole on reload.
 
     ``decider`` is None when no snapshot could be loaded: decisions then follow ``fail_mode``
-    and ``snapshot_problem`` says why (one line). ``generation`` counts successful loads.
+    and ``snapshot_problem`` says why (one line). ``client_header`` is the only forwarding
+    header believed. ``generation`` counts successful loads.
     """
 
     policies: PolicySet
     decider: Decider | None
     trusted: TrustedProxies
     fail_mode: FailMode
+    client_header: ClientIPHeader
     clock: Clock
     snapshot_meta: SnapshotMeta | None
     snapshot_source: str
@@ -81,6 +83,7 @@ def build_engine(
     *,
     trusted: TrustedProxies = TrustedProxies(),  # noqa: B008 - immutable value
     fail_mode: FailMode = FailMode.CLOSED,
+    client_header: ClientIPHeader = ClientIPHeader.X_FORWARDED_FOR,
     clock: Clock | None = None,
     snapshot_source: str = "embedded",
     snapshot_problem: str | None = None,
@@ -99,6 +102,7 @@ def build_engine(
         decider=decider,
         trusted=trusted,
         fail_mode=fail_mode,
+        client_header=client_header,
         clock=the_clock,
         snapshot_meta=snapshot.meta if snapshot is not None else None,
         snapshot_source=snapshot_source,
@@ -132,6 +136,7 @@ def load_engine(
         snapshot,
         trusted=config.trusted_proxies,
         fail_mode=config.fail_mode,
+        client_header=config.client_ip_header,
         clock=clock or (previous.clock if previous else None),
         snapshot_source=source,
         snapshot_problem=problem,
@@ -258,12 +263,17 @@ def enforce(
 ) -> Verdict:
     """Decide one request as every enforcement point does.
 
-    Resolves the client address from ``peer`` and the forwarding headers with the engine's
-    trusted proxies, decides by location (or by the fail mode when there is no snapshot), then
-    denies with ``account_blocked`` when ``accounts`` says the named account is blocked.
+    Resolves the client address from ``peer`` and the engine's forwarding header (the other
+    one is ignored) with the engine's trusted proxies, decides by location (or by the fail
+    mode when there is no snapshot), then denies with ``account_blocked`` when ``accounts``
+    says the named account is blocked.
     Never raises for bad input: a malformed address or header gives status 400.
     """
     when = at if at is not None else engine.clock.now()
+    if engine.client_header is ClientIPHeader.FORWARDED:
+        x_forwarded_for = None
+    else:
+        forwarded = None
     try:
         client = resolve_client_ip(
             peer, x_forwarded_for=x_forwarded_for, forwarded=forwarded, trusted=engine.trusted
@@ -304,6 +314,7 @@ def engine_for(
     snapshot: str | Snapshot | None,
     trusted_proxies: Sequence[str] = (),
     fail_mode: str = "closed",
+    client_ip_header: str = "x-forwarded-for",
     clock: Clock | None = None,
 ) -> Engine:
     """An Engine for an in-process middleware, from plain arguments.
@@ -320,6 +331,7 @@ def engine_for(
     try:
         trusted = TrustedProxies.parse(trusted_proxies)
         mode = FailMode.parse(fail_mode)
+        header = ClientIPHeader(client_ip_header.lower())
     except (ClientIPError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     problem = None
@@ -337,6 +349,7 @@ def engine_for(
         loaded,
         trusted=trusted,
         fail_mode=mode,
+        client_header=header,
         clock=clock,
         snapshot_source=source,
         snapshot_problem=problem,

@@ -191,9 +191,12 @@ class MmdbSource:
             code = resolve_subdivision(country, name)
             if code is None and (self._sub_countries is None or country in self._sub_countries):
                 self.unmapped_subdivisions[(country or "", name)] += 1
-        if code is not None and self._sub_countries is not None:
-            if code.split("-", 1)[0] not in self._sub_countries:
-                return None
+        if (
+            code is not None
+            and self._sub_countries is not None
+            and code.split("-", 1)[0] not in self._sub_countries
+        ):
+            return None
         return code
 
 
