@@ -1,6 +1,6 @@
 """Rebuild the embedded default snapshot from the ip-location-db npm packages.
 
-    python scripts/build_default_snapshot.py [--workdir DIR] [--out PATH] [--from-dir DIR]
+    python scripts/build_default_snapshot.py [--workdir DIR] [--out PATH] [--pin PKG@VERSION]
 
 Downloads the packages with ``npm pack`` into the work directory (default ``.cache/npm-data``),
 compiles them with the shipped hosting-ASN list, writes
@@ -34,9 +34,18 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=ROOT / "src" / "geogate" / "intel" / "data" / "default.snapshot"
     )
     parser.add_argument("--samples", type=int, default=100_000, help="disagreement samples")
+    parser.add_argument(
+        "--pin",
+        action="append",
+        default=[],
+        metavar="PACKAGE@VERSION",
+        help="use this package version instead of the latest (repeatable), e.g. "
+        "@ip-location-db/asn@2.3.2026061719",
+    )
     args = parser.parse_args(argv)
+    versions = dict(p.rsplit("@", 1) for p in args.pin)
     try:
-        config = fetch_npm_sources(args.workdir)
+        config = fetch_npm_sources(args.workdir, versions=versions)
         report = BuildReport()
         snapshot = build_snapshot(config, report=report)
         snapshot.save(args.out)

@@ -47,6 +47,8 @@ from geogate.store.protocol import (
     TransitionRow,
 )
 
+_APPEAL = EventKind.APPEAL
+_EXEMPTION = EventKind.EXEMPTION
 WARNING_NOTICE = "warning"
 BLOCKED_NOTICE = "blocked"
 
@@ -195,12 +197,7 @@ class Enforcer:
             unique.setdefault(e.id, e)
         with self.store.transaction() as tx:
             inserted = tx.insert_events(
-                [
-                    StoredEvent(
-                        id=e.id, kind=e.kind.value, account=e.account, ts=e.ts, data=e.record
-                    )
-                    for e in unique.values()
-                ]
+                [StoredEvent(e.id, e.kind, e.account, e.ts, e.record) for e in unique.values()]
             )
             fresh = [e for e in unique.values() if e.id in inserted]
             if not fresh:
@@ -237,7 +234,8 @@ class Enforcer:
         bins = self.bins
         for e in events:
             w = work[e.account]
-            if e.kind is EventKind.APPEAL or e.kind is EventKind.EXEMPTION:
+            kind = e.kind
+            if kind is _APPEAL or kind is _EXEMPTION:
                 notices += self._operator_event(w, e, policy)
             elif apply_event(
                 w.evidence, e, locator=locator, bins=bins, switch_window_seconds=switch_seconds

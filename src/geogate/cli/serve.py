@@ -86,7 +86,9 @@ def register(app: typer.Typer) -> None:
             }
             typer.echo(json.dumps(summary, indent=2))
             if not engine.is_ready:
-                raise typer.Exit(3)
+                from geogate.errors import IntelDataError  # noqa: PLC0415
+
+                raise IntelDataError(engine.snapshot_problem or "no snapshot")
             return
         from geogate.service.server import run  # noqa: PLC0415
 

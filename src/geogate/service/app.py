@@ -40,7 +40,7 @@ from geogate.client_ip import parse_ip
 from geogate.clock import Clock
 from geogate.decide import Decision
 from geogate.errors import ClientIPError, GeogateError
-from geogate.service.config import ClientIPHeader, ServiceConfig, describe
+from geogate.service.config import ClientIPHeader, ServiceConfig
 from geogate.service.engine import Engine, EngineRef, Verdict, enforce, load_engine
 from geogate.service.metrics import CONTENT_TYPE, ServiceMetrics
 from geogate.service.openapi import openapi_document
@@ -555,7 +555,6 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
-    log.info("geogate service configuration: %s", describe(cfg))
     return app
 
 

@@ -10,6 +10,7 @@ The reference is ``docs/service.md``.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -170,7 +171,15 @@ def _apply(config: ServiceConfig, raw: Mapping[str, Any], *, where: str | None) 
     changes: dict[str, Any] = {}
     for key, value in raw.items():
         if key in {"host", "grpc_host"}:
-            changes[key] = _text(value, key=key, where=where).strip("[]")
+            host = _text(value, key=key, where=where).strip("[]")
+            if host != "localhost":
+                try:
+                    ipaddress.ip_address(host)
+                except ValueError:
+                    raise ConfigError(
+                        f"expected an IP address (or localhost), got {value!r}", path=where, key=key
+                    ) from None
+            changes[key] = host
         elif key == "port":
             changes["port"] = _port(value, key=key, where=where)
         elif key == "grpc_port":

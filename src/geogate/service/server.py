@@ -15,7 +15,7 @@ import uvicorn
 
 from geogate.errors import ConfigError
 from geogate.service.app import create_app, service_of
-from geogate.service.config import ServiceConfig
+from geogate.service.config import ServiceConfig, describe
 from geogate.service.grpc_authz import AuthorizationServicer, GrpcAuthzServer
 from geogate.service.ports import AccountStatusPort
 
@@ -39,9 +39,14 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
     Raises ConfigError with the reason when the address cannot be used.
     """
+    # Numeric hosts only: resolving a name at start would need DNS.
+    numeric = "127.0.0.1" if host == "localhost" else host
     try:
         infos = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICSERV
+            numeric,
+            port,
+            type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE | socket.AI_NUMERICSERV | socket.AI_NUMERICHOST,
         )
     except socket.gaierror as exc:
         raise ConfigError(
@@ -86,6 +91,7 @@ def run(config: ServiceConfig, *, accounts: AccountStatusPort | None = None) -> 
     shown = f"[{host}]" if ":" in host else host
     grpc_text = f", gRPC ext_authz on port {grpc_port}" if grpc_server is not None else ""
     log.info("serving on http://%s:%d%s", shown, port, grpc_text)
+    log.info("configuration: %s", describe(config))
     uv_config = uvicorn.Config(
         app,
         # Forwarding headers are geogate's business (trusted_proxies), not uvicorn's:

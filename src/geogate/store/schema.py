@@ -67,7 +67,6 @@ events = Table(
     Column("data", Text, nullable=False),
     UniqueConstraint("id", name="uq_events_id"),
 )
-Index("ix_events_account", events.c.account)
 
 accounts = Table(
     "accounts",

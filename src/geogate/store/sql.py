@@ -70,7 +70,9 @@ def _canonical(value: object) -> str:
 
 def _sqlite_time(ts: datetime) -> str:
     """The text SQLAlchemy's SQLite DateTime type stores (naive UTC, microseconds)."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if ts.utcoffset():
+        ts = ts.astimezone(UTC)
+    return ts.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 def normalise_url(url: str) -> str:

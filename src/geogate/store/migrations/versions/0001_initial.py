@@ -31,7 +31,6 @@ def upgrade() -> None:
         sa.Column("data", sa.Text, nullable=False),
         sa.UniqueConstraint("id", name="uq_events_id"),
     )
-    op.create_index("ix_events_account", "events", ["account"])
     op.create_table(
         "accounts",
         sa.Column("account", sa.String(256), primary_key=True),

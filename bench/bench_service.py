@@ -1,0 +1,268 @@
+"""Benchmark: decisions/s and latency of the decision service, with wrk on loopback.
+
+Not a test. Measures, in one run on the same machine:
+
+1. ``POST /v1/decide`` on ``geogate serve`` (one process, uvicorn);
+2. ``GET /v1/auth/nginx`` on ``geogate serve`` directly (what nginx's subrequest costs geogate);
+3. the nginx ``auth_request`` path: nginx running ``deploy/nginx/geogate.conf`` in front of an
+   upstream that is itself a static nginx location, so the cost measured is nginx + geogate;
+4. the ceiling: the same nginx returning a static 200 with no auth_request.
+
+Every request carries a different client address (10,000 random public IPv4 addresses, fixed
+seed), so the Decider's per-range cache behaves as with real traffic. nginx runs one worker
+process, like geogate; wrk runs one thread. Prints a Markdown table for bench/RESULTS.md.
+
+    python bench/bench_service.py [--duration 10] [--connections 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from geogate.intel.build import random_public_ipv4
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_RPS = 10_000
+TARGET_P99_MS = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{what} did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    statuses: str
+
+
+_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
+    if not m:
+        raise ValueError(f"cannot read wrk latency {text!r}")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def run_wrk(name: str, url: str, script: Path, *, duration: int, connections: int) -> Result:
+    """wrk with a warm-up, then the measured run; parses requests/s and the percentiles."""
+    base = ["wrk", "-t1", f"-c{connections}", "--latency", "-s", str(script)]
+    subprocess.run([*base, "-d2s", url], capture_output=True, check=True)
+    out = subprocess.run(
+        [*base, f"-d{duration}s", url], capture_output=True, text=True, check=True
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    statuses = re.search(r"STATUS (.*)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    if socket_errors:
+        print(f"  {name}: socket errors: {socket_errors.group(1)}", file=sys.stderr)
+    return Result(
+        name=name,
+        rps=rps,
+        p50_ms=p50,
+        p99_ms=p99,
+        errors=errors,
+        statuses=statuses.group(1).strip() if statuses else "",
+    )
+
+
+LUA = """
+local ips = {%(ips)s}
+local i = 0
+local counts = {}
+request = function()
+  i = i + 1
+  local ip = ips[(i %% #ips) + 1]
+  %(body)s
+end
+response = function(status, headers, body)
+  counts[status] = (counts[status] or 0) + 1
+end
+done = function(summary, latency, requests)
+end
+"""
+
+DECIDE = (
+    'return wrk.format("POST", "/v1/decide", '
+    '{["Content-Type"] = "application/json"}, \'{"ip":"\' .. ip .. \'"}\')'
+)
+FORWARDED = 'return wrk.format("GET", "%s", {["X-Forwarded-For"] = ip}, nil)'
+
+
+def lua_script(workdir: Path, name: str, ips: list[str], body: str) -> Path:
+    path = workdir / f"{name}.lua"
+    listed = ",".join(f'"{ip}"' for ip in ips)
+    path.write_text(LUA % {"ips": listed, "body": body}, encoding="utf-8")
+    return path
+
+
+def nginx_conf(workdir: Path, *, listen: int, geogate: int, static: int) -> Path:
+    """nginx.conf: the deploy site (ports substituted) + a static server used both as the
+    upstream API and as the ceiling."""
+    site = (REPO / "deploy" / "nginx" / "geogate.conf").read_text(encoding="utf-8")
+    for old, new in ((8080, listen), (8300, geogate), (9000, static)):
+        site = re.sub(rf"(?<![0-9.]){old}(?![0-9])", str(new), site)
+    site = site.replace("listen [::1]:", "# listen [::1]:")
+    (workdir / "site.conf").write_text(site, encoding="utf-8")
+    temp = "".join(
+        f"  {k}_temp_path {workdir / k};\n"
+        for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        f"{user}worker_processes 1;\ndaemon off;\npid {workdir / 'nginx.pid'};\n"
+        f"error_log {workdir / 'error.log'} error;\n"
+        "events { worker_connections 4096; }\n"
+        "http {\n  access_log off;\n  keepalive_requests 100000;\n"
+        + temp
+        + f"  server {{ listen 127.0.0.1:{static}; location / {{ return 200 'ok'; }} }}\n"
+        f"  include {workdir / 'site.conf'};\n}}\n",
+        encoding="utf-8",
+    )
+    return conf
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            raise SystemExit(f"{tool} is not installed (make system-deps installs it)")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    ips = [str(ipaddress.IPv4Address(int(x))) for x in random_public_ipv4(10_000, seed=7)]
+
+    with tempfile.TemporaryDirectory(prefix="geogate-bench-") as tmp:
+        workdir = Path(tmp)
+        gport, nport, sport = free_port(), free_port(), free_port()
+        geogate = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "geogate.cli.main",
+                "serve",
+                "--port",
+                str(gport),
+                "--trusted-proxy",
+                "127.0.0.1",
+            ],  # fmt: skip
+            env={**os.environ, "GEOGATE_LOG_LEVEL": "warning"},
+            stdout=subprocess.DEVNULL,
+            stderr=(workdir / "geogate.log").open("wb"),
+        )
+        conf = nginx_conf(workdir, listen=nport, geogate=gport, static=sport)
+        proxy = subprocess.Popen(
+            [nginx, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(f"http://127.0.0.1:{gport}/readyz", geogate, "geogate serve")
+            wait_for(f"http://127.0.0.1:{sport}/", proxy, "nginx")
+            runs = [
+                ("geogate POST /v1/decide", f"http://127.0.0.1:{gport}", DECIDE),
+                (
+                    "geogate GET /v1/auth/nginx (direct)",
+                    f"http://127.0.0.1:{gport}",
+                    FORWARDED % "/v1/auth/nginx",
+                ),
+                ("nginx auth_request -> geogate", f"http://127.0.0.1:{nport}", FORWARDED % "/"),
+                ("nginx static 200 (ceiling)", f"http://127.0.0.1:{sport}", FORWARDED % "/"),
+            ]
+            results = []
+            for name, url, body in runs:
+                script = lua_script(workdir, re.sub(r"\W+", "_", name), ips, body)
+                results.append(
+                    run_wrk(name, url, script, duration=args.duration, connections=args.connections)
+                )
+        finally:
+            stop(proxy)
+            stop(geogate)
+
+    ceiling = results[-1].rps
+    cpu = platform.processor() or platform.machine()
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        cpu,
+    )
+    print(
+        f"\nMachine: {os.cpu_count()} cores ({model}), Python {platform.python_version()}; "
+        f"wrk -t1 -c{args.connections} -d{args.duration}s on loopback; "
+        "10,000 distinct client addresses.\n"
+    )
+    print("| path | decisions/s | p50 | p99 | vs nginx static | non-2xx |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        print(
+            f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} ms | {r.p99_ms:.2f} ms | "
+            f"{r.rps / ceiling:.0%} | {r.errors} |"
+        )
+    decide = results[0]
+    ok = decide.rps >= TARGET_RPS and decide.p99_ms < TARGET_P99_MS
+    print(
+        f"\nTarget for the service alone (/v1/decide): >= {TARGET_RPS:,} decisions/s and p99 < "
+        f"{TARGET_P99_MS:g} ms: {'met' if ok else 'NOT met'}."
+    )
+    print("non-2xx counts denied requests on the proxy paths (403 is a decision, not an error).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
