@@ -43,3 +43,5 @@ test: system-deps install lint typecheck unit
 
 bench: install
 	$(BIN)/python bench/bench_decide.py
+	$(BIN)/python bench/bench_service.py
+	$(BIN)/python bench/bench_accounts.py

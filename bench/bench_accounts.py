@@ -43,8 +43,9 @@ UNSUPPORTED = ["CN", "RU", "IR"]
 
 
 def _addresses(snap: Snapshot) -> tuple[list[str], list[str]]:
-    good = [ip for ip in sample_addresses(snap, SUPPORTED, ipv6=False)]
-    bad = [ip for ip in sample_addresses(snap, UNSUPPORTED, ipv6=False)]
+    good = list(sample_addresses(snap, SUPPORTED, ipv6=False))
+    bad = list(sample_addresses(snap, UNSUPPORTED, ipv6=False))
+
     # Spread over each range's neighbourhood: a few hundred distinct addresses.
     def spread(ips: list[str]) -> list[str]:
         out = []
@@ -58,8 +59,8 @@ def _addresses(snap: Snapshot) -> tuple[list[str], list[str]]:
 
 def write_events(path: Path, *, events: int, accounts: int, snap: Snapshot, seed: int = 1) -> None:
     """A JSON Lines file of one day's traffic: ``events`` requests (and 2% payments) over
-    ``accounts``, in time order. 2% of the accounts are in unsupported regions (their addresses, languages and cards
-    say so); the rest call from supported countries."""
+    ``accounts``, in time order. 2% of the accounts are in unsupported regions (their
+    addresses, languages and cards say so); the rest call from supported countries."""
     rng = random.Random(seed)
     good, bad = _addresses(snap)
     good_langs = ["en-US,en;q=0.9", "de-DE", "ja-JP", "fr-FR", "pt-BR"]
@@ -131,7 +132,9 @@ def fill_accounts(url: str, n: int, *, seed: int = 2) -> None:
             counts[2] = bad
             counts[12] = counts[0]
             ev.days[day0 + d] = counts
-        ev.regions = {"US": [100, ev.last_seen, 0]} | ({"CN": [5, ev.last_seen, 1]} if k % 10 == 0 else {})
+        ev.regions = {"US": [100, ev.last_seen, 0]} | (
+            {"CN": [5, ev.last_seen, 1]} if k % 10 == 0 else {}
+        )
         ev.hours = [rng.randrange(50) for _ in range(24)]
         ev.languages = {"en-US": 100}
         ev.requests = 1000
@@ -187,12 +190,43 @@ def start_postgres(base: Path) -> tuple[str, subprocess.Popen[bytes] | None, lis
     data = base / "data"
     if run_as:
         shutil.chown(base, "postgres")
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "geogate", "--no-sync"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *run_as,
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            "geogate",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off -c synchronous_commit=off"
-    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(base / "log"), "-w", "start"], check=True, capture_output=True)
+    opts = (
+        f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off -c synchronous_commit=off"
+    )
+    subprocess.run(
+        [
+            *run_as,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            opts,
+            "-l",
+            str(base / "log"),
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     stop = [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]
     return f"postgresql://geogate@127.0.0.1:{port}/postgres", None, stop
 

@@ -225,8 +225,11 @@ class RangeIndex(IntelLookup, Protocol):
     See :class:`geogate.intel.snapshot.Snapshot` for the meaning of each member.
     """
 
-    country_codes: tuple[str, ...]
-    subdivision_codes: tuple[str, ...]
+    @property
+    def country_codes(self) -> tuple[str, ...]: ...
+
+    @property
+    def subdivision_codes(self) -> tuple[str, ...]: ...
 
     def locate(self, ip: str) -> int: ...
 

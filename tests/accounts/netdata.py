@@ -64,7 +64,9 @@ def build_snapshot() -> Snapshot:
     sub_codes = ("", *subs)
     starts = [0]
     rows: list[tuple[int, int, int, int]] = [(0, 0, 0, 0)]
-    for net in sorted(NETS.values(), key=lambda n: int(ipaddress.ip_network(n.cidr).network_address)):
+    for net in sorted(
+        NETS.values(), key=lambda n: int(ipaddress.ip_network(n.cidr).network_address)
+    ):
         first = int(ipaddress.ip_network(net.cidr).network_address)
         last = int(ipaddress.ip_network(net.cidr).broadcast_address)
         if starts[-1] == first:

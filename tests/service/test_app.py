@@ -187,6 +187,14 @@ def test_decide_rejects_an_oversized_or_too_deep_chain(
     assert "hops" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("path", ["/v1/decide", "/v1/auth/nginx", "/v1/auth/envoy/x"])
+def test_oversized_headers_get_431(client: AsgiClient, path: str) -> None:
+    response = client.post(path, json={"ip": "8.8.8.8"}, headers={"x-junk": "a" * 40_000})
+    assert response.status_code == 431
+    assert response.json()["error"]["code"] == "request_headers_too_large"
+    assert client.get("/healthz").status_code == 200
+
+
 def test_decide_is_post_only(client: AsgiClient) -> None:
     response = client.get("/v1/decide")
     assert response.status_code == 405

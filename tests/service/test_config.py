@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.service.support import DEPLOY
 
 from geogate.errors import ConfigError
 from geogate.service.config import ClientIPHeader, FailMode, ServiceConfig, load_config
@@ -114,3 +115,10 @@ def test_any_port_text_parses_or_raises_config_error(text: str) -> None:
     except ConfigError:
         return
     assert 0 <= config.port <= 65535
+
+
+def test_the_example_config_in_deploy_loads() -> None:
+    config = load_config(DEPLOY / "geogate.toml")
+    assert config.grpc_address == "127.0.0.1:8301"
+    assert config.fail_mode is FailMode.CLOSED
+    assert [str(n) for n in config.trusted_proxies.networks] == ["127.0.0.1/32", "::1/128"]

@@ -28,7 +28,9 @@ def engine_for_spec(snapshot: Snapshot, spec: str) -> Engine:
     return build_engine(load_policy_set([resolve_policy_path(spec)]), snapshot, trusted=TRUSTED)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(xff=header_text, forwarded=header_text, which=st.integers(0, 3))
 def test_headers_from_an_untrusted_peer_never_change_the_verdict(
     embedded: Snapshot, addresses: Addresses, xff: str, forwarded: str, which: int
@@ -40,7 +42,9 @@ def test_headers_from_an_untrusted_peer_never_change_the_verdict(
     assert with_headers == bare
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(xff=header_text)
 def test_any_chain_from_a_trusted_peer_gives_a_verdict_never_an_exception(
     embedded: Snapshot, xff: str

@@ -149,3 +149,21 @@ def test_grpc_port_in_use_is_one_line_at_start(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "cannot listen on 127.0.0.1:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_real_server_answers_hostile_requests_and_keeps_serving(geogate_server: Geogate) -> None:
+    """Against uvicorn itself (not the in-process transport): huge headers, a huge body,
+    broken JSON and a half-sent request each get their answer, and the server stays up."""
+    huge = geogate_server.post(
+        "/v1/decide", json={"ip": "8.8.8.8"}, headers={"x-a": "a" * 1_000_000}
+    )
+    assert huge.status_code == 431
+    assert huge.json()["error"]["code"] == "request_headers_too_large"
+    body = geogate_server.post("/v1/decide", content=b"[" * 5_000_000)
+    assert body.status_code == 413
+    broken = geogate_server.post("/v1/decide", content=b'{"ip": "8.8.8.8"')
+    assert (broken.status_code, broken.json()["error"]["code"]) == (400, "invalid_json")
+    with socket.create_connection(("127.0.0.1", geogate_server.port), timeout=5) as half:
+        half.sendall(b"POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    assert geogate_server.get("/healthz").json() == {"status": "ok"}
+    geogate_server.process.check_alive()

@@ -96,7 +96,7 @@ RULES: Final[Mapping[str, tuple[Strength, bool, RuleConfig]]] = {
             weight=0.3,
             min_requests=50,
             min_confidence=0.6,
-            unsupported_offsets=(8.0, 3.0, 3.5),
+            unsupported_offsets=(8.0, 3.0),
         ),
     ),
 }

@@ -23,7 +23,6 @@ from geogate.accounts.events import Event, EventKind
 from geogate.accounts.evidence import AccountEvidence, BinTable, Locator, apply_event
 from geogate.accounts.rules import (
     Assessment,
-    Verdict,
     assess,
     base_signals,
     concentration_signal,
@@ -42,8 +41,8 @@ from geogate.store.protocol import (
     AccountRow,
     EgressStats,
     Store,
-    StoreTx,
     StoredEvent,
+    StoreTx,
     TransitionRow,
 )
 
@@ -117,7 +116,7 @@ class EnforceReport:
 class _Work:
     """One account's state while a batch is applied."""
 
-    __slots__ = ("evidence", "points", "row", "state", "state_since", "transitions")
+    __slots__ = ("db_points", "evidence", "points", "row", "state", "state_since", "transitions")
 
     def __init__(self, row: AccountRow | None) -> None:
         self.row = row
@@ -125,7 +124,19 @@ class _Work:
         self.state = AccountState(row.state) if row else AccountState.ACTIVE
         self.state_since = row.state_since if row else None
         self.points = row.points_unsupported if row else False
+        self.db_points = self.points
         self.transitions: list[TransitionRow] = []
+
+
+class _Batch:
+    """The accounts of one ingestion batch and what it changed but has not written yet."""
+
+    __slots__ = ("changed_points", "new_egress", "work")
+
+    def __init__(self, work: dict[str, _Work]) -> None:
+        self.work = work
+        self.changed_points: set[str] = set()
+        self.new_egress: set[str] = set()
 
 
 class Enforcer:
@@ -205,12 +216,13 @@ class Enforcer:
             accounts = sorted({e.account for e in fresh})
             rows = tx.load_accounts(accounts, lock=True)
             work = {a: _Work(rows.get(a)) for a in accounts}
+            batch = _Batch(work)
             segments: dict[int, list[Event]] = {}
             for e in fresh:
                 segments.setdefault(self.policies.segment(e.ts), []).append(e)
             notices = 0
             for seg in sorted(segments):
-                notices += self._apply_segment(tx, work, segments[seg])
+                notices += self._apply_segment(tx, batch, segments[seg])
             all_transitions = [t for w in work.values() for t in w.transitions]
             tx.save_accounts([self._row(a, w) for a, w in work.items()])
             if all_transitions:
@@ -223,34 +235,58 @@ class Enforcer:
             notices=notices,
         )
 
-    def _apply_segment(self, tx: StoreTx, work: dict[str, _Work], events: list[Event]) -> int:
-        touched: dict[str, datetime] = {}
-        with_egress: set[str] = set()
-        notices = 0
+    def _apply_segment(self, tx: StoreTx, batch: _Batch, events: list[Event]) -> int:
         policy = self.policies.in_force(events[0].ts)
         config = AccountsConfig.from_policy(policy)
         switch_seconds = config.rule("vpn_switching").window_minutes * 60
         locator = self.locator
         bins = self.bins
+        work = batch.work
+        notices = 0
+        # account -> time of its latest event applied but not yet assessed. An account is
+        # assessed at the end of each UTC day it has events in, so a file holding weeks of
+        # traffic is judged day by day, as live ingestion would have judged it.
+        pending: dict[str, datetime] = {}
         for e in events:
-            w = work[e.account]
+            account = e.account
+            w = work[account]
+            last = pending.get(account)
+            if (
+                last is not None
+                and int(e.ts.timestamp()) // 86_400 != int(last.timestamp()) // 86_400
+            ):
+                notices += self._assess(tx, batch, {account: last}, config, policy)
+                last = None
             kind = e.kind
             if kind is _APPEAL or kind is _EXEMPTION:
                 notices += self._operator_event(w, e, policy)
             elif apply_event(
                 w.evidence, e, locator=locator, bins=bins, switch_window_seconds=switch_seconds
             ):
-                with_egress.add(e.account)
-            prev = touched.get(e.account)
-            if prev is None or e.ts > prev:
-                touched[e.account] = e.ts
-        if with_egress:
-            tx.link_egress([(k, a) for a in sorted(with_egress) for k in work[a].evidence.egress])
+                batch.new_egress.add(account)
+            pending[account] = e.ts if last is None or e.ts > last else last
+        return notices + self._assess(tx, batch, pending, config, policy)
+
+    def _assess(
+        self,
+        tx: StoreTx,
+        batch: _Batch,
+        candidates: Mapping[str, datetime],
+        config: AccountsConfig,
+        policy: Policy,
+    ) -> int:
+        work = batch.work
+        links = [
+            (k, a) for a in candidates if a in batch.new_egress for k in work[a].evidence.egress
+        ]
+        if links:
+            tx.link_egress(links)
+            batch.new_egress.difference_update(candidates)
         # Only accounts whose verdict may have changed are assessed: an event carried evidence,
-        # the state depends on time (flagged, warned), or a UTC day passed since the last
-        # assessment (slow patterns: clock, relay, decay of old evidence).
+        # the state depends on time (flagged, warned), or a new UTC day began since the last
+        # assessment (slow patterns: clock, relay; decay of old evidence).
         due: dict[str, datetime] = {}
-        for account, at in touched.items():
+        for account, at in candidates.items():
             w = work[account]
             w.evidence.prune(retention_days=config.retention_days)
             day = int(at.timestamp()) // 86_400
@@ -263,41 +299,56 @@ class Enforcer:
                 w.evidence.assessed_day = day
                 w.evidence.notable = False
         if not due:
-            return notices
+            return 0
         keys = sorted({k for a in due for k in work[a].evidence.egress})
         stats = tx.egress_stats(keys) if keys else {}
-        return notices + self._reassess(tx, work, due, stats, config, policy)
+        if stats:
+            # The store counts the accounts' flags as committed; correct for the flags this
+            # batch changed but has not written yet.
+            for other in batch.changed_points:
+                w = work[other]
+                delta = int(w.points) - int(w.db_points)
+                for key in w.evidence.egress:
+                    st = stats.get(key)
+                    if st is not None:
+                        stats[key] = replace(st, unsupported=max(0, st.unsupported + delta))
+        return self._reassess(tx, batch, due, stats, config, policy)
 
     def _reassess(
         self,
         tx: StoreTx,
-        work: dict[str, _Work],
-        touched: Mapping[str, datetime],
+        batch: _Batch,
+        due: Mapping[str, datetime],
         stats: dict[str, EgressStats],
         config: AccountsConfig,
         policy: Policy,
     ) -> int:
+        work = batch.work
         account_score = config.rule("egress_concentration").account_score
         bases: dict[str, tuple[list[Any], float, bool]] = {}
-        for account, at in touched.items():
+        for account, at in due.items():
             w = work[account]
             if w.state in (AccountState.EXEMPT, AccountState.APPEALED, AccountState.BLOCKED):
                 continue
-            signals = base_signals(w.evidence, at=at, config=config, egress=stats)
+            signals = base_signals(w.evidence, at=at, config=config, egress=stats, explain=False)
             rs = region_score(signals, config)
             points = rs >= account_score
             if points != w.points and w.evidence.egress:
                 delta = int(points) - int(w.points)
                 for key in w.evidence.egress:
-                    s = stats.get(key)
-                    if s is not None:
-                        stats[key] = replace(s, unsupported=max(0, s.unsupported + delta))
+                    st = stats.get(key)
+                    if st is not None:
+                        stats[key] = replace(st, unsupported=max(0, st.unsupported + delta))
             w.points = points
+            if w.points != w.db_points:
+                batch.changed_points.add(account)
+            else:
+                batch.changed_points.discard(account)
             bases[account] = (signals, rs, points)
         notices = 0
         for account, (signals, rs, points) in bases.items():
             w = work[account]
-            at = touched[account]
+            at = due[account]
             signals.append(
                 concentration_signal(w.evidence, config=config, egress=stats, self_points=points)
             )
@@ -310,8 +361,25 @@ class Enforcer:
                 effective_at=effective_for(policy, assessment.regions),
             )
             if move is not None:
-                notices += self._move(tx, w, account, move, assessment, policy, config, at=at)
+                full = self._explained(w.evidence, at, config, stats, points)
+                notices += self._move(tx, w, account, move, full, policy, config, at=at)
         return notices
+
+    @staticmethod
+    def _explained(
+        ev: AccountEvidence,
+        at: datetime,
+        config: AccountsConfig,
+        stats: Mapping[str, EgressStats] | None,
+        own_points: bool,
+    ) -> Assessment:
+        """The assessment with every rule's explanation (for transitions and reports)."""
+        signals = base_signals(ev, at=at, config=config, egress=stats)
+        rs = region_score(signals, config)
+        signals.append(
+            concentration_signal(ev, config=config, egress=stats, self_points=own_points)
+        )
+        return finish(signals, at=at, config=config, region_score_value=rs)
 
     def _move(
         self,
@@ -381,7 +449,7 @@ class Enforcer:
             action = OperatorAction.APPEAL
         try:
             move = operator_move(w.state, action, account=e.account)
-        except Exception:  # noqa: BLE001 - a conflicting operator event is recorded, not fatal
+        except Exception:
             return 0
         self._operator_apply(
             w, e.account, move, action, policy, at=e.ts, operator=e.operator, note=e.note
@@ -530,11 +598,12 @@ class Enforcer:
             AccountState.BLOCKED.value,
         }
         evaluated = 0
-        changes: list[tuple[Change, Assessment]] = []
+        changes: list[tuple[Change, Assessment | None, AccountEvidence, bool]] = []
         stash: list[tuple[AccountRow, AccountEvidence, list[Any], float, bool]] = []
         points: dict[str, bool] = {}
+        stats: dict[str, EgressStats] = {}
 
-        def decide(row: AccountRow, assessment: Assessment) -> None:
+        def decide(row: AccountRow, assessment: Assessment, ev: AccountEvidence, own: bool) -> None:
             state = AccountState(row.state)
             move = next_state(
                 state,
@@ -554,7 +623,9 @@ class Enforcer:
                             policy_version=policy.label,
                             note=move.rule,
                         ),
-                        assessment,
+                        None if dry_run else self._explained(ev, at, config, stats, own),
+                        ev,
+                        own,
                     )
                 )
 
@@ -564,36 +635,38 @@ class Enforcer:
             if row.state in frozen and not in_egress:
                 continue
             ev = AccountEvidence.from_dict(row.evidence)
-            if not in_egress:
-                signals = base_signals(ev, at=at, config=config)
-                rs = region_score(signals, config)
-                signals.append(
-                    concentration_signal(ev, config=config, egress=None, self_points=False)
-                )
-                decide(row, finish(signals, at=at, config=config, region_score_value=rs))
-                continue
-            signals = base_signals(ev, at=at, config=config, egress=None)
+            signals = base_signals(ev, at=at, config=config, explain=False)
             rs = region_score(signals, config)
+            if not in_egress:
+                # No egress shared with enough accounts: concentration cannot fire.
+                decide(row, finish(signals, at=at, config=config, region_score_value=rs), ev, False)
+                continue
             points[row.account] = rs >= score_needed
             stash.append((row, ev, signals, rs, points[row.account]))
-        stats = {
-            k: EgressStats(key=k, accounts=len(v), unsupported=sum(points.get(a, False) for a in v))
+        stats.update(
+            (
+                k,
+                EgressStats(
+                    key=k, accounts=len(v), unsupported=sum(points.get(a, False) for a in v)
+                ),
+            )
             for k, v in members.items()
-        }
+        )
         for row, ev, _signals, rs, own in stash:
             if row.state in frozen:
                 continue
-            signals = base_signals(ev, at=at, config=config, egress=stats)
+            signals = base_signals(ev, at=at, config=config, egress=stats, explain=False)
             signals.append(concentration_signal(ev, config=config, egress=stats, self_points=own))
-            decide(row, finish(signals, at=at, config=config, region_score_value=rs))
+            decide(row, finish(signals, at=at, config=config, region_score_value=rs), ev, own)
 
         if not dry_run:
             for i in range(0, len(changes), chunk):
-                self._apply_changes(changes[i : i + chunk], at=at, policy=policy, config=config)
+                applied = [(c, a) for c, a, _, _ in changes[i : i + chunk] if a is not None]
+                self._apply_changes(applied, at=at, policy=policy, config=config)
         by_reason: Counter[str] = Counter()
         by_region: Counter[str] = Counter()
         by_state: Counter[str] = Counter()
-        for change, _ in changes:
+        for change, *_ in changes:
             by_reason.update(change.rules or (change.note,))
             by_region.update(change.regions or ("(none)",))
             by_state[change.to_state.value] += 1
@@ -601,7 +674,7 @@ class Enforcer:
             at=at,
             dry_run=dry_run,
             evaluated=evaluated,
-            changes=tuple(c for c, _ in changes),
+            changes=tuple(c for c, *_ in changes),
             by_reason=dict(by_reason.most_common()),
             by_region=dict(by_region.most_common()),
             by_state=dict(by_state.most_common()),

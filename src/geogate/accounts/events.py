@@ -14,8 +14,8 @@ import enum
 import hashlib
 import io
 import json
+import math
 import re
-import socket
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +25,7 @@ from typing import Any, Final, NamedTuple
 
 from geogate.client_ip import parse_ip
 from geogate.errors import ClientIPError, EventError
+from geogate.intel.addresses import parse_address
 
 MAX_LINE_CHARS: Final = 65_536
 """Longest accepted event line (JSON Lines) or record; longer ones are rejected unparsed."""
@@ -185,11 +186,8 @@ def _ip(
     value = _text(rec, key, source, line, required=required, max_len=64)
     if value is None:
         return None
-    try:
-        socket.inet_pton(socket.AF_INET, value)
-        return value  # already a canonical dotted quad (the common case, 10x faster)
-    except OSError:
-        pass
+    if ":" not in value and parse_address(value) is not None:
+        return value  # a valid dotted quad is already canonical (the common case, 7x faster)
     try:
         return str(parse_ip(value))
     except ClientIPError:
@@ -234,7 +232,7 @@ def _amount(rec: Mapping[str, Any], source: str | None, line: int | None) -> flo
         amount = float(value)
     except (TypeError, ValueError):
         raise _fail(f"{value!r} is not a number", source, line, "amount") from None
-    if amount != amount or amount in (float("inf"), float("-inf")):
+    if not math.isfinite(amount):
         raise _fail("must be a finite number", source, line, "amount")
     return amount
 
@@ -419,7 +417,7 @@ def read_csv(stream: Iterable[str], *, source: str) -> Iterator[ReadItem]:
 
 def read_parquet(path: Path, *, source: str, batch_rows: int = 65_536) -> Iterator[ReadItem]:
     """Events from a Parquet file, one row per event (line numbers are 1-based row numbers)."""
-    import pyarrow.parquet as pq  # only needed for this format
+    import pyarrow.parquet as pq  # noqa: PLC0415 - only this format needs pyarrow
 
     try:
         pf = pq.ParquetFile(path)

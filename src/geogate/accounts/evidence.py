@@ -307,9 +307,9 @@ class AccountEvidence:
         "languages",
         "languages_unsupported",
         "last_class",
-        "notable",
         "last_seen",
         "last_ts",
+        "notable",
         "payments",
         "regions",
         "requests",
@@ -476,8 +476,7 @@ class AccountEvidence:
                         self.regions[region] = [1, epoch, int(located.unsupported)]
                 else:
                     entry[0] += 1
-                    if epoch > entry[1]:
-                        entry[1] = epoch
+                    entry[1] = max(entry[1], epoch)
                     entry[2] = int(located.unsupported)
 
         # Switching: an unsupported residential network and a supported-country datacenter or
@@ -664,6 +663,6 @@ def apply_event(
     if kind is _PAYMENT:
         evidence.add_payment(event, locator=locator, bins=bins)
     elif kind is _SIGNUP:
-        located = locator.locate(event.ip, event.ts) if event.ip else None
-        evidence.add_signup(event, located, locator=locator)
+        where = locator.locate(event.ip, event.ts) if event.ip else None
+        evidence.add_signup(event, where, locator=locator)
     return ()

@@ -40,9 +40,8 @@ def explain_lines(
     """Lines of text explaining ``row`` as of ``assessment.at``."""
     ev = AccountEvidence.from_dict(row.evidence)
     at = assessment.at
-    lines = [
-        f"Account {row.account} is {row.state.upper()} — {_STATE_MEANING.get(row.state, row.state)}.",
-    ]
+    meaning = _STATE_MEANING.get(row.state, row.state)
+    lines = [f"Account {row.account} is {row.state.upper()} — {meaning}."]
     if row.state_since:
         lines.append(f"In this state since {row.state_since:%Y-%m-%d %H:%M} UTC.")
     last = transitions[-1] if transitions else None

@@ -32,7 +32,8 @@ DbOpt = Annotated[
     str,
     typer.Option(
         "--db",
-        help=f"Account store: sqlite:///FILE, a file path, or postgresql://... Default: {DEFAULT_DB}.",
+        help="Account store: sqlite:///FILE, a file path, or postgresql://... "
+        f"Default: {DEFAULT_DB}.",
         envvar="GEOGATE_DB",
     ),
 ]
@@ -183,7 +184,7 @@ def ingest(
                 reject_handle = None
                 rejected_here = 0
 
-                def events(path: Path = f) -> Iterator[Event]:
+                def events(path: Path = f, reject_path: Path = reject_path) -> Iterator[Event]:
                     nonlocal reject_handle, rejected_here
                     for item in read_events(path):
                         if isinstance(item, Rejected):
@@ -437,7 +438,10 @@ def accounts_explain(
         row = _require(store, account)
         when = _when(at) if at else (row.last_seen or datetime.now(UTC))
         enforcer = _enforcer(store, policy, snapshot)
-        row, assessment = enforcer.assess_account(account, at=when)
+        fresh, assessment = enforcer.assess_account(account, at=when)
+        if fresh is None or assessment is None:
+            raise ConfigError(f"no account {account!r} in the store", key="ACCOUNT")
+        row = fresh
         config = AccountsConfig.from_policy(enforcer.policies.in_force(when))
         lines = explain_lines(
             row,

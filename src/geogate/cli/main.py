@@ -332,7 +332,8 @@ for _name in ("serve", "accounts", "notify"):
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``geogate`` script; returns the exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode, click returns the code of a typer.Exit instead of raising.
+        result = app(args=argv, standalone_mode=False)
     except GeogateError as exc:
         err.print(f"geogate: error: {exc.one_line()}", markup=False)
         return exc.exit_code
@@ -348,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return exc.exit_code
         raise
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

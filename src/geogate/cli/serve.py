@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         config: Annotated[
             Path | None,
             typer.Option(
-                "--config", "-c", help="TOML config file ([serve] table). Env: GEOGATE_CONFIG."
+                "--config", "-c", help="TOML config file (its serve table). Env: GEOGATE_CONFIG."
             ),
         ] = None,
         host: Annotated[

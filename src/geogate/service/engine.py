@@ -14,11 +14,10 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
 
 from geogate.client_ip import TrustedProxies, parse_ip, resolve_client_ip
 from geogate.clock import Clock, SystemClock
-from geogate.decide import Decider, Decision, RangeIndex, Reason
+from geogate.decide import Decider, Decision, Reason
 from geogate.errors import ClientIPError, IntelDataError, StoreError
 from geogate.intel.snapshot import Snapshot, SnapshotMeta
 from geogate.policy.model import Action, PolicySet
@@ -92,8 +91,7 @@ def build_engine(
     """An Engine from already loaded parts (``snapshot`` None: decide by the fail mode)."""
     the_clock: Clock = clock or SystemClock()
     decider = (
-        # cast: Snapshot has the RangeIndex members as read-only properties.
-        Decider(policies, cast("RangeIndex", snapshot), trusted=trusted, clock=the_clock)
+        Decider(policies, snapshot, trusted=trusted, clock=the_clock)
         if snapshot is not None
         else None
     )

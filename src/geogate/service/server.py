@@ -14,7 +14,7 @@ import sys
 import uvicorn
 
 from geogate.errors import ConfigError
-from geogate.service.app import create_app, service_of
+from geogate.service.app import create_app, freeze_heap, service_of
 from geogate.service.config import ServiceConfig, describe
 from geogate.service.grpc_authz import AuthorizationServicer, GrpcAuthzServer
 from geogate.service.ports import AccountStatusPort
@@ -70,7 +70,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def run(config: ServiceConfig, *, accounts: AccountStatusPort | None = None) -> None:
     """Serve until SIGINT/SIGTERM. SIGHUP reloads policy and snapshot."""
     configure_logging(config.log_level)
-    app = create_app(config, accounts=accounts)
+    app = create_app(config, accounts=accounts, freeze_gc=True)
     service = service_of(app)
     sock = bind_socket(config.host, config.port)
     grpc_server: GrpcAuthzServer | None = None
@@ -104,6 +104,7 @@ def run(config: ServiceConfig, *, accounts: AccountStatusPort | None = None) -> 
         backlog=2048,
     )
     server = uvicorn.Server(uv_config)
+    freeze_heap()
     try:
         server.run(sockets=[sock])
     finally:

@@ -147,8 +147,7 @@ class SqlTx:
                 .on_conflict_do_nothing(index_elements=["id"])
                 .returning(events.c.id)
             )
-            inserted = set(self.conn.execute(stmt, params).scalars())
-            return inserted
+            return set(self.conn.execute(stmt, params).scalars())
         # SQLite: BEGIN IMMEDIATE already serialises writers, so the check above is exact.
         # Plain DBAPI executemany: SQLAlchemy's per-row parameter processing would cost more
         # than the insert itself at tens of thousands of events per second.
@@ -281,8 +280,10 @@ class SqlTx:
     ) -> bool:
         """Queue a notice once per (account, kind, policy_version)."""
         when = at or self.store.clock.now()
-        stmt = self._insert(notices).on_conflict_do_nothing(
-            index_elements=["account", "kind", "policy_version"]
+        stmt = (
+            self._insert(notices)
+            .on_conflict_do_nothing(index_elements=["account", "kind", "policy_version"])
+            .returning(notices.c.id)
         )
         result = self.conn.execute(
             stmt,
@@ -299,7 +300,7 @@ class SqlTx:
                 "created_at": when,
             },
         )
-        return bool(result.rowcount == 1)
+        return result.first() is not None
 
     def append_audit(
         self, *, at: datetime, account: str | None, action: str, detail: Mapping[str, Any]
@@ -445,8 +446,8 @@ class SqlStore:
     def transaction(self) -> Iterator[SqlTx]:
         """One write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
         try:
-            with self.engine.connect() as conn:
-                conn = conn.execution_options(geogate_immediate=True)
+            with self.engine.connect() as raw:
+                conn = raw.execution_options(geogate_immediate=True)
                 with conn.begin():
                     yield SqlTx(self, conn)
         except SQLAlchemyError as exc:
@@ -681,11 +682,10 @@ class SqlStore:
                 select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
             ).first()
             prev = GENESIS
-            expected_seq = 0
             count = 0
-            for m in conn.execute(select(audit).order_by(audit.c.seq)).mappings():
-                expected_seq += 1
-                count += 1
+            rows = conn.execute(select(audit).order_by(audit.c.seq)).mappings()
+            for expected_seq, m in enumerate(rows, start=1):
+                count = expected_seq
                 seq = int(m["seq"])
                 problem: str | None = None
                 if seq != expected_seq:

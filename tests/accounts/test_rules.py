@@ -1,0 +1,204 @@
+"""Evidence helpers, scoring, the state machine and the [accounts] policy table."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from geogate.accounts.config import RULES, AccountsConfig, Strength, parse_accounts_table
+from geogate.accounts.evidence import (
+    AccountEvidence,
+    BinTable,
+    egress_keys,
+    infer_clock,
+    language_tag,
+)
+from geogate.accounts.rules import Signal, Verdict, assess, finish
+from geogate.accounts.states import AccountState, OperatorAction, next_state, operator_move
+from geogate.errors import PolicySyntaxError, StateConflict
+
+from .conftest import policy_with
+
+D = datetime(2024, 7, 9, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("header", "tag"),
+    [
+        ("zh-CN,zh;q=0.9,en;q=0.8", "zh-CN"),
+        ("en;q=0.5, fa-IR", "fa-IR"),
+        ("zh-Hant-HK", "zh-HK"),
+        ("ru_RU", "ru-RU"),
+        ("de", "de"),
+        ("*", None),
+        ("", None),
+    ],
+)
+def test_language_tag(header: str, tag: str | None) -> None:
+    assert language_tag(header) == tag
+
+
+def _human_hours(offset: int, n: int, seed: int = 0) -> list[int]:
+    rng = random.Random(seed)
+    hours = [0] * 24
+    weights = [1, 1, 0, 0, 0, 0, 1, 2, 4, 6, 7, 7, 6, 6, 7, 7, 6, 5, 5, 4, 4, 3, 2, 1]
+    for _ in range(n):
+        local = rng.choices(range(24), weights=weights)[0]
+        hours[(local - offset) % 24] += 1
+    return hours
+
+
+@pytest.mark.parametrize("offset", [-8, -5, 0, 1, 3, 8, 9])
+def test_activity_clock_recovers_the_offset(offset: int) -> None:
+    est = infer_clock(_human_hours(offset, 400))
+    assert est is not None
+    assert abs(est.offset_hours - offset) <= 1
+    assert est.confidence > 0.8
+
+
+def test_round_the_clock_traffic_has_no_confident_clock() -> None:
+    est = infer_clock([100] * 24)
+    assert est is not None
+    assert est.confidence < 0.3
+    assert infer_clock([0] * 24) is None
+
+
+def test_egress_keys_and_bin_table() -> None:
+    assert egress_keys("203.0.113.9", 64500) == (
+        "ip:203.0.113.9",
+        "net:203.0.113.0/24",
+        "asn:64500",
+    )
+    assert egress_keys("2001:db8:1:2::5", None) == ("ip:2001:db8:1:2::5", "net:2001:db8:1::/48")
+    bins = BinTable([("6228", "CN"), ("622848", "HK"), ("x", "US"), ("4111", "USA")])
+    assert len(bins) == 2
+    assert bins.country_of("62284800") == "HK"  # longest prefix wins
+    assert bins.country_of("62281234") == "CN"
+    assert bins.country_of("41111111") is None
+
+
+def _signal(rule: str, weight: float) -> Signal:
+    return Signal(rule=rule, fired=True, weight=weight, strength=RULES[rule][0], text="")
+
+
+WEAK = [name for name, spec in RULES.items() if spec[0] is Strength.WEAK]
+
+
+@given(st.lists(st.tuples(st.sampled_from(WEAK), st.floats(0, 50)), max_size=8))
+def test_weak_signals_alone_never_block(fired: list[tuple[str, float]]) -> None:
+    """Whatever the weights, clock, language, relay and anonymizer patterns can only flag."""
+    signals = [_signal(rule, weight) for rule, weight in fired]
+    result = finish(signals, at=D, config=AccountsConfig.default(), region_score_value=0.0)
+    assert result.verdict is not Verdict.BLOCK
+
+
+def test_a_strong_rule_with_enough_weight_blocks() -> None:
+    config = AccountsConfig.default()
+    signals = [
+        _signal("signup_unsupported", 0.3),
+        _signal("language", 0.3),
+        _signal("activity_clock", 0.3),
+    ]
+    assert finish(signals, at=D, config=config, region_score_value=0.9).verdict is Verdict.FLAG
+    signals.append(_signal("egress_concentration", 0.6))
+    assert finish(signals, at=D, config=config, region_score_value=0.9).verdict is Verdict.BLOCK
+
+
+def test_state_machine_follows_the_date() -> None:
+    before, after = D - timedelta(days=1), D
+    block = Verdict.BLOCK
+    move = next_state(AccountState.ACTIVE, block, at=before, effective_at=D)
+    assert move is not None
+    assert move.to is AccountState.WARNED
+    assert next_state(AccountState.WARNED, block, at=before, effective_at=D) is None
+    move = next_state(AccountState.WARNED, block, at=after, effective_at=D)
+    assert move is not None
+    assert move.to is AccountState.BLOCKED
+    flag = next_state(AccountState.ACTIVE, Verdict.FLAG, at=after, effective_at=D)
+    assert flag is not None
+    assert flag.to is AccountState.FLAGGED
+    cleared = next_state(AccountState.FLAGGED, Verdict.NONE, at=after, effective_at=D)
+    assert cleared is not None
+    assert cleared.to is AccountState.ACTIVE
+    assert next_state(AccountState.WARNED, Verdict.NONE, at=after, effective_at=D) is None
+    for frozen in (AccountState.EXEMPT, AccountState.APPEALED, AccountState.BLOCKED):
+        assert next_state(frozen, block, at=after, effective_at=D) is None
+
+
+def test_operator_moves() -> None:
+    assert (
+        operator_move(AccountState.BLOCKED, OperatorAction.APPEAL, account="a").to
+        is AccountState.APPEALED
+    )
+    assert (
+        operator_move(AccountState.APPEALED, OperatorAction.REINSTATE, account="a").to
+        is AccountState.REINSTATED
+    )
+    assert (
+        operator_move(AccountState.APPEALED, OperatorAction.REJECT_APPEAL, account="a").to
+        is AccountState.BLOCKED
+    )
+    assert (
+        operator_move(AccountState.ACTIVE, OperatorAction.EXEMPT, account="a").to
+        is AccountState.EXEMPT
+    )
+    with pytest.raises(StateConflict, match="applies only to"):
+        operator_move(AccountState.ACTIVE, OperatorAction.REINSTATE, account="a")
+    with pytest.raises(StateConflict):
+        operator_move(AccountState.ACTIVE, OperatorAction.UNEXEMPT, account="a")
+
+
+def test_accounts_table_overrides_defaults() -> None:
+    policies = policy_with(
+        "[accounts]\nwindow_days = 14\nblock_score = 1.5\n"
+        "[accounts.rules.language]\nweight = 0.5\nmin_share = 0.3\n"
+        "[accounts.rules.activity_clock]\nunsupported_offsets = [8]\nenabled = false\n"
+    )
+    config = AccountsConfig.from_policy(policies.latest)
+    assert config.window_days == 14
+    assert config.block_score == 1.5
+    assert config.rule("language").weight == 0.5
+    assert config.rule("language").min_requests == 10  # untouched settings keep their default
+    assert config.rule("activity_clock").unsupported_offsets == (8.0,)
+    assert not config.rule("activity_clock").enabled
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ("[accounts]\nwindow = 3\n", "accounts.window"),
+        ("[accounts]\nflag_score = 2.0\n", "accounts.flag_score"),
+        ("[accounts.rules.nope]\nweight = 1\n", "accounts.rules.nope"),
+        ("[accounts.rules.language]\nweight = 'high'\n", "accounts.rules.language.weight"),
+        ("[accounts.rules.language]\nmin_share = 3\n", "accounts.rules.language.min_share"),
+        (
+            "[accounts.rules.activity_clock]\nunsupported_offsets = [20]\n",
+            "accounts.rules.activity_clock.unsupported_offsets",
+        ),
+    ],
+)
+def test_bad_accounts_table_names_the_key(table: str, key: str) -> None:
+    with pytest.raises(PolicySyntaxError) as info:
+        AccountsConfig.from_policy(policy_with(table).latest)
+    assert info.value.key == key
+
+
+def test_weights_come_from_the_policy() -> None:
+    """The same evidence blocks or only flags depending on the [accounts] table."""
+    ev = AccountEvidence()
+    day = int(D.timestamp()) // 86_400
+    ev.days[day] = [20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 20, 20]  # 20 requests preferring zh-CN
+    ev.signup = {"ts": 0, "region": "CN", "unsupported": True}
+    default = assess(ev, at=D, config=AccountsConfig.default())
+    assert default.verdict is Verdict.FLAG
+    assert set(default.rule_names) == {"language", "signup_unsupported"}
+    strict = parse_accounts_table({"block_score": 0.6})
+    assert assess(ev, at=D, config=strict).verdict is Verdict.BLOCK
+    lenient = parse_accounts_table({"rules": {"signup_unsupported": {"enabled": False}}})
+    result = assess(ev, at=D, config=lenient)
+    assert result.rule_names == ("language",)
+    assert result.verdict is Verdict.FLAG
