@@ -26,9 +26,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from geogate.accounts.config import AccountsConfig
 from geogate.accounts.engine import Enforcer
 from geogate.accounts.events import Event, read_events
 from geogate.accounts.evidence import AccountEvidence, DeciderLocator
+from geogate.accounts.rules import assess
+from geogate.accounts.states import AccountState, next_state
 from geogate.decide import Decider
 from geogate.intel.samples import sample_addresses
 from geogate.intel.snapshot import Snapshot
@@ -57,10 +60,17 @@ def _addresses(snap: Snapshot) -> tuple[list[str], list[str]]:
     return spread(good), spread(bad)
 
 
-def write_events(path: Path, *, events: int, accounts: int, snap: Snapshot, seed: int = 1) -> None:
+def write_events(
+    path: Path, *, events: int, accounts: int, snap: Snapshot, skewed: bool = False, seed: int = 1
+) -> None:
     """A JSON Lines file of one day's traffic: ``events`` requests (and 2% payments) over
     ``accounts``, in time order. 2% of the accounts are in unsupported regions (their
-    addresses, languages and cards say so); the rest call from supported countries."""
+    addresses, languages and cards say so); the rest call from supported countries.
+
+    Uniform: every account equally busy (the worst case: each batch touches most accounts).
+    Skewed: a few accounts make most requests, as on a real API platform (u**3 over the
+    account range: the busiest 10% of accounts make about half the requests).
+    """
     rng = random.Random(seed)
     good, bad = _addresses(snap)
     good_langs = ["en-US,en;q=0.9", "de-DE", "ja-JP", "fr-FR", "pt-BR"]
@@ -68,7 +78,7 @@ def write_events(path: Path, *, events: int, accounts: int, snap: Snapshot, seed
     step = 86400 / events  # one day of traffic
     with path.open("w", encoding="utf-8") as f:
         for i in range(events):
-            n = rng.randrange(accounts)
+            n = int(accounts * rng.random() ** 3) if skewed else rng.randrange(accounts)
             account = f"acct-{n}"
             is_bad = n % 50 == 0
             ts = (t0 + timedelta(seconds=i * step)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -113,46 +123,65 @@ def bench_ingest(url: str, path: Path, events: int, policies: PolicySet, snap: S
     return report.inserted / elapsed
 
 
-def fill_accounts(url: str, n: int, *, seed: int = 2) -> None:
-    """Write ``n`` account rows with realistic evidence straight into the store."""
+def fill_accounts(url: str, n: int, *, policies: PolicySet, seed: int = 2) -> None:
+    """Write ``n`` account rows straight into the store, as ingestion leaves them (state and
+    reasons from a real assessment at the last event): 10% of them with a share of their
+    traffic from an unsupported region, the rest clean."""
     rng = random.Random(seed)
     store = SqlStore.open(url)
+    policy = policies.latest
+    config = AccountsConfig.from_policy(policy)
     day0 = int((D - timedelta(days=10)).timestamp()) // 86400
-    batch: list[AccountRow] = []
-    templates = []
+    last_seen = datetime.fromtimestamp((day0 + 9) * 86400 + 80_000, tz=UTC)
+    templates: list[tuple[dict[str, object], str, tuple[str, ...]]] = []
     for k in range(50):
         ev = AccountEvidence()
         ev.first_seen = day0 * 86400
-        ev.last_seen = (day0 + 9) * 86400
+        ev.last_seen = int(last_seen.timestamp())
+        bad_share = 0.3 if k % 10 == 0 else 0.0
         for d in range(10):
             counts = [0] * 13
-            counts[0] = rng.randrange(5, 200)
-            bad = counts[0] // 20 if k % 10 == 0 else 0
+            counts[0] = rng.randrange(20, 200)
+            bad = int(counts[0] * bad_share)
             counts[1] = counts[0] - bad
             counts[2] = bad
             counts[12] = counts[0]
             ev.days[day0 + d] = counts
-        ev.regions = {"US": [100, ev.last_seen, 0]} | (
-            {"CN": [5, ev.last_seen, 1]} if k % 10 == 0 else {}
-        )
-        ev.hours = [rng.randrange(50) for _ in range(24)]
+        ev.regions = {"US": [100, ev.last_seen, 0]}
+        if bad_share:
+            ev.regions["CN"] = [30, ev.last_seen, 1]
+        # A human day at UTC-5 (or UTC+8 for the accounts in unsupported regions).
+        offset = 8 if bad_share else -5
+        ev.hours = [0] * 24
+        for _ in range(300):
+            local = rng.choices(
+                range(24),
+                weights=[1, 1, 0, 0, 0, 0, 1, 2, 4, 6, 7, 7, 6, 6, 7, 7, 6, 5, 5, 4, 4, 3, 2, 1],
+            )[0]
+            ev.hours[(local - offset) % 24] += 1
         ev.languages = {"en-US": 100}
-        ev.requests = 1000
-        templates.append(ev.to_dict())
+        ev.requests = sum(c[0] for c in ev.days.values())
+        ev.assessed_day = day0 + 9
+        assessment = assess(ev, at=last_seen, config=config)
+        move = next_state(AccountState.ACTIVE, assessment.verdict, at=last_seen, effective_at=D)
+        state = move.to.value if move else "active"
+        templates.append((ev.to_dict(), state, assessment.rule_names))
     start = time.perf_counter()
+    batch: list[AccountRow] = []
     for i in range(n):
+        evidence, state, reasons = templates[i % len(templates)]
         batch.append(
             AccountRow(
                 account=f"acct-{i:07d}",
-                state="active",
-                state_since=None,
-                policy_version=None,
-                reasons=(),
+                state=state,
+                state_since=last_seen if state != "active" else None,
+                policy_version=policy.label,
+                reasons=reasons,
                 score=0.0,
                 points_unsupported=False,
                 language="en-US",
-                evidence=templates[i % len(templates)],
-                last_seen=D,
+                evidence=evidence,
+                last_seen=last_seen,
             )
         )
         if len(batch) >= 20_000:
@@ -162,7 +191,8 @@ def fill_accounts(url: str, n: int, *, seed: int = 2) -> None:
     if batch:
         with store.transaction() as tx:
             tx.save_accounts(batch)
-    print(f"  wrote {n:,} accounts in {time.perf_counter() - start:.1f} s")
+    states = store.count_accounts()
+    print(f"  wrote {n:,} accounts in {time.perf_counter() - start:.1f} s: {states}")
     store.close()
 
 
@@ -263,7 +293,7 @@ def main() -> None:
             print(f"  {rate:,.0f} events/s")
         print(f"re-evaluate {args.reeval_accounts:,} accounts (enforce --dry-run), SQLite:")
         url = str(tmp / "reeval.db")
-        fill_accounts(url, args.reeval_accounts)
+        fill_accounts(url, args.reeval_accounts, policies=policies)
         seconds = bench_enforce(url, policies, snap)
         print(f"  {seconds:.1f} s")
     finally:

@@ -12,6 +12,7 @@ and re-reading the file skips what was stored (idempotent event ids).
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,7 @@ from geogate.policy.model import Action, Mode, Policy, PolicySet
 from geogate.store.protocol import (
     AccountRow,
     EgressStats,
+    ScanRow,
     Store,
     StoredEvent,
     StoreTx,
@@ -118,9 +120,11 @@ class _Work:
 
     __slots__ = ("db_points", "evidence", "points", "row", "state", "state_since", "transitions")
 
-    def __init__(self, row: AccountRow | None) -> None:
+    def __init__(self, row: AccountRow | None, evidence: AccountEvidence | None = None) -> None:
         self.row = row
-        self.evidence = AccountEvidence.from_dict(row.evidence if row else None)
+        if evidence is None:
+            evidence = AccountEvidence.from_dict(row.evidence if row else None)
+        self.evidence = evidence
         self.state = AccountState(row.state) if row else AccountState.ACTIVE
         self.state_since = row.state_since if row else None
         self.points = row.points_unsupported if row else False
@@ -154,11 +158,18 @@ class Enforcer:
         policies: PolicySet,
         locator: Locator,
         bins: BinTable | None = None,
+        cache_accounts: int = 200_000,
     ) -> None:
         self.store = store
         self.policies = policies
         self.locator = locator
         self.bins = bins
+        self.cache_accounts = cache_accounts
+        # Accounts written by earlier batches of this process, with their evidence: re-used
+        # when the stored version still matches, which saves decoding their JSON again.
+        self._cache: dict[str, AccountRow] = {}
+        self._evidence: dict[str, AccountEvidence] = {}
+        self._cache_pending: tuple[list[AccountRow], dict[str, _Work]] | None = None
 
     # ----- ingestion -------------------------------------------------------------------
 
@@ -214,8 +225,7 @@ class Enforcer:
             if not fresh:
                 return BatchReport(received=len(events), inserted=0, duplicates=len(events))
             accounts = sorted({e.account for e in fresh})
-            rows = tx.load_accounts(accounts, lock=True)
-            work = {a: _Work(rows.get(a)) for a in accounts}
+            work = self._load_work(tx, accounts)
             batch = _Batch(work)
             segments: dict[int, list[Event]] = {}
             for e in fresh:
@@ -224,9 +234,12 @@ class Enforcer:
             for seg in sorted(segments):
                 notices += self._apply_segment(tx, batch, segments[seg])
             all_transitions = [t for w in work.values() for t in w.transitions]
-            tx.save_accounts([self._row(a, w) for a, w in work.items()])
+            saved = [self._row(a, w) for a, w in work.items()]
+            tx.save_accounts(saved)
             if all_transitions:
                 tx.add_transitions(all_transitions)
+            self._cache_pending = (saved, work)
+        self._remember()
         return BatchReport(
             received=len(events),
             inserted=len(fresh),
@@ -234,6 +247,43 @@ class Enforcer:
             transitions=tuple(all_transitions),
             notices=notices,
         )
+
+    def _load_work(self, tx: StoreTx, accounts: list[str]) -> dict[str, _Work]:
+        """The batch's accounts: from the cache of earlier batches when the stored version
+        still matches (no JSON to decode), else from the store."""
+        self._cache_pending = None
+        cache = self._cache
+        known = [a for a in accounts if a in cache]
+        work: dict[str, _Work] = {}
+        if known:
+            versions = tx.account_versions(known, lock=True)
+            for a in known:
+                row = cache[a]
+                if versions.get(a) == row.version:
+                    work[a] = _Work(row, self._evidence[a])
+        missing = [a for a in accounts if a not in work]
+        if missing:
+            rows = tx.load_accounts(missing, lock=True)
+            for a in missing:
+                work[a] = _Work(rows.get(a))
+        # Uncommitted changes must never be cached: forget these accounts until the commit.
+        for a in work:
+            cache.pop(a, None)
+        return work
+
+    def _remember(self) -> None:
+        """After a commit: keep the batch's accounts for the next batch."""
+        pending = self._cache_pending
+        self._cache_pending = None
+        if pending is None:
+            return
+        saved, work = pending
+        if len(self._cache) + len(saved) > self.cache_accounts:
+            self._cache.clear()
+            self._evidence.clear()
+        for row in saved:
+            self._cache[row.account] = row
+            self._evidence[row.account] = work[row.account].evidence
 
     def _apply_segment(self, tx: StoreTx, batch: _Batch, events: list[Event]) -> int:
         policy = self.policies.in_force(events[0].ts)
@@ -629,11 +679,24 @@ class Enforcer:
                     )
                 )
 
-        for row in self.store.iter_accounts():
+        skippable = {AccountState.ACTIVE.value, AccountState.REINSTATED.value}
+        for scan in self.store.scan_accounts():
             evaluated += 1
-            in_egress = row.account in account_keys
-            if row.state in frozen and not in_egress:
+            in_egress = scan.account in account_keys
+            if scan.state in frozen and not in_egress:
                 continue
+            if (
+                scan.state in skippable
+                and not scan.reasons
+                and not in_egress
+                and scan.policy_version == policy.label
+                and scan.last_seen is not None
+                and scan.last_seen <= at
+            ):
+                # Nothing fired when its last event was assessed, under this same policy, and
+                # without new events windowed evidence only fades: nothing can fire now.
+                continue
+            row = _scan_row(scan)
             ev = AccountEvidence.from_dict(row.evidence)
             signals = base_signals(ev, at=at, config=config, explain=False)
             rs = region_score(signals, config)
@@ -738,6 +801,21 @@ def _with_assessment(
         reasons=assessment.rule_names,
         score=round(assessment.score, 4),
         policy_version=policy_version or base.policy_version,
+    )
+
+
+def _scan_row(scan: ScanRow) -> AccountRow:
+    return AccountRow(
+        account=scan.account,
+        state=scan.state,
+        state_since=None,
+        policy_version=scan.policy_version,
+        reasons=scan.reasons,
+        score=0.0,
+        points_unsupported=False,
+        language=None,
+        evidence=json.loads(scan.evidence_json),
+        last_seen=scan.last_seen,
     )
 
 

@@ -267,6 +267,10 @@ def parse_record(
     ``text`` is the record's original text, hashed for the id when the record has no ``id``
     (defaults to the record as canonical JSON). Raises :class:`EventError`.
     """
+    if rec.get("type") == "request" and text is not None:
+        fast = _fast_request(rec, text)
+        if fast is not None:
+            return fast
     raw_kind = rec.get("type")
     if raw_kind is None or raw_kind == "":
         raise _fail(
@@ -342,6 +346,57 @@ def parse_record(
             raise _fail("must be filed, reinstated or rejected", source, line, "outcome")
         return Event(**common, outcome=outcome)
     return Event(**common, revoke=_bool(rec, "revoke", source, line))
+
+
+_FAST_REQUEST_KEYS: Final = frozenset(
+    {"type", "ts", "account", "ip", "accept_language", "user_agent", "path", "api_key", "org"}
+)
+_FAST_LIMITS: Final = (("accept_language", 512), ("user_agent", 1024), ("path", 2048))
+
+
+def _fast_request(rec: Mapping[str, Any], text: str) -> Event | None:
+    """The common request record, parsed without the general path's per-field calls; None
+    when anything is unusual (the general path then parses it, or names what is wrong)."""
+    if not _FAST_REQUEST_KEYS.issuperset(rec):
+        return None
+    ts_text = rec.get("ts")
+    account = rec.get("account")
+    ip = rec.get("ip")
+    if not (
+        type(ts_text) is str
+        and type(account) is str
+        and type(ip) is str
+        and 0 < len(account) <= MAX_ACCOUNT_CHARS
+        and account == account.strip()
+        and len(ts_text) >= 20
+        and ts_text[10] in "Tt"
+        and ":" not in ip
+        and parse_address(ip) is not None
+    ):
+        return None
+    fields: dict[str, Any] = {}
+    for key, limit in _FAST_LIMITS:
+        value = rec.get(key)
+        if value is None:
+            continue
+        if type(value) is not str or len(value) > limit:
+            return None
+        fields[key] = value.strip() or None
+    for key in ("api_key", "org"):
+        value = rec.get(key)
+        if value is not None:
+            if type(value) is not str or len(value) > 256:
+                return None
+            fields[key] = value.strip() or None
+    try:
+        ts = datetime.fromisoformat(ts_text)
+    except ValueError:
+        return None
+    if ts.tzinfo is None:
+        return None
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    return Event(content_id(text), EventKind.REQUEST, ts, account, ip, record=text, **fields)
 
 
 def parse_json_line(text: str, *, source: str | None = None, line: int | None = None) -> Event:

@@ -408,7 +408,10 @@ class AccountEvidence:
         """The account's most used language tag (for notices), or None."""
         if not self.languages:
             return None
-        return max(self.languages.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        langs = self.languages
+        if len(langs) == 1:
+            return next(iter(langs))
+        return max(langs.items(), key=lambda kv: (kv[1], kv[0]))[0]
 
     def active_hours(self) -> int:
         """UTC hours of the day holding at least half the mean hourly activity."""
@@ -476,7 +479,8 @@ class AccountEvidence:
                         self.regions[region] = [1, epoch, int(located.unsupported)]
                 else:
                     entry[0] += 1
-                    entry[1] = max(entry[1], epoch)
+                    if epoch > entry[1]:  # noqa: PLR1730 - hot path: max() costs a call
+                        entry[1] = epoch
                     entry[2] = int(located.unsupported)
 
         # Switching: an unsupported residential network and a supported-country datacenter or
@@ -531,7 +535,8 @@ class AccountEvidence:
                         self.forwarded[hit] = [1, epoch]
                 else:
                     entry[0] += 1
-                    entry[1] = max(entry[1], epoch)
+                    if epoch > entry[1]:  # noqa: PLR1730 - hot path: max() costs a call
+                        entry[1] = epoch
 
         if flags & _EGRESS_FLAGS and event.ip:
             keys = egress_keys(event.ip, located.asn)

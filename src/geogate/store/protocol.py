@@ -83,6 +83,18 @@ class AccountRow:
     version: int = 0
 
 
+class ScanRow(NamedTuple):
+    """What a scan over every account reads: enough to skip an account without decoding its
+    evidence (``evidence_json`` is the stored JSON text, decoded only when needed)."""
+
+    account: str
+    state: str
+    policy_version: str | None
+    reasons: tuple[str, ...]
+    last_seen: datetime | None
+    evidence_json: str
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransitionRow:
     """One state change: from/to state, the rule(s) behind it, the policy version, the evidence
@@ -153,6 +165,10 @@ class StoreTx(Protocol):
         supported)."""
         ...
 
+    def account_versions(self, accounts: Sequence[str], *, lock: bool = False) -> dict[str, int]:
+        """The stored ``version`` of the given accounts that exist (``lock`` as above)."""
+        ...
+
     def save_accounts(self, rows: Sequence[AccountRow]) -> None:
         """Insert or replace account rows."""
         ...
@@ -207,6 +223,10 @@ class Store(Protocol):
         self, *, state: str | None = None, batch_size: int = 10_000
     ) -> Iterator[AccountRow]:
         """Every account (optionally only those in ``state``), streamed in key order."""
+        ...
+
+    def scan_accounts(self, *, batch_size: int = 20_000) -> Iterator[ScanRow]:
+        """Every account in key order, evidence undecoded (for enforcement runs)."""
         ...
 
     def count_accounts(self) -> dict[str, int]:

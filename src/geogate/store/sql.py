@@ -43,6 +43,7 @@ from geogate.store.protocol import (
     EgressStats,
     NoticeRow,
     NoticeState,
+    ScanRow,
     StoredEvent,
     TransitionRow,
 )
@@ -68,9 +69,29 @@ def _canonical(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True, default=str)
 
 
+_ACCOUNT_COLUMNS = (
+    "account",
+    "state",
+    "state_since",
+    "policy_version",
+    "reasons",
+    "score",
+    "points_unsupported",
+    "language",
+    "evidence",
+    "last_seen",
+    "version",
+)
+_SQLITE_UPSERT_ACCOUNT = (
+    f"INSERT INTO accounts ({', '.join(_ACCOUNT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_ACCOUNT_COLUMNS))}) ON CONFLICT (account) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _ACCOUNT_COLUMNS[1:])
+)
+
+
 def _sqlite_time(ts: datetime) -> str:
     """The text SQLAlchemy's SQLite DateTime type stores (naive UTC, microseconds)."""
-    if ts.utcoffset():
+    if ts.tzinfo is not UTC:
         ts = ts.astimezone(UTC)
     return ts.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
@@ -169,9 +190,44 @@ class SqlTx:
                 out[row.account] = row
         return out
 
+    def account_versions(self, names: Sequence[str], *, lock: bool = False) -> dict[str, int]:
+        """Stored versions of ``names`` (cheap: no evidence is read)."""
+        out: dict[str, int] = {}
+        for i in range(0, len(names), _CHUNK):
+            stmt = select(accounts.c.account, accounts.c.version).where(
+                accounts.c.account.in_(names[i : i + _CHUNK])
+            )
+            if lock and self.is_pg:
+                stmt = stmt.with_for_update()
+            out.update((a, int(v)) for a, v in self.conn.execute(stmt))
+        return out
+
     def save_accounts(self, rows: Sequence[AccountRow]) -> None:
         """Upsert rows."""
         if not rows:
+            return
+        if not self.is_pg:
+            # Plain DBAPI on SQLite: every ingestion batch upserts each account it touched,
+            # and SQLAlchemy's per-row processing would double the cost.
+            self.conn.exec_driver_sql(
+                _SQLITE_UPSERT_ACCOUNT,
+                [
+                    (
+                        r.account,
+                        r.state,
+                        _sqlite_time(r.state_since) if r.state_since else None,
+                        r.policy_version,
+                        _dumps(list(r.reasons)) if r.reasons else "[]",
+                        r.score,
+                        int(r.points_unsupported),
+                        r.language,
+                        _dumps(r.evidence),
+                        _sqlite_time(r.last_seen) if r.last_seen else None,
+                        r.version,
+                    )
+                    for r in rows
+                ],
+            )
             return
         params = [
             {
@@ -487,6 +543,31 @@ class SqlStore:
                 stmt = stmt.where(accounts.c.account > last)
             with self._read() as conn:
                 rows = [_account_row(m) for m in conn.execute(stmt).mappings()]
+            yield from rows
+            if len(rows) < batch_size:
+                return
+            last = rows[-1].account
+
+    def scan_accounts(self, *, batch_size: int = 20_000) -> Iterator[ScanRow]:
+        """Every account in key order with its evidence as undecoded JSON text."""
+        cols = (
+            accounts.c.account,
+            accounts.c.state,
+            accounts.c.policy_version,
+            accounts.c.reasons,
+            accounts.c.last_seen,
+            accounts.c.evidence,
+        )
+        last: str | None = None
+        while True:
+            stmt = select(*cols).order_by(accounts.c.account).limit(batch_size)
+            if last is not None:
+                stmt = stmt.where(accounts.c.account > last)
+            with self._read() as conn:
+                rows = [
+                    ScanRow(a, s, p, tuple(json.loads(r)) if r != "[]" else (), seen, ev)
+                    for a, s, p, r, seen, ev in conn.execute(stmt)
+                ]
             yield from rows
             if len(rows) < batch_size:
                 return

@@ -1,0 +1,394 @@
+"""The account operations over HTTP: a Starlette sub-app behind operator authentication.
+
+Every request needs ``Authorization: Bearer <token>``; a token has a role, ``viewer`` (read
+accounts, explain, verify the audit log, dry-run enforcement) or ``operator`` (also ingest
+events, exempt, appeal, reinstate, reject appeals, enforce). There is no unauthenticated access
+at all, and an app without tokens refuses to start.
+
+Endpoints (JSON in and out; errors are ``{"error": {"code", "message", "type", "param"}}``):
+
+==============================================  ========  ==============================
+``POST /v1/events``                             operator  JSON Lines or a JSON array
+``GET  /v1/accounts?state=&limit=&after=``      viewer    list
+``GET  /v1/accounts/{account}``                 viewer    row, transitions, notices
+``GET  /v1/accounts/{account}/explain?at=``     viewer    plain-language explanation
+``POST /v1/accounts/{account}/{action}``        operator  exempt, unexempt, appeal,
+                                                          reinstate, reject-appeal
+``POST /v1/enforce`` ``{"at", "dry_run"}``      operator  (viewer: dry run only)
+``GET  /v1/audit/verify``                       viewer
+==============================================  ========  ==============================
+
+Mount it into the decision service (``Mount("/", app=...)`` after the service's own routes) or
+serve it alone. Blocking store work runs in Starlette's thread pool.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from geogate.accounts.config import AccountsConfig
+from geogate.accounts.engine import Enforcer
+from geogate.accounts.events import Event, Rejected, read_json_payload
+from geogate.accounts.explain import explain_lines
+from geogate.accounts.states import OperatorAction
+from geogate.errors import ConfigError, GeogateError
+from geogate.store.protocol import AccountRow, NoticeRow, TransitionRow
+
+MAX_EVENTS_BODY: Final = 16 * 1024 * 1024
+"""Largest ``POST /v1/events`` body (bytes); send bigger feeds in several requests."""
+MIN_TOKEN_CHARS: Final = 16
+
+
+class Role(enum.IntEnum):
+    """What a token may do; an operator may do everything a viewer may."""
+
+    VIEWER = 1
+    OPERATOR = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """One API token: a name (recorded as the actor of operator actions), a role, the secret."""
+
+    name: str
+    role: Role
+    secret: str
+
+    def __repr__(self) -> str:
+        return f"ApiToken(name={self.name!r}, role={self.role.name.lower()}, secret='***')"
+
+
+def _error(status: int, code: str, message: str, type_: str = "invalid_request_error") -> Response:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "type": type_, "param": None}},
+        status_code=status,
+    )
+
+
+def _when(value: object, param: str) -> datetime:
+    if not isinstance(value, str):
+        raise ConfigError("must be an RFC 3339 date or date-time", key=param)
+    try:
+        ts = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{value!r} is not a date or date-time", key=param) from None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _row_json(r: AccountRow) -> dict[str, Any]:
+    return {
+        "account": r.account,
+        "state": r.state,
+        "state_since": r.state_since.isoformat() if r.state_since else None,
+        "policy_version": r.policy_version,
+        "score": r.score,
+        "reasons": list(r.reasons),
+        "language": r.language,
+        "last_seen": r.last_seen.isoformat() if r.last_seen else None,
+    }
+
+
+def _transition_json(t: TransitionRow) -> dict[str, Any]:
+    return {
+        "at": t.at.isoformat(),
+        "from": t.from_state,
+        "to": t.to_state,
+        "rules": list(t.rules),
+        "policy_version": t.policy_version,
+        "actor": t.actor,
+        "note": t.note,
+    }
+
+
+def _notice_json(n: NoticeRow) -> dict[str, Any]:
+    return {
+        "kind": n.kind,
+        "policy_version": n.policy_version,
+        "language": n.language,
+        "state": str(n.state),
+        "attempts": n.attempts,
+        "last_error": n.last_error,
+    }
+
+
+Handler = Callable[[Request, ApiToken], Awaitable[Response]]
+
+
+def create_accounts_app(
+    enforcer: Enforcer,
+    *,
+    tokens: list[ApiToken],
+    now: Callable[[], datetime] | None = None,
+) -> Starlette:
+    """The account API over ``enforcer`` (and its store) for the given tokens.
+
+    Raises :class:`ConfigError` when no token is given or a secret is shorter than 16
+    characters. ``now`` is the clock for operator actions (default: the system clock).
+    """
+    if not tokens:
+        raise ConfigError("the account API needs at least one token", key="tokens")
+    for t in tokens:
+        if len(t.secret) < MIN_TOKEN_CHARS:
+            raise ConfigError(
+                f"token {t.name!r} is shorter than {MIN_TOKEN_CHARS} characters", key="tokens"
+            )
+    clock = now or (lambda: datetime.now(UTC))
+    store = enforcer.store
+
+    def authenticate(request: Request) -> ApiToken | None:
+        given = request.headers.get("authorization", "")
+        scheme, _, secret = given.partition(" ")
+        if scheme.lower() != "bearer" or not secret:
+            return None
+        found = None
+        for t in tokens:  # compare with every token, in constant time each
+            if hmac.compare_digest(secret.strip().encode(), t.secret.encode()):
+                found = t
+        return found
+
+    def guarded(role: Role, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            token = authenticate(request)
+            if token is None:
+                return _error(
+                    401,
+                    "unauthorized",
+                    "send 'Authorization: Bearer <token>'",
+                    "authentication_error",
+                )
+            if token.role < role:
+                return _error(
+                    403, "forbidden", f"this needs an {role.name.lower()} token", "permission_error"
+                )
+            try:
+                return await handler(request, token)
+            except GeogateError as exc:
+                status = 400 if isinstance(exc, ConfigError) else exc.http_status
+                return _error(status, type(exc).__name__.lower(), exc.one_line())
+
+        return endpoint
+
+    async def post_events(request: Request, token: ApiToken) -> Response:
+        body = await request.body()
+        if len(body) > MAX_EVENTS_BODY:
+            return _error(413, "too_large", f"body larger than {MAX_EVENTS_BODY} bytes")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return _error(400, "not_utf8", "the body must be UTF-8 JSON")
+        items = read_json_payload(text, source="request")
+        events = [i for i in items if isinstance(i, Event)]
+        rejected = [i for i in items if isinstance(i, Rejected)]
+        report = await run_in_threadpool(enforcer.ingest, events)
+        return JSONResponse(
+            {
+                "received": len(items),
+                "inserted": report.inserted,
+                "duplicates": report.duplicates,
+                "rejected": [
+                    {"line": r.error.line, "field": r.error.field, "error": str(r.error)}
+                    for r in rejected
+                ],
+                "transitions": [
+                    {
+                        "account": t.account,
+                        "from": t.from_state,
+                        "to": t.to_state,
+                        "rules": list(t.rules),
+                    }
+                    for t in report.transitions
+                ],
+            },
+            status_code=200 if not rejected else 207,
+        )
+
+    async def list_accounts(request: Request, token: ApiToken) -> Response:
+        state = request.query_params.get("state")
+        try:
+            limit = min(int(request.query_params.get("limit", "100")), 10_000)
+        except ValueError:
+            raise ConfigError("must be a number", key="limit") from None
+        after = request.query_params.get("after")
+
+        def read() -> list[AccountRow]:
+            rows = []
+            for row in store.iter_accounts(state=state, batch_size=limit + 1):
+                if after is not None and row.account <= after:
+                    continue
+                rows.append(row)
+                if len(rows) >= limit:
+                    break
+            return rows
+
+        rows = await run_in_threadpool(read)
+        return JSONResponse(
+            {
+                "accounts": [_row_json(r) for r in rows],
+                "next": rows[-1].account if len(rows) == limit else None,
+            }
+        )
+
+    async def show_account(request: Request, token: ApiToken) -> Response:
+        account = request.path_params["account"]
+
+        def read() -> dict[str, Any] | None:
+            row = store.get_account(account)
+            if row is None:
+                return None
+            return _row_json(row) | {
+                "transitions": [_transition_json(t) for t in store.transitions(account)],
+                "notices": [_notice_json(n) for n in store.notices(account)],
+            }
+
+        data = await run_in_threadpool(read)
+        if data is None:
+            return _error(404, "not_found", f"no account {account!r}")
+        return JSONResponse(data)
+
+    async def explain_account(request: Request, token: ApiToken) -> Response:
+        account = request.path_params["account"]
+        at_param = request.query_params.get("at")
+
+        def read() -> dict[str, Any] | None:
+            row = store.get_account(account)
+            if row is None:
+                return None
+            when = _when(at_param, "at") if at_param else (row.last_seen or clock())
+            fresh, assessment = enforcer.assess_account(account, at=when)
+            if fresh is None or assessment is None:
+                return None
+            config = AccountsConfig.from_policy(enforcer.policies.in_force(when))
+            lines = explain_lines(
+                fresh,
+                assessment,
+                config=config,
+                transitions=store.transitions(account),
+                notices=store.notices(account),
+            )
+            return {
+                "account": account,
+                "text": "\n".join(lines),
+                "assessment": assessment.to_dict(),
+            }
+
+        data = await run_in_threadpool(read)
+        if data is None:
+            return _error(404, "not_found", f"no account {account!r}")
+        return JSONResponse(data)
+
+    actions = {
+        "exempt": OperatorAction.EXEMPT,
+        "unexempt": OperatorAction.UNEXEMPT,
+        "appeal": OperatorAction.APPEAL,
+        "reinstate": OperatorAction.REINSTATE,
+        "reject-appeal": OperatorAction.REJECT_APPEAL,
+    }
+
+    async def operate(request: Request, token: ApiToken) -> Response:
+        account = request.path_params["account"]
+        action = actions.get(request.path_params["action"])
+        if action is None:
+            return _error(404, "not_found", f"unknown action (one of {', '.join(actions)})")
+        data = await _json_body(request)
+        note = data.get("note")
+        if note is not None and not isinstance(note, str):
+            raise ConfigError("must be a string", key="note")
+        transition = await run_in_threadpool(
+            lambda: enforcer.operate(account, action, at=clock(), operator=token.name, note=note)
+        )
+        return JSONResponse(_transition_json(transition) | {"account": account})
+
+    async def enforce(request: Request, token: ApiToken) -> Response:
+        data = await _json_body(request)
+        dry_run = data.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise ConfigError("must be true or false", key="dry_run")
+        if not dry_run and token.role < Role.OPERATOR:
+            return _error(
+                403,
+                "forbidden",
+                "enforcing needs an operator token (viewers may dry-run)",
+                "permission_error",
+            )
+        when = _when(data.get("at"), "at")
+        report = await run_in_threadpool(lambda: enforcer.enforce(when, dry_run=dry_run))
+        return JSONResponse(
+            {
+                "at": when.isoformat(),
+                "dry_run": dry_run,
+                "evaluated": report.evaluated,
+                "by_state": dict(report.by_state),
+                "by_reason": dict(report.by_reason),
+                "by_region": dict(report.by_region),
+                "changes": [
+                    {
+                        "account": c.account,
+                        "from": c.from_state.value,
+                        "to": c.to_state.value,
+                        "rules": list(c.rules),
+                        "regions": list(c.regions),
+                    }
+                    for c in report.changes
+                ],
+            }
+        )
+
+    async def verify_audit(request: Request, token: ApiToken) -> Response:
+        report = await run_in_threadpool(store.verify_audit)
+        return JSONResponse(
+            {
+                "ok": report.ok,
+                "records": report.records,
+                "head": report.head,
+                "broken_at": report.broken_at,
+                "problem": report.problem,
+            },
+            status_code=200 if report.ok else 409,
+        )
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        return _error(
+            status,
+            {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error"),
+            str(getattr(exc, "detail", "error")),
+        )
+
+    routes = [
+        Route("/v1/events", guarded(Role.OPERATOR, post_events), methods=["POST"]),
+        Route("/v1/accounts", guarded(Role.VIEWER, list_accounts), methods=["GET"]),
+        Route("/v1/accounts/{account}", guarded(Role.VIEWER, show_account), methods=["GET"]),
+        Route(
+            "/v1/accounts/{account}/explain", guarded(Role.VIEWER, explain_account), methods=["GET"]
+        ),
+        Route("/v1/accounts/{account}/{action}", guarded(Role.OPERATOR, operate), methods=["POST"]),
+        Route("/v1/enforce", guarded(Role.VIEWER, enforce), methods=["POST"]),
+        Route("/v1/audit/verify", guarded(Role.VIEWER, verify_audit), methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+
+
+async def _json_body(request: Request) -> Mapping[str, Any]:
+    body = await request.body()
+    if not body.strip():
+        return {}
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ConfigError("the body must be a JSON object", key="body") from None
+    if not isinstance(data, dict):
+        raise ConfigError("the body must be a JSON object", key="body")
+    return data
