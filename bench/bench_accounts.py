@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -111,12 +112,14 @@ def _events(path: Path) -> Iterator[Event]:
             yield item
 
 
-def bench_ingest(url: str, path: Path, events: int, policies: PolicySet, snap: Snapshot) -> float:
+def bench_ingest(
+    url: str, path: Path, policies: PolicySet, snap: Snapshot, batch_size: int
+) -> float:
     """Events per second for parsing and ingesting ``path`` into the store at ``url``."""
     store = SqlStore.open(url)
     enforcer = Enforcer(store, policies=policies, locator=DeciderLocator(Decider(policies, snap)))
     start = time.perf_counter()
-    report = enforcer.ingest(_events(path), batch_size=10_000)
+    report = enforcer.ingest(_events(path), batch_size=batch_size)
     elapsed = time.perf_counter() - start
     store.close()
     print(f"  {report.inserted:,} events in {elapsed:.2f} s")
@@ -265,6 +268,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--accounts", type=int, default=20_000)
+    parser.add_argument("--skewed", action="store_true", help="A few accounts make most requests.")
+    parser.add_argument("--batch-size", type=int, default=50_000)
     parser.add_argument("--reeval-accounts", type=int, default=1_000_000)
     parser.add_argument("--postgres", help="PostgreSQL URL to bench too")
     parser.add_argument("--start-postgres", action="store_true")
@@ -277,10 +282,16 @@ def main() -> None:
     stop: list[str] = []
     try:
         path = tmp / "events.jsonl"
-        write_events(path, events=args.events, accounts=args.accounts, snap=snap)
-        print(f"ingest {args.events:,} events over {args.accounts:,} accounts")
+        write_events(
+            path, events=args.events, accounts=args.accounts, snap=snap, skewed=args.skewed
+        )
+        shape = "skewed" if args.skewed else "uniform"
+        print(
+            f"ingest {args.events:,} events over {args.accounts:,} accounts ({shape}), "
+            f"batches of {args.batch_size:,}"
+        )
         print("SQLite:")
-        rate = bench_ingest(str(tmp / "bench.db"), path, args.events, policies, snap)
+        rate = bench_ingest(str(tmp / "bench.db"), path, policies, snap, args.batch_size)
         print(f"  {rate:,.0f} events/s")
         pg_url = args.postgres
         if pg_url is None and args.start_postgres:
@@ -289,12 +300,18 @@ def main() -> None:
             pg_url, _, stop = start_postgres(pgdir)
         if pg_url:
             print("PostgreSQL:")
-            rate = bench_ingest(pg_url, path, args.events, policies, snap)
+            rate = bench_ingest(pg_url, path, policies, snap, args.batch_size)
             print(f"  {rate:,.0f} events/s")
         print(f"re-evaluate {args.reeval_accounts:,} accounts (enforce --dry-run), SQLite:")
         url = str(tmp / "reeval.db")
         fill_accounts(url, args.reeval_accounts, policies=policies)
         seconds = bench_enforce(url, policies, snap)
+        print(f"  {seconds:.1f} s")
+        # Worst case: a new policy version, so no account can be skipped on the strength of
+        # its last assessment and every one is evaluated in full.
+        newer = PolicySet.of([replace(policies.latest, version="bench-newer")])
+        print("re-evaluate them all under a new policy version (nothing skipped):")
+        seconds = bench_enforce(url, newer, snap)
         print(f"  {seconds:.1f} s")
     finally:
         if stop:

@@ -121,7 +121,9 @@ def test_operator_actions_and_audit(
     )
     assert out == "acct-card: appealed -> reinstated\n"
     code, out, _ = run(capsys, "accounts", "show", "acct-card", "--db", db, "--json")
-    last = json.loads(out)["transitions"][-1]
+    shown = json.loads(out)
+    assert [n["kind"] for n in shown["notices"]] == ["warning", "blocked", "reinstated"]
+    last = shown["transitions"][-1]
     assert last["actor"] == "operator:alice"
     assert last["rules"] == ["operator:reinstate"]
     assert (

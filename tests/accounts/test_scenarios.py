@@ -73,6 +73,8 @@ def test_scenarios_before_the_date_only_warn(
     assert [(n.kind, n.language) for n in notices] == [("warning", "zh-CN")]
     assert notices[0].payload["effective_at"] == D.isoformat()
     assert store.notices("acct-traveller")[0].language == "de-DE"
+    # The signup's email address goes with the notice, for delivery.
+    assert store.notices("acct-reseller")[0].payload["email"] == "ops@relay.example"
     assert store.notices("acct-home") == []
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +37,7 @@ from geogate.accounts.states import (
     next_state,
     operator_move,
 )
+from geogate.errors import StateConflict
 from geogate.policy.model import Action, Mode, Policy, PolicySet
 from geogate.store.protocol import (
     AccountRow,
@@ -52,6 +53,7 @@ _APPEAL = EventKind.APPEAL
 _EXEMPTION = EventKind.EXEMPTION
 WARNING_NOTICE = "warning"
 BLOCKED_NOTICE = "blocked"
+REINSTATED_NOTICE = "reinstated"
 
 
 def effective_for(policy: Policy, regions: Iterable[str]) -> datetime | None:
@@ -309,7 +311,7 @@ class Enforcer:
                 last = None
             kind = e.kind
             if kind is _APPEAL or kind is _EXEMPTION:
-                notices += self._operator_event(w, e, policy)
+                notices += self._operator_event(tx, w, e, policy)
             elif apply_event(
                 w.evidence, e, locator=locator, bins=bins, switch_window_seconds=switch_seconds
             ):
@@ -483,12 +485,15 @@ class Enforcer:
             "reasons": [s.text for s in assessment.fired] if assessment else [],
             "at": at.isoformat(),
         }
+        email = (w.evidence.signup or {}).get("email")
+        if email:
+            payload["email"] = email
         created = tx.enqueue_notice(
             account, kind, policy.label, w.evidence.language, payload, at=at
         )
         return int(created)
 
-    def _operator_event(self, w: _Work, e: Event, policy: Policy) -> int:
+    def _operator_event(self, tx: StoreTx, w: _Work, e: Event, policy: Policy) -> int:
         if e.kind is EventKind.EXEMPTION:
             action = OperatorAction.UNEXEMPT if e.revoke else OperatorAction.EXEMPT
         elif e.outcome == "reinstated":
@@ -499,15 +504,15 @@ class Enforcer:
             action = OperatorAction.APPEAL
         try:
             move = operator_move(w.state, action, account=e.account)
-        except Exception:
-            return 0
-        self._operator_apply(
-            w, e.account, move, action, policy, at=e.ts, operator=e.operator, note=e.note
+        except StateConflict:
+            return 0  # e.g. an appeal for an account already reinstated: stored, no effect
+        return self._operator_apply(
+            tx, w, e.account, move, action, policy, at=e.ts, operator=e.operator, note=e.note
         )
-        return 0
 
     def _operator_apply(
         self,
+        tx: StoreTx,
         w: _Work,
         account: str,
         move: Move,
@@ -517,7 +522,7 @@ class Enforcer:
         at: datetime,
         operator: str | None,
         note: str | None,
-    ) -> None:
+    ) -> int:
         config = AccountsConfig.from_policy(policy)
         if action is OperatorAction.REINSTATE:
             # Start afresh: the evidence behind the block must not block again.
@@ -539,6 +544,17 @@ class Enforcer:
         w.state = move.to
         w.state_since = at
         w.row = _with_assessment(w.row, account, None)
+        if action is not OperatorAction.REINSTATE:
+            return 0
+        payload = {"account": account, "state": move.to.value, "policy": policy.label}
+        payload |= {"at": at.isoformat(), "note": note or ""}
+        email = (w.evidence.signup or {}).get("email")
+        if email:
+            payload["email"] = email
+        created = tx.enqueue_notice(
+            account, REINSTATED_NOTICE, policy.label, w.evidence.language, payload, at=at
+        )
+        return int(created)
 
     def _row(self, account: str, w: _Work) -> AccountRow:
         base = w.row
@@ -577,7 +593,7 @@ class Enforcer:
             w = _Work(row)
             move = operator_move(w.state, action, account=account)
             self._operator_apply(
-                w, account, move, action, policy, at=at, operator=operator, note=note
+                tx, w, account, move, action, policy, at=at, operator=operator, note=note
             )
             tx.save_accounts([self._row(account, w)])
             tx.add_transitions(w.transitions)
@@ -595,37 +611,8 @@ class Enforcer:
         policy = self.policies.in_force(at)
         config = AccountsConfig.from_policy(policy)
         ev = AccountEvidence.from_dict(row.evidence)
-        members = self.store.egress_members(min_accounts=1)
-        keys = set(ev.egress)
-        stats = {
-            k: EgressStats(key=k, accounts=len(v), unsupported=0)
-            for k, v in members.items()
-            if k in keys
-        }
-        if stats:
-            points = self._points_of({a for k in stats for a in members[k]}, at, config)
-            stats = {
-                k: EgressStats(
-                    key=k,
-                    accounts=len(members[k]),
-                    unsupported=sum(points.get(a, False) for a in members[k]),
-                )
-                for k in stats
-            }
+        stats = self.store.egress_stats(sorted(ev.egress)) if ev.egress else {}
         return row, assess(ev, at=at, config=config, egress=stats)
-
-    def _points_of(
-        self, accounts: set[str], at: datetime, config: AccountsConfig
-    ) -> dict[str, bool]:
-        out: dict[str, bool] = {}
-        score = config.rule("egress_concentration").account_score
-        for a in accounts:
-            r = self.store.get_account(a)
-            if r is None:
-                continue
-            ev = AccountEvidence.from_dict(r.evidence)
-            out[a] = region_score(base_signals(ev, at=at, config=config), config) >= score
-        return out
 
     def enforce(self, at: datetime, *, dry_run: bool = False, chunk: int = 1_000) -> EnforceReport:
         """Re-evaluate every account as of ``at`` and apply (or, with ``dry_run``, only report)
@@ -817,10 +804,3 @@ def _scan_row(scan: ScanRow) -> AccountRow:
         evidence=json.loads(scan.evidence_json),
         last_seen=scan.last_seen,
     )
-
-
-def iter_events_only(items: Iterable[object]) -> Iterator[Event]:
-    """The events of a reader's output (rejections dropped)."""
-    for item in items:
-        if isinstance(item, Event):
-            yield item

@@ -299,6 +299,7 @@ class AccountEvidence:
 
     __slots__ = (
         "assessed_day",
+        "clock_cache",
         "days",
         "egress",
         "first_seen",
@@ -334,6 +335,7 @@ class AccountEvidence:
         self.egress: dict[str, int] = {}
         self.forwarded: dict[str, list[int]] = {}  # region -> [count, last_ts]
         self.assessed_day = -1  # UTC day of the last assessment (see the engine)
+        self.clock_cache: tuple[int, int, float] | None = None  # (events, offset, confidence)
         self.notable = False  # not stored: an event since loading could change the verdict
 
     # ----- serialisation ----------------------------------------------------------------
@@ -358,6 +360,7 @@ class AccountEvidence:
             "e": self.egress,
             "x": self.forwarded,
             "ad": self.assessed_day,
+            "ck": list(self.clock_cache) if self.clock_cache else None,
         }
 
     @classmethod
@@ -386,6 +389,8 @@ class AccountEvidence:
         ev.egress = dict(data.get("e") or {})
         ev.forwarded = dict(data.get("x") or {})
         ev.assessed_day = int(data.get("ad", -1))
+        ck = data.get("ck")
+        ev.clock_cache = (int(ck[0]), int(ck[1]), float(ck[2])) if ck else None
         return ev
 
     # ----- queries ----------------------------------------------------------------------
@@ -412,6 +417,18 @@ class AccountEvidence:
         if len(langs) == 1:
             return next(iter(langs))
         return max(langs.items(), key=lambda kv: (kv[1], kv[0]))[0]
+
+    def clock(self) -> ClockEstimate | None:
+        """:func:`infer_clock` of the hourly histogram, memoised in the evidence (it changes
+        only when requests are added, and a scan over every account would redo it)."""
+        total = sum(self.hours)
+        cached = self.clock_cache
+        if cached is not None and cached[0] == total:
+            return ClockEstimate(offset_hours=cached[1], confidence=cached[2], events=total)
+        est = infer_clock(self.hours)
+        if est is not None:
+            self.clock_cache = (total, est.offset_hours, est.confidence)
+        return est
 
     def active_hours(self) -> int:
         """UTC hours of the day holding at least half the mean hourly activity."""
@@ -591,6 +608,7 @@ class AccountEvidence:
             "anonymized": bool(located and located.flags & _ANONYMIZING),
             "phone_country": phone,
             "phone_unsupported": bool(phone and locator.is_unsupported(phone, event.ts)),
+            "email": event.email,
         }
 
     def prune(self, *, retention_days: int) -> None:
@@ -628,7 +646,9 @@ class AccountEvidence:
                 k: {"count": v[0], "first": v[1], "last": v[2], "unsupported": bool(v[3])}
                 for k, v in self.payments.items()
             },
-            "signup": self.signup,
+            "signup": (
+                {k: v for k, v in self.signup.items() if k != "email"} if self.signup else None
+            ),
             "languages": dict(self.languages),
             "clock": (
                 {"offset_hours": clock.offset_hours, "confidence": clock.confidence}

@@ -28,7 +28,6 @@ from geogate.accounts.evidence import (
     UNSUPPORTED,
     VPN,
     AccountEvidence,
-    infer_clock,
     language_region,
 )
 from geogate.store.protocol import EgressStats
@@ -187,14 +186,18 @@ def base_signals(
     rc = config.rule("direct_unsupported")
     located = w[SUPPORTED] + w[UNSUPPORTED]
     unsup = w[UNSUPPORTED]
-    regions = tuple(
-        sorted(
-            r
-            for r, v in ev.regions.items()
-            if v[2] and window_start < v[1] <= at_epoch + DAY_SECONDS
-        )
-    )
     fired = unsup >= max(1, rc.min_requests) and located > 0 and unsup / located >= rc.min_share
+    regions = (
+        tuple(
+            sorted(
+                r
+                for r, v in ev.regions.items()
+                if v[2] and window_start < v[1] <= at_epoch + DAY_SECONDS
+            )
+        )
+        if fired or explain
+        else ()
+    )
     out.add(
         "direct_unsupported",
         fired,
@@ -215,17 +218,20 @@ def base_signals(
         if v[3] and v[1] <= at_epoch and v[2] > pay_start and (since is None or v[2] >= since)
     )
     pay_regions = tuple(sorted({k.split(":", 1)[0] for k, _ in bad}))
-    described = ", ".join(
-        f"{v[0]} by {k.split(':', 1)[1].replace('_', ' ')} {k.split(':', 1)[0]}" for k, v in bad
-    )
-    total_payments = sum(v[0] for v in ev.payments.values())
+
+    def described() -> str:
+        return ", ".join(
+            f"{v[0]} by {k.split(':', 1)[1].replace('_', ' ')} {k.split(':', 1)[0]}" for k, v in bad
+        )
+
+    total_payments = sum(v[0] for v in ev.payments.values()) if explain else 0
     out.add(
         "payment_unsupported",
         bool(bad),
         lambda: (
             (
                 f"payments from unsupported regions in the last {config.payment_window_days} "
-                f"days: {described}."
+                f"days: {described()}."
                 if bad
                 else f"no payment from an unsupported region in the last "
                 f"{config.payment_window_days} days ({total_payments} payment records seen)."
@@ -330,12 +336,11 @@ def base_signals(
     # relay client: many user agents, round-the-clock traffic
     rc = config.rule("relay_client")
     uas = len(ev.user_agents)
-    hours = ev.active_hours()
+    busy = uas >= rc.min_user_agents and ev.requests >= rc.min_requests
+    hours = ev.active_hours() if busy or explain else 0
     out.add(
         "relay_client",
-        uas >= rc.min_user_agents
-        and hours >= rc.min_active_hours
-        and ev.requests >= rc.min_requests,
+        busy and hours >= rc.min_active_hours,
         lambda: (
             f"{uas} distinct user agents, active in {hours} of 24 hours, {ev.requests} requests "
             f"in all; fires at {rc.min_user_agents} user agents, {rc.min_active_hours} hours and "
@@ -347,8 +352,11 @@ def base_signals(
     rc = config.rule("language")
     lang_any = w[LANGUAGE_ANY]
     lang_bad = w[LANGUAGE_UNSUPPORTED]
-    top = sorted(ev.languages.items(), key=lambda kv: -kv[1])[:3]
-    tags = ", ".join(f"{t} ({n})" for t, n in top) or "none"
+
+    def tags() -> str:
+        top = sorted(ev.languages.items(), key=lambda kv: -kv[1])[:3]
+        return ", ".join(f"{t} ({n})" for t, n in top) or "none"
+
     lang_fired = lang_any >= max(1, rc.min_requests) and lang_bad / lang_any >= rc.min_share
     lang_regions = (
         tuple(sorted({r for t in ev.languages_unsupported if (r := language_region(t))}))
@@ -360,7 +368,7 @@ def base_signals(
         lang_fired,
         lambda: (
             f"{lang_bad} of {lang_any} requests {period} ({_pct(lang_bad, lang_any)}) preferred a "
-            f"language tag naming an unsupported region; most used tags: {tags}; fires at "
+            f"language tag naming an unsupported region; most used tags: {tags()}; fires at "
             f"{rc.min_requests} requests and {rc.min_share:.0%} (weak: can only flag)."
         ),
         lang_regions,
@@ -368,7 +376,7 @@ def base_signals(
 
     # activity clock
     rc = config.rule("activity_clock")
-    est = infer_clock(ev.hours)
+    est = ev.clock() if explain or sum(ev.hours) >= rc.min_requests else None
     if est is None:
         out.add("activity_clock", False, lambda: "no activity to infer a clock from.")
     else:

@@ -140,7 +140,7 @@ def ingest(
     snapshot: SnapshotOpt = None,
     batch_size: Annotated[
         int, typer.Option(help="Events per transaction (acknowledged together).")
-    ] = 20_000,
+    ] = 50_000,
     rejects: Annotated[
         Path | None,
         typer.Option(help="Where malformed lines go (JSON Lines). Default: FILE.rejects.jsonl."),

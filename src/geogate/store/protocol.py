@@ -241,6 +241,10 @@ class Store(Protocol):
         """Egress keys carrying at least ``min_accounts`` accounts, with those accounts."""
         ...
 
+    def egress_stats(self, keys: Sequence[str]) -> dict[str, EgressStats]:
+        """Account counts behind egress keys, as committed (see :meth:`StoreTx.egress_stats`)."""
+        ...
+
     def count_events(self) -> int:
         """Number of stored (distinct) events."""
         ...

@@ -137,46 +137,58 @@ class SqlTx:
         return (pg.insert if self.is_pg else sqlite_dialect.insert)(table)
 
     def insert_events(self, rows: Sequence[StoredEvent]) -> set[str]:
-        """Insert events, skipping known ids; returns the ids inserted."""
+        """Insert events, skipping known ids; returns the ids inserted (ids within one call
+        must be distinct)."""
         if not rows:
             return set()
+        if self.is_pg:
+            return self._insert_events_pg(rows)
         ids = [r.id for r in rows]
         existing: set[str] = set()
         for i in range(0, len(ids), _CHUNK):
             part = ids[i : i + _CHUNK]
-            if self.is_pg:
-                found = self.conn.execute(select(events.c.id).where(events.c.id.in_(part)))
-                existing.update(found.scalars())
-            else:
-                marks = ",".join("?" * len(part))
-                found = self.conn.exec_driver_sql(
-                    f"SELECT id FROM events WHERE id IN ({marks})", tuple(part)
-                )
-                existing.update(r[0] for r in found)
+            marks = ",".join("?" * len(part))
+            found = self.conn.exec_driver_sql(
+                f"SELECT id FROM events WHERE id IN ({marks})", tuple(part)
+            )
+            existing.update(r[0] for r in found)
         new = [r for r in rows if r.id not in existing]
         if not new:
             return set()
-        if self.is_pg:
-            params = [
-                {"id": r.id, "kind": r.kind, "account": r.account, "ts": r.ts, "data": r.data}
-                for r in new
-            ]
-            # Concurrent ingesters may race between the check and the insert: let the
-            # database decide, and report only what this transaction inserted.
-            stmt = (
-                self._insert(events)
-                .on_conflict_do_nothing(index_elements=["id"])
-                .returning(events.c.id)
-            )
-            return set(self.conn.execute(stmt, params).scalars())
         # SQLite: BEGIN IMMEDIATE already serialises writers, so the check above is exact.
         # Plain DBAPI executemany: SQLAlchemy's per-row parameter processing would cost more
         # than the insert itself at tens of thousands of events per second.
         self.conn.exec_driver_sql(
             "INSERT INTO events (id, kind, account, ts, data) VALUES (?, ?, ?, ?, ?)",
-            [(r.id, r.kind, r.account, _sqlite_time(r.ts), r.data) for r in new],
+            [(r.id, str(r.kind), r.account, _sqlite_time(r.ts), r.data) for r in new],
         )
         return {r.id for r in new}
+
+    def _insert_events_pg(self, rows: Sequence[StoredEvent]) -> set[str]:
+        # COPY into a session-local staging table, then one INSERT ... ON CONFLICT DO NOTHING:
+        # two round trips per batch instead of one per thousand rows, and concurrent
+        # ingesters sending the same event still count it once.
+        raw = self.conn.connection.driver_connection
+        if raw is None:  # pragma: no cover - a pooled connection always has one
+            raise StoreUnavailable("the database connection is closed")
+        with raw.cursor() as cur:
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS geogate_events_in (ord bigint, id text, "
+                "kind text, account text, ts timestamptz, data text) ON COMMIT DELETE ROWS"
+            )
+            with cur.copy(
+                "COPY geogate_events_in (ord, id, kind, account, ts, data) FROM STDIN"
+            ) as copy:
+                for i, r in enumerate(rows):
+                    copy.write_row((i, r.id, str(r.kind), r.account, r.ts, r.data))
+            cur.execute(
+                "INSERT INTO events (id, kind, account, ts, data) "
+                "SELECT id, kind, account, ts, data FROM geogate_events_in ORDER BY ord "
+                "ON CONFLICT (id) DO NOTHING RETURNING id"
+            )
+            inserted = {str(row[0]) for row in cur.fetchall()}
+            cur.execute("TRUNCATE geogate_events_in")
+        return inserted
 
     def load_accounts(self, names: Sequence[str], *, lock: bool = False) -> dict[str, AccountRow]:
         """Existing rows of ``names``."""
@@ -229,28 +241,38 @@ class SqlTx:
                 ],
             )
             return
-        params = [
-            {
-                "account": r.account,
-                "state": r.state,
-                "state_since": r.state_since,
-                "policy_version": r.policy_version,
-                "reasons": _dumps(list(r.reasons)),
-                "score": r.score,
-                "points_unsupported": r.points_unsupported,
-                "language": r.language,
-                "evidence": _dumps(r.evidence),
-                "last_seen": r.last_seen,
-                "version": r.version,
-            }
-            for r in rows
-        ]
-        stmt = self._insert(accounts)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["account"],
-            set_={c: stmt.excluded[c] for c in params[0] if c != "account"},
-        )
-        self.conn.execute(stmt, params)
+        raw = self.conn.connection.driver_connection
+        if raw is None:  # pragma: no cover - a pooled connection always has one
+            raise StoreUnavailable("the database connection is closed")
+        cols = ", ".join(_ACCOUNT_COLUMNS)
+        with raw.cursor() as cur:
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS geogate_accounts_in "
+                "(LIKE accounts) ON COMMIT DELETE ROWS"
+            )
+            with cur.copy(f"COPY geogate_accounts_in ({cols}) FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row(
+                        (
+                            r.account,
+                            r.state,
+                            r.state_since,
+                            r.policy_version,
+                            _dumps(list(r.reasons)) if r.reasons else "[]",
+                            r.score,
+                            r.points_unsupported,
+                            r.language,
+                            _dumps(r.evidence),
+                            r.last_seen,
+                            r.version,
+                        )
+                    )
+            updates = ", ".join(f"{c} = excluded.{c}" for c in _ACCOUNT_COLUMNS[1:])
+            cur.execute(
+                f"INSERT INTO accounts ({cols}) SELECT {cols} FROM geogate_accounts_in "
+                f"ON CONFLICT (account) DO UPDATE SET {updates}"
+            )
+            cur.execute("TRUNCATE geogate_accounts_in")
 
     def add_transitions(self, rows: Sequence[TransitionRow]) -> None:
         """Append transitions, each with its audit record."""
@@ -605,6 +627,11 @@ class SqlStore:
             for key, account in conn.execute(stmt):
                 out.setdefault(key, []).append(account)
             return out
+
+    def egress_stats(self, keys: Sequence[str]) -> dict[str, EgressStats]:
+        """Account counts behind egress keys, as committed."""
+        with self._read() as conn:
+            return SqlTx(self, conn).egress_stats(keys)
 
     def count_events(self) -> int:
         """Stored events."""
