@@ -6,9 +6,17 @@ import ipaddress
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from geogate.client_ip import parse_ip
 from geogate.intel.facts import IntelFacts
+
+# The machines running the suite are shared and noisy: timing-based health checks and deadlines
+# would fail tests for the machine's load, not for the code's behaviour.
+settings.register_profile(
+    "geogate", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("geogate")
 
 
 @dataclass
