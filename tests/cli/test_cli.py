@@ -64,6 +64,13 @@ def test_user_mistakes_are_one_line_errors(args: list[str], code: int, fragment:
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+def test_usage_errors_show_usage_without_traceback() -> None:
+    r = geogate("check", "8.8.8.8", "--no-such-option")
+    assert r.returncode == 2
+    assert "No such option: --no-such-option" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_corrupt_snapshot_is_one_line_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.snapshot"
     bad.write_bytes(b"PK\x03\x04 this is not a snapshot")

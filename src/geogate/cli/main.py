@@ -342,13 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         err.print("geogate: aborted")
         return 130
-    except Exception as exc:  # click usage errors
-        import click  # noqa: PLC0415
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+    except typer.exceptions.TyperException as exc:
+        # Usage errors (unknown option, missing argument): Typer's own click prints them.
+        show = getattr(exc, "show", None)
+        if show is None:
+            raise
+        show()
+        return int(getattr(exc, "exit_code", 2))
     return result if isinstance(result, int) else 0
 
 
