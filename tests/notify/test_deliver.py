@@ -22,9 +22,9 @@ from geogate.notify.outbox import (
     deliver_pending,
 )
 from geogate.notify.render import NoticeDefaults, NoticeRenderer
-from geogate.notify.secret import Secret
 from geogate.notify.smtp import SmtpConfig, SmtpNotifier
 from geogate.notify.webhook import WebhookConfig, WebhookNotifier, verify_signature
+from geogate.secret import Secret
 from geogate.store.protocol import NoticeState
 
 from .conftest import StartSmtp

@@ -13,8 +13,8 @@ from geogate.errors import ConfigError, NotifyError
 from geogate.notify.language import Language
 from geogate.notify.notifier import OutgoingNotice
 from geogate.notify.render import NoticeDefaults, NoticeKind, NoticeRenderer, sample_payload
-from geogate.notify.secret import Secret
 from geogate.notify.smtp import SmtpConfig, SmtpNotifier
+from geogate.secret import Secret
 
 from .conftest import StartSmtp
 from .receivers import (

@@ -17,7 +17,6 @@ from geogate.errors import ConfigError, NotifyError
 from geogate.notify.language import Language
 from geogate.notify.notifier import OutgoingNotice
 from geogate.notify.render import NoticeKind
-from geogate.notify.secret import Secret
 from geogate.notify.webhook import (
     WebhookConfig,
     WebhookNotifier,
@@ -25,6 +24,7 @@ from geogate.notify.webhook import (
     sign_body,
     verify_signature,
 )
+from geogate.secret import Secret
 
 from .receivers import LOOPBACK, WebhookServer, free_port
 

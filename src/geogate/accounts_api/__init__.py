@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from geogate.accounts_api.app import ApiToken, Role, create_accounts_app
+from geogate.accounts_api.app import StateChange, create_accounts_app
+from geogate.accounts_api.tokens import ApiToken, Role
 
-__all__ = ["ApiToken", "Role", "create_accounts_app"]
+__all__ = ["ApiToken", "Role", "StateChange", "create_accounts_app"]

@@ -18,17 +18,16 @@ Endpoints (JSON in and out; errors are ``{"error": {"code", "message", "type", "
 ``GET  /v1/audit/verify``                       viewer
 ==============================================  ========  ==============================
 
-Mount it into the decision service (``Mount("/", app=...)`` after the service's own routes) or
-serve it alone. Blocking store work runs in Starlette's thread pool.
+``geogate serve`` routes these paths to it when ``[accounts] db`` and tokens are configured
+(see :mod:`geogate.service.accounts`); it can also be served alone. Blocking store work runs in
+Starlette's thread pool; writes (ingestion, operator actions, enforcement) run one at a time.
 """
 
 from __future__ import annotations
 
-import enum
-import hmac
 import json
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -40,35 +39,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from geogate.accounts.config import AccountsConfig
-from geogate.accounts.engine import Enforcer
+from geogate.accounts.engine import BatchReport, Enforcer, EnforceReport
 from geogate.accounts.events import Event, Rejected, read_json_payload
 from geogate.accounts.explain import explain_lines
 from geogate.accounts.states import OperatorAction
+from geogate.accounts_api.tokens import ApiToken, Role
 from geogate.errors import ConfigError, GeogateError
 from geogate.store.protocol import AccountRow, NoticeRow, TransitionRow
 
 MAX_EVENTS_BODY: Final = 16 * 1024 * 1024
 """Largest ``POST /v1/events`` body (bytes); send bigger feeds in several requests."""
 MIN_TOKEN_CHARS: Final = 16
-
-
-class Role(enum.IntEnum):
-    """What a token may do; an operator may do everything a viewer may."""
-
-    VIEWER = 1
-    OPERATOR = 2
-
-
-@dataclass(frozen=True, slots=True)
-class ApiToken:
-    """One API token: a name (recorded as the actor of operator actions), a role, the secret."""
-
-    name: str
-    role: Role
-    secret: str
-
-    def __repr__(self) -> str:
-        return f"ApiToken(name={self.name!r}, role={self.role.name.lower()}, secret='***')"
 
 
 def _error(status: int, code: str, message: str, type_: str = "invalid_request_error") -> Response:
@@ -126,25 +107,48 @@ def _notice_json(n: NoticeRow) -> dict[str, Any]:
 
 Handler = Callable[[Request, ApiToken], Awaitable[Response]]
 
+#: One state change as ``(account, from_state, to_state)``, for :func:`create_accounts_app`'s
+#: ``on_change`` hook.
+StateChange = tuple[str, str, str]
+
+__all__ = ["MAX_EVENTS_BODY", "ApiToken", "Role", "StateChange", "create_accounts_app"]
+
 
 def create_accounts_app(
     enforcer: Enforcer,
     *,
     tokens: list[ApiToken],
     now: Callable[[], datetime] | None = None,
+    on_change: Callable[[Iterable[StateChange]], None] | None = None,
+    write_lock: threading.Lock | None = None,
 ) -> Starlette:
     """The account API over ``enforcer`` (and its store) for the given tokens.
 
-    Raises :class:`ConfigError` when no token is given or a secret is shorter than 16
-    characters. ``now`` is the clock for operator actions (default: the system clock).
+    Raises :class:`ConfigError` when no token is given, a secret is shorter than 16
+    characters, or two tokens share a name or a secret. ``now`` is the clock for operator
+    actions (default: the system clock). ``on_change`` is called with the state changes of
+    every committed ingestion batch, operator action and (non-dry) enforcement run, in commit
+    order (the decision service keeps its in-memory blocked set current with it).
+    ``write_lock`` serialises those writes (the Enforcer's caches are not thread-safe; the
+    service shares it with its reload); a private lock is used when None.
     """
     if not tokens:
         raise ConfigError("the account API needs at least one token", key="tokens")
     for t in tokens:
-        if len(t.secret) < MIN_TOKEN_CHARS:
+        if len(t.reveal()) < MIN_TOKEN_CHARS:
             raise ConfigError(
                 f"token {t.name!r} is shorter than {MIN_TOKEN_CHARS} characters", key="tokens"
             )
+    if len({t.name for t in tokens}) < len(tokens):
+        raise ConfigError("two tokens have the same name", key="tokens")
+    if len({t.reveal() for t in tokens}) < len(tokens):
+        raise ConfigError("two tokens have the same secret", key="tokens")
+    lock = write_lock or threading.Lock()
+
+    def publish(changes: Iterable[StateChange]) -> None:
+        if on_change is not None:
+            on_change(changes)
+
     clock = now or (lambda: datetime.now(UTC))
     store = enforcer.store
 
@@ -154,8 +158,9 @@ def create_accounts_app(
         if scheme.lower() != "bearer" or not secret:
             return None
         found = None
+        presented = secret.strip()
         for t in tokens:  # compare with every token, in constant time each
-            if hmac.compare_digest(secret.strip().encode(), t.secret.encode()):
+            if t.matches(presented):
                 found = t
         return found
 
@@ -182,6 +187,9 @@ def create_accounts_app(
         return endpoint
 
     async def post_events(request: Request, token: ApiToken) -> Response:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_EVENTS_BODY:
+            return _error(413, "too_large", f"body larger than {MAX_EVENTS_BODY} bytes")
         body = await request.body()
         if len(body) > MAX_EVENTS_BODY:
             return _error(413, "too_large", f"body larger than {MAX_EVENTS_BODY} bytes")
@@ -192,12 +200,19 @@ def create_accounts_app(
         items = read_json_payload(text, source="request")
         events = [i for i in items if isinstance(i, Event)]
         rejected = [i for i in items if isinstance(i, Rejected)]
-        report = await run_in_threadpool(enforcer.ingest, events)
+
+        def ingest() -> BatchReport:
+            with lock:
+                done = enforcer.ingest(events)
+                publish((t.account, t.from_state, t.to_state) for t in done.transitions)
+                return done
+
+        batch = await run_in_threadpool(ingest)
         return JSONResponse(
             {
                 "received": len(items),
-                "inserted": report.inserted,
-                "duplicates": report.duplicates,
+                "inserted": batch.inserted,
+                "duplicates": batch.duplicates,
                 "rejected": [
                     {"line": r.error.line, "field": r.error.field, "error": str(r.error)}
                     for r in rejected
@@ -209,7 +224,7 @@ def create_accounts_app(
                         "to": t.to_state,
                         "rules": list(t.rules),
                     }
-                    for t in report.transitions
+                    for t in batch.transitions
                 ],
             },
             status_code=200 if not rejected else 207,
@@ -306,9 +321,14 @@ def create_accounts_app(
         note = data.get("note")
         if note is not None and not isinstance(note, str):
             raise ConfigError("must be a string", key="note")
-        transition = await run_in_threadpool(
-            lambda: enforcer.operate(account, action, at=clock(), operator=token.name, note=note)
-        )
+
+        def apply() -> TransitionRow:
+            with lock:
+                done = enforcer.operate(account, action, at=clock(), operator=token.name, note=note)
+                publish([(done.account, done.from_state, done.to_state)])
+                return done
+
+        transition = await run_in_threadpool(apply)
         return JSONResponse(_transition_json(transition) | {"account": account})
 
     async def enforce(request: Request, token: ApiToken) -> Response:
@@ -324,15 +344,24 @@ def create_accounts_app(
                 "permission_error",
             )
         when = _when(data.get("at"), "at")
-        report = await run_in_threadpool(lambda: enforcer.enforce(when, dry_run=dry_run))
+
+        def run() -> EnforceReport:
+            if dry_run:
+                return enforcer.enforce(when, dry_run=True)
+            with lock:
+                done = enforcer.enforce(when, dry_run=False)
+                publish((c.account, c.from_state.value, c.to_state.value) for c in done.changes)
+                return done
+
+        outcome = await run_in_threadpool(run)
         return JSONResponse(
             {
                 "at": when.isoformat(),
                 "dry_run": dry_run,
-                "evaluated": report.evaluated,
-                "by_state": dict(report.by_state),
-                "by_reason": dict(report.by_reason),
-                "by_region": dict(report.by_region),
+                "evaluated": outcome.evaluated,
+                "by_state": dict(outcome.by_state),
+                "by_reason": dict(outcome.by_reason),
+                "by_region": dict(outcome.by_region),
                 "changes": [
                     {
                         "account": c.account,
@@ -341,7 +370,7 @@ def create_accounts_app(
                         "rules": list(c.rules),
                         "regions": list(c.regions),
                     }
-                    for c in report.changes
+                    for c in outcome.changes
                 ],
             }
         )

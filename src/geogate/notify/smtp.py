@@ -15,7 +15,7 @@ from pathlib import Path
 
 from geogate.errors import ConfigError, NotifyError
 from geogate.notify.notifier import OutgoingNotice
-from geogate.notify.secret import Secret
+from geogate.secret import Secret
 
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 

@@ -20,7 +20,7 @@ import httpx
 from geogate import __version__
 from geogate.errors import ConfigError, NotifyError
 from geogate.notify.notifier import OutgoingNotice
-from geogate.notify.secret import Secret
+from geogate.secret import Secret
 
 SIGNATURE_HEADER = "X-Geogate-Signature"
 DELIVERY_HEADER = "X-Geogate-Delivery"

@@ -7,7 +7,10 @@ Endpoints (reference in ``docs/service.md``, schema at ``/openapi.json``):
   Envoy ``ext_authz`` HTTP endpoints: 200 allows, 403 denies with the OpenAI-style body,
   503 when failing closed, 400 for a malformed forwarding chain; ``x-geogate-*`` headers;
 - ``GET /healthz``, ``GET /readyz``, ``GET /metrics``, ``GET /openapi.json``;
-- ``POST /admin/reload``: reload policy and snapshot (SIGHUP does the same).
+- ``POST /admin/reload``: reload policy and snapshot (SIGHUP does the same);
+- with ``[accounts] db``: the account API (``POST /v1/events``, ``/v1/accounts/...``,
+  ``/v1/enforce``, ``/v1/audit/verify``; see :mod:`geogate.accounts_api.app`), routed by
+  its own paths, enabled only with API tokens (see :mod:`geogate.service.accounts`).
 
 The three decision endpoints are plain ASGI callables mounted as Starlette routes: Starlette's
 Request/Response objects cost about a third of the throughput on this path (measured: 31k vs
@@ -41,6 +44,12 @@ from geogate.client_ip import parse_ip
 from geogate.clock import Clock
 from geogate.decide import Decision
 from geogate.errors import ClientIPError, GeogateError
+from geogate.service.accounts import (
+    ACCOUNT_PATHS,
+    AccountsWiring,
+    disabled_accounts_app,
+    wire_accounts,
+)
 from geogate.service.config import ClientIPHeader, ServiceConfig
 from geogate.service.engine import Engine, EngineRef, Verdict, enforce, load_engine
 from geogate.service.metrics import CONTENT_TYPE, ServiceMetrics
@@ -184,7 +193,12 @@ def freeze_heap() -> None:
 
 
 class GeoGateService:
-    """The running service: current Engine, account port, metrics and configuration."""
+    """The running service: current Engine, account port, metrics and configuration.
+
+    With ``[accounts] db`` configured (and no ``accounts`` port given) it opens the account
+    store and holds the :class:`~geogate.service.accounts.AccountsWiring` in ``wiring``; the
+    account port is then the store-backed cached set. :meth:`close` releases the store.
+    """
 
     def __init__(
         self,
@@ -199,10 +213,14 @@ class GeoGateService:
         self.freeze_gc = freeze_gc
         first = engine if engine is not None else load_engine(config, clock=clock)
         self.ref = EngineRef(first, loader=lambda prev: load_engine(config, previous=prev))
+        self.metrics = ServiceMetrics()
+        self.wiring: AccountsWiring | None = None
+        if accounts is None and config.accounts_db is not None:
+            self.wiring = wire_accounts(config, ref=self.ref, metrics=self.metrics)
+            accounts = self.wiring.status
         self.accounts: AccountStatusPort = (
             accounts if accounts is not None else InMemoryAccountStatus(config.blocked_accounts)
         )
-        self.metrics = ServiceMetrics()
         self.metrics.track(age_days=self._age_days, ready=lambda: float(self.ref.current.is_ready))
         self.metrics.generation.set_function(lambda: float(self.ref.current.generation))
         self.rendered = _Rendered()
@@ -233,9 +251,14 @@ class GeoGateService:
 
         On error the running Engine stays, the error propagates and is logged in one line.
         """
-        with self._reload_lock:
+        # With an account store, a reload waits for the ingestion batch in progress: each
+        # batch is located and judged with one policy and one snapshot.
+        accounts_lock = self.wiring.lock if self.wiring is not None else contextlib.nullcontext()
+        with self._reload_lock, accounts_lock:
             try:
                 engine = self.ref.reload()
+                if self.wiring is not None:
+                    self.wiring.on_reload(engine)
             except GeogateError as exc:
                 self.metrics.reloads.labels("error").inc()
                 log.error(
@@ -256,6 +279,30 @@ class GeoGateService:
             self._warn_if_stale(engine)
             return engine
 
+    def start(self) -> None:
+        """Start background work (the blocked-set refresh); the app's lifespan calls it."""
+        if self.wiring is not None:
+            self.wiring.status.start()
+
+    def close(self) -> None:
+        """Stop background work and close the account store (idempotent)."""
+        if self.wiring is not None:
+            self.wiring.close()
+
+    def accounts_status(self) -> dict[str, Any] | None:
+        """The account store's state for ``/readyz``; None without a store."""
+        if self.wiring is None:
+            return None
+        status = self.wiring.status
+        age = status.age_seconds
+        return {
+            "store": "available" if status.problem is None else "refresh_failing",
+            "blocked": len(status.blocked),
+            "age_seconds": None if age is None else round(age, 1),
+            "refresh_seconds": status.refresh_seconds,
+            "max_stale_seconds": status.max_stale_seconds,
+        }
+
     def status(self) -> dict[str, Any]:
         """What is loaded: the body of ``/readyz`` and of a successful reload."""
         engine = self.ref.current
@@ -267,7 +314,7 @@ class GeoGateService:
                 "age_days": round(meta.age_days(engine.clock.now()), 2),
                 "sources": [{"name": s.name, "kind": s.kind, "date": s.date} for s in meta.sources],
             }
-        return {
+        body = {
             "status": "ready" if engine.is_ready else "not_ready",
             "version": __version__,
             "generation": engine.generation,
@@ -277,6 +324,10 @@ class GeoGateService:
             "snapshot": snapshot,
             "fail_mode": engine.fail_mode.value,
         }
+        accounts = self.accounts_status()
+        if accounts is not None:
+            body["accounts"] = accounts
+        return body
 
 
 def _header_values(scope: Scope, account_header: bytes) -> tuple[list[str], list[str], str | None]:
@@ -496,7 +547,10 @@ def create_app(
     """The decision service app for ``config`` (defaults: built-in policy, embedded data).
 
     ``engine`` replaces loading from ``config`` (tests, embedding); ``accounts`` is the account
-    status port (default: in-memory, seeded from ``[accounts] blocked``). With
+    status port (default: the account store's cached blocked set when ``[accounts] db`` is
+    set, which also mounts the account API; else in-memory, seeded from ``[accounts]
+    blocked``). The store is opened here (StoreUnavailable when it cannot be reached); the
+    app's lifespan starts the blocked-set refresh and closes the store at shutdown. With
     ``handle_sighup`` the app reloads on SIGHUP while it runs (main thread only). With
     ``freeze_gc`` (for a process that only serves geogate) the loaded data is frozen out of
     the garbage collector's reach after each load (see :func:`freeze_heap`).
@@ -583,12 +637,21 @@ def create_app(
                 installed = True
             except (NotImplementedError, RuntimeError, ValueError):
                 log.warning("cannot handle SIGHUP here; use POST /admin/reload")
+        service.start()
         try:
             yield
         finally:
             if installed:
                 loop.remove_signal_handler(signal.SIGHUP)
+            service.close()
 
+    accounts_app = (
+        service.wiring.app
+        if service.wiring is not None
+        else disabled_accounts_app(
+            "no account store: configure [accounts] db to enable the account API"
+        )
+    )
     nginx = ProxyAuthEndpoint(service, name="nginx")
     envoy = ProxyAuthEndpoint(service, name="envoy_http")
     app = Starlette(
@@ -601,6 +664,9 @@ def create_app(
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/admin/reload", admin_reload, methods=["POST"]),
+            # Only the account API's own paths go to it, so other paths keep this app's
+            # 404/405 answers.
+            *(Route(path, accounts_app) for path in ACCOUNT_PATHS),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,

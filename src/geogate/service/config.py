@@ -17,9 +17,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
+from geogate.accounts_api.tokens import ApiToken, Role
 from geogate.client_ip import TrustedProxies
 from geogate.errors import ClientIPError, ConfigError
-from geogate.notify.secret import Secret
+from geogate.secret import Secret
 
 DEFAULT_POLICY: Final = "builtin:unsupported-regions"
 DEFAULT_PORT: Final = 8300
@@ -72,6 +73,13 @@ class ServiceConfig:
     (``x-forwarded-for`` or ``forwarded``). ``account_header`` names the request header carrying the
     account id at the proxy endpoints. ``admin_token`` None allows ``POST /admin/reload`` from
     loopback peers only.
+
+    The ``accounts_*`` fields come from the ``[accounts]`` table. ``accounts_db`` (a masked
+    DSN: ``sqlite:///FILE`` or ``postgresql://...``) connects the service to the account
+    store; None keeps the static ``blocked_accounts`` list only. The blocked set is read from
+    the store every ``accounts_refresh_seconds``; when refreshes keep failing, the last set is
+    used for at most ``accounts_max_stale_seconds`` after the last success, then the fail mode
+    applies. ``accounts_tokens`` enable the account API (none: it is not mounted).
     """
 
     host: str = "127.0.0.1"
@@ -90,6 +98,10 @@ class ServiceConfig:
     log_level: str = "info"
     access_log: bool = False
     blocked_accounts: tuple[str, ...] = ()
+    accounts_db: Secret | None = None
+    accounts_refresh_seconds: float = 10.0
+    accounts_max_stale_seconds: float = 300.0
+    accounts_tokens: tuple[ApiToken, ...] = ()
     source: str | None = None  # the config file, for messages
 
     @property
@@ -118,11 +130,29 @@ _SERVE_KEYS: Final = {
     "log_level",
     "access_log",
 }
-_ACCOUNTS_KEYS: Final = {"blocked"}
+_ACCOUNTS_KEYS: Final = {
+    "blocked",
+    "db",
+    "db_env",
+    "db_file",
+    "refresh_seconds",
+    "max_stale_seconds",
+    "tokens",
+}
+_TOKEN_KEYS: Final = {"name", "role", "secret", "secret_env", "secret_file"}
+MIN_TOKEN_CHARS: Final = 16
 
 ENV_PREFIX: Final = "GEOGATE_"
 #: Environment variables read by :func:`load_config` (``GEOGATE_`` + upper-case key).
 ENV_KEYS: Final = tuple(sorted(_SERVE_KEYS))
+#: Environment variables for the ``[accounts]`` table: variable -> key. ``GEOGATE_DB`` is the
+#: variable the ``geogate accounts``/``ingest``/``enforce`` commands read too, so one setting
+#: points the CLI and the service at the same store.
+ACCOUNTS_ENV: Final = {
+    f"{ENV_PREFIX}DB": "db",
+    f"{ENV_PREFIX}ACCOUNTS_REFRESH_SECONDS": "refresh_seconds",
+    f"{ENV_PREFIX}ACCOUNTS_MAX_STALE_SECONDS": "max_stale_seconds",
+}
 
 
 def _port(value: object, *, key: str, where: str | None, allow_none: bool = False) -> int | None:
@@ -261,6 +291,175 @@ def _apply(config: ServiceConfig, raw: Mapping[str, Any], *, where: str | None) 
     return replace(config, **changes)
 
 
+def _seconds(value: object, *, key: str, where: str | None, low: float, high: float) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"expected a number of seconds, got {value!r}", path=where, key=key)
+    try:
+        number = float(str(value))
+    except ValueError:
+        raise ConfigError(
+            f"expected a number of seconds, got {value!r}", path=where, key=key
+        ) from None
+    if not low <= number <= high:
+        raise ConfigError(f"must be between {low:g} and {high:g} seconds", path=where, key=key)
+    return number
+
+
+def _resolve(text: str, base_dir: Path | None) -> Path:
+    path = Path(text).expanduser()
+    return path if path.is_absolute() or base_dir is None else base_dir / path
+
+
+def _secret(
+    table: Mapping[str, Any],
+    key: str,
+    *,
+    prefix: str,
+    where: str | None,
+    env: Mapping[str, str],
+    base_dir: Path | None,
+) -> Secret | None:
+    """``key`` inline, ``key_env`` (an environment variable's name) or ``key_file`` (a file
+    holding it, relative to the config file): exactly one of them, or None for none."""
+    given = [k for k in (key, f"{key}_env", f"{key}_file") if k in table]
+    if len(given) > 1:
+        raise ConfigError(f"set only one of {', '.join(given)}", path=where, key=f"{prefix}{key}")
+    if not given:
+        return None
+    name = given[0]
+    value = _text(table[name], key=f"{prefix}{name}", where=where)
+    if name == key:
+        return Secret(value)
+    if name.endswith("_env"):
+        if not env.get(value):
+            raise ConfigError(
+                f"environment variable {value!r} is not set", path=where, key=f"{prefix}{name}"
+            )
+        return Secret(env[value].strip())
+    file = _resolve(value, base_dir)
+    try:
+        text = file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(
+            f"cannot read {file}: {reason}", path=where, key=f"{prefix}{name}"
+        ) from None
+    if not text:
+        raise ConfigError(f"{file} is empty", path=where, key=f"{prefix}{name}")
+    return Secret(text)
+
+
+def _db(value: str, *, key: str, where: str | None) -> Secret:
+    """A database URL checked for its scheme (the store's own rules), kept masked."""
+    from geogate.store.sql import normalise_url  # noqa: PLC0415 - SQLAlchemy only when needed
+
+    try:
+        normalise_url(value)
+    except ConfigError as exc:
+        # The message names the scheme only, never the rest of the URL.
+        message = str(exc).split(": ", 1)[-1]
+        raise ConfigError(message, path=where, key=key) from None
+    return Secret(value.strip())
+
+
+def _tokens(
+    value: object, *, where: str | None, env: Mapping[str, str], base_dir: Path | None
+) -> tuple[ApiToken, ...]:
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise ConfigError(
+            "expected [[accounts.tokens]] tables (name, role, secret)",
+            path=where,
+            key="accounts.tokens",
+        )
+    tokens: list[ApiToken] = []
+    for i, table in enumerate(value):
+        prefix = f"accounts.tokens[{i}]."
+        unknown = sorted(set(table) - _TOKEN_KEYS)
+        if unknown:
+            known = ", ".join(sorted(_TOKEN_KEYS))
+            raise ConfigError(
+                f"unknown setting (known: {known})", path=where, key=f"{prefix}{unknown[0]}"
+            )
+        if "name" not in table:
+            raise ConfigError("is required", path=where, key=f"{prefix}name")
+        name = _text(table["name"], key=f"{prefix}name", where=where)
+        try:
+            role = Role.parse(_text(table.get("role", ""), key=f"{prefix}role", where=where))
+        except ValueError as exc:
+            raise ConfigError(str(exc), path=where, key=f"{prefix}role") from None
+        secret = _secret(table, "secret", prefix=prefix, where=where, env=env, base_dir=base_dir)
+        if secret is None:
+            raise ConfigError(
+                "is required (or secret_env / secret_file)", path=where, key=f"{prefix}secret"
+            )
+        if len(secret.reveal()) < MIN_TOKEN_CHARS:
+            raise ConfigError(
+                f"must be at least {MIN_TOKEN_CHARS} characters", path=where, key=f"{prefix}secret"
+            )
+        if any(t.name == name for t in tokens):
+            raise ConfigError(f"a second token named {name!r}", path=where, key=f"{prefix}name")
+        if any(t.secret == secret for t in tokens):
+            raise ConfigError("the same secret as another token", path=where, key=f"{prefix}secret")
+        tokens.append(ApiToken(name, role, secret))
+    return tuple(tokens)
+
+
+def _apply_accounts(
+    config: ServiceConfig,
+    raw: Mapping[str, Any],
+    *,
+    where: str | None,
+    env: Mapping[str, str],
+    base_dir: Path | None = None,
+) -> ServiceConfig:
+    """``config`` with the values of ``raw`` (keys as in the ``[accounts]`` table) parsed in."""
+    changes: dict[str, Any] = {}
+    unknown = sorted(set(raw) - _ACCOUNTS_KEYS)
+    if unknown:
+        known = ", ".join(sorted(_ACCOUNTS_KEYS))
+        raise ConfigError(
+            f"unknown setting (known: {known})", path=where, key=f"accounts.{unknown[0]}"
+        )
+    if "blocked" in raw:
+        changes["blocked_accounts"] = _strings(raw["blocked"], key="accounts.blocked", where=where)
+    db = _secret(raw, "db", prefix="accounts.", where=where, env=env, base_dir=base_dir)
+    if db is not None:
+        key = "accounts." + next(k for k in ("db", "db_env", "db_file") if k in raw)
+        changes["accounts_db"] = _db(db.reveal(), key=key, where=where)
+    if "refresh_seconds" in raw:
+        changes["accounts_refresh_seconds"] = _seconds(
+            raw["refresh_seconds"], key="accounts.refresh_seconds", where=where, low=0.1, high=3600
+        )
+    if "max_stale_seconds" in raw:
+        changes["accounts_max_stale_seconds"] = _seconds(
+            raw["max_stale_seconds"],
+            key="accounts.max_stale_seconds",
+            where=where,
+            low=0.1,
+            high=7 * 86_400,
+        )
+    if "tokens" in raw:
+        changes["accounts_tokens"] = _tokens(raw["tokens"], where=where, env=env, base_dir=base_dir)
+    return replace(config, **changes)
+
+
+def _check_accounts(config: ServiceConfig) -> None:
+    """Consistency of the ``[accounts]`` settings once every source is applied."""
+    where = config.source
+    if config.accounts_tokens and config.accounts_db is None:
+        raise ConfigError(
+            "the account API needs a store: set accounts.db (or GEOGATE_DB)",
+            path=where,
+            key="accounts.tokens",
+        )
+    if config.accounts_max_stale_seconds < config.accounts_refresh_seconds:
+        raise ConfigError(
+            f"must be at least refresh_seconds ({config.accounts_refresh_seconds:g})",
+            path=where,
+            key="accounts.max_stale_seconds",
+        )
+
+
 def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``[serve]`` and ``[accounts]`` tables of a TOML config file.
 
@@ -288,11 +487,12 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     for name, table in (("serve", serve), ("accounts", accounts)):
         if not isinstance(table, dict):
             raise ConfigError("expected a table", path=str(p), key=name)
-    for key in accounts:
-        if key not in _ACCOUNTS_KEYS:
-            raise ConfigError(
-                "unknown setting (known: blocked)", path=str(p), key=f"accounts.{key}"
-            )
+    unknown = sorted(set(accounts) - _ACCOUNTS_KEYS)
+    if unknown:
+        known = ", ".join(sorted(_ACCOUNTS_KEYS))
+        raise ConfigError(
+            f"unknown setting (known: {known})", path=str(p), key=f"accounts.{unknown[0]}"
+        )
     return serve, accounts
 
 
@@ -305,9 +505,11 @@ def load_config(
     """Build the configuration: defaults, then ``path`` (TOML), then ``env``, then ``overrides``.
 
     ``env`` is the process environment (pass ``os.environ``); only ``GEOGATE_<KEY>`` variables
-    for the keys of the ``[serve]`` table are read, plus ``GEOGATE_CONFIG`` for the file when
-    ``path`` is None. ``overrides`` are flag values keyed like the ``[serve]`` table (None
-    values are ignored). Raises :class:`ConfigError` naming the file, key or variable.
+    for the keys of the ``[serve]`` table are read, the :data:`ACCOUNTS_ENV` ones for the
+    ``[accounts]`` table, plus ``GEOGATE_CONFIG`` for the file when ``path`` is None (``env``
+    also resolves ``*_env`` secrets). ``overrides`` are flag values keyed like the ``[serve]``
+    table, plus ``db`` for ``accounts.db`` (None values are ignored). Raises
+    :class:`ConfigError` naming the file, key or variable.
     """
     environ = dict(env or {})
     config = ServiceConfig()
@@ -315,12 +517,10 @@ def load_config(
     if file is not None:
         serve, accounts = read_config_file(file)
         config = _apply(config, serve, where=str(file))
-        blocked = accounts.get("blocked", [])
-        config = replace(
-            config,
-            blocked_accounts=_strings(blocked, key="accounts.blocked", where=str(file)),
-            source=str(file),
+        config = _apply_accounts(
+            config, accounts, where=str(file), env=environ, base_dir=Path(file).parent
         )
+        config = replace(config, source=str(file))
     from_env = {
         key: environ[f"{ENV_PREFIX}{key.upper()}"]
         for key in ENV_KEYS
@@ -328,14 +528,33 @@ def load_config(
     }
     for key, value in from_env.items():
         config = _apply(config, {key: value}, where=f"{ENV_PREFIX}{key.upper()}")
+    for variable, key in ACCOUNTS_ENV.items():
+        if environ.get(variable):
+            config = _apply_accounts(config, {key: environ[variable]}, where=variable, env=environ)
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    db_flag = flags.pop("db", None)
     if flags:
         config = _apply(config, flags, where="command line")
+    if db_flag is not None:
+        config = _apply_accounts(config, {"db": db_flag}, where="command line", env=environ)
+    _check_accounts(config)
     return config
 
 
+def db_label(db: Secret | None) -> str | None:
+    """The store a DSN names, safe to log: a SQLite URL whole (it holds no credentials), any
+    other URL as its scheme only (user, password, host and options may all be sensitive)."""
+    if db is None:
+        return None
+    url = db.reveal().strip()
+    if "://" not in url:
+        return f"sqlite:///{url}"
+    scheme = url.split("://", 1)[0]
+    return url if scheme.startswith("sqlite") else f"{scheme}://***"
+
+
 def describe(config: ServiceConfig) -> dict[str, object]:
-    """A JSON-ready view of ``config`` with the admin token masked (for logs and /readyz)."""
+    """A JSON-ready view of ``config`` with secrets masked (for logs and ``serve --check``)."""
     return {
         "host": config.host,
         "port": config.port,
@@ -349,6 +568,13 @@ def describe(config: ServiceConfig) -> dict[str, object]:
         "admin_token": "***" if config.admin_token else None,
         "max_body_bytes": config.max_body_bytes,
         "max_staleness_days": config.max_staleness_days,
+        "accounts": {
+            "db": db_label(config.accounts_db),
+            "refresh_seconds": config.accounts_refresh_seconds,
+            "max_stale_seconds": config.accounts_max_stale_seconds,
+            "static_blocked": len(config.blocked_accounts),
+            "tokens": [f"{t.name} ({t.role.name.lower()})" for t in config.accounts_tokens],
+        },
     }
 
 

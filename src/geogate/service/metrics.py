@@ -10,11 +10,15 @@ never share counters. Metric names and labels are documented in ``docs/service.m
 - ``geogate_request_errors_total{endpoint,code}``: requests refused before a decision
   (malformed JSON, body too large ...);
 - ``geogate_snapshot_age_days``: age of the snapshot's oldest source (computed at scrape time);
-- ``geogate_ready``, ``geogate_engine_generation``, ``geogate_reloads_total{result}``.
+- ``geogate_ready``, ``geogate_engine_generation``, ``geogate_reloads_total{result}``;
+- with an account store: ``geogate_account_refreshes_total{result}`` (reloads of the blocked
+  set, ``ok``/``error``), ``geogate_blocked_accounts`` (ids in the in-memory set) and
+  ``geogate_blocked_accounts_age_seconds`` (since the last successful reload).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -85,6 +89,12 @@ class ServiceMetrics:
             ("result",),
             registry=self.registry,
         )
+        self.account_refreshes = Counter(
+            "geogate_account_refreshes_total",
+            "Reloads of the blocked-account set from the account store, by result (ok, error).",
+            ("result",),
+            registry=self.registry,
+        )
         # labels() takes a lock and builds a key each call; the hot path caches the children.
         self._children: dict[tuple[str, str, str, str], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
@@ -116,6 +126,30 @@ class ServiceMetrics:
         """Compute the snapshot age and readiness at scrape time."""
         self.snapshot_age.set_function(age_days)
         self.ready.set_function(ready)
+
+    def account_refresh(self, result: str) -> None:
+        """Count one reload of the blocked-account set (``ok`` or ``error``)."""
+        self.account_refreshes.labels(result).inc()
+
+    def track_accounts(
+        self, *, blocked: Callable[[], float], age_seconds: Callable[[], float | None]
+    ) -> None:
+        """Report the blocked set's size and age at scrape time (age NaN before a load)."""
+        Gauge(
+            "geogate_blocked_accounts",
+            "Blocked account ids held in memory by the decision path.",
+            registry=self.registry,
+        ).set_function(blocked)
+
+        def age() -> float:
+            value = age_seconds()
+            return math.nan if value is None else value
+
+        Gauge(
+            "geogate_blocked_accounts_age_seconds",
+            "Seconds since the blocked-account set was last reloaded from the store.",
+            registry=self.registry,
+        ).set_function(age)
 
     def render(self) -> bytes:
         """The exposition text of every metric."""

@@ -84,6 +84,63 @@ def _proxy_operation(summary: str) -> dict[str, Any]:
     }
 
 
+def _account_operation(summary: str, role: str, *, body: bool = False) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "description": (
+            f"Needs a {role} token. Present only with an account store ([accounts] db) and "
+            "[[accounts.tokens]]; otherwise 404 accounts_api_disabled."
+        ),
+        "security": [{"accountToken": []}],
+        "responses": {
+            "200": {"description": "done; JSON body"},
+            "401": _json(_ref("Error"), "missing or unknown token"),
+            "403": _json(_ref("Error"), f"the token's role is below {role}"),
+            "404": _json(_ref("Error"), "no such account, or the account API is off"),
+        },
+    }
+    if body:
+        operation["requestBody"] = {"content": {"application/json": {"schema": {}}}}
+    return operation
+
+
+def _account_paths() -> dict[str, Any]:
+    """The account API's paths (``geogate.accounts_api``), routed by the service."""
+    account = {"name": "account", "in": "path", "required": True, "schema": {"type": "string"}}
+    events = _account_operation("Ingest events (JSON Lines or a JSON array)", "operator")
+    events["requestBody"] = {
+        "required": True,
+        "content": {"application/x-ndjson": {"schema": {}}, "application/json": {"schema": {}}},
+    }
+    events["responses"]["207"] = {"description": "stored; some lines rejected (listed)"}
+    action = _account_operation(
+        "Operator action: exempt, unexempt, appeal, reinstate, reject-appeal", "operator", body=True
+    )
+    action["parameters"] = [
+        account,
+        {"name": "action", "in": "path", "required": True, "schema": {"type": "string"}},
+    ]
+    shown = _account_operation("One account: state, transitions, notices", "viewer")
+    shown["parameters"] = [account]
+    explained = _account_operation("Why the account is in its state, in plain language", "viewer")
+    explained["parameters"] = [account]
+    return {
+        "/v1/events": {"post": events},
+        "/v1/accounts": {
+            "get": _account_operation("List accounts (?state=&limit=&after=)", "viewer")
+        },
+        "/v1/accounts/{account}": {"get": shown},
+        "/v1/accounts/{account}/explain": {"get": explained},
+        "/v1/accounts/{account}/{action}": {"post": action},
+        "/v1/enforce": {
+            "post": _account_operation(
+                "Run enforcement at a date (viewers: dry_run only)", "viewer", body=True
+            )
+        },
+        "/v1/audit/verify": {"get": _account_operation("Verify the audit hash chain", "viewer")},
+    }
+
+
 def openapi_document(version: str) -> dict[str, Any]:
     """The OpenAPI document for service ``version``."""
     error = {
@@ -210,9 +267,13 @@ def openapi_document(version: str) -> dict[str, Any]:
                     },
                 }
             },
+            **_account_paths(),
         },
         "components": {
             "schemas": {"Error": error, "DecideRequest": decide_request, "Decision": decision},
-            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer"},
+                "accountToken": {"type": "http", "scheme": "bearer"},
+            },
         },
     }
