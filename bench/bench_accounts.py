@@ -33,6 +33,7 @@ from geogate.accounts.events import Event, read_events
 from geogate.accounts.evidence import AccountEvidence, DeciderLocator
 from geogate.accounts.rules import assess
 from geogate.accounts.states import AccountState, next_state
+from geogate.cli.accounts import ingest_collector
 from geogate.decide import Decider
 from geogate.intel.samples import sample_addresses
 from geogate.intel.snapshot import Snapshot
@@ -119,7 +120,8 @@ def bench_ingest(
     store = SqlStore.open(url)
     enforcer = Enforcer(store, policies=policies, locator=DeciderLocator(Decider(policies, snap)))
     start = time.perf_counter()
-    report = enforcer.ingest(_events(path), batch_size=batch_size)
+    with ingest_collector():  # as `geogate ingest` does
+        report = enforcer.ingest(_events(path), batch_size=batch_size)
     elapsed = time.perf_counter() - start
     store.close()
     print(f"  {report.inserted:,} events in {elapsed:.2f} s")

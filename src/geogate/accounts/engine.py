@@ -119,6 +119,9 @@ class EnforceReport:
     by_state: Mapping[str, int] = field(default_factory=dict)
 
 
+_STATES: dict[str, AccountState] = {s.value: s for s in AccountState}  # AccountState(x) is slow
+
+
 class _Work:
     """One account's state while a batch is applied."""
 
@@ -129,7 +132,7 @@ class _Work:
         if evidence is None:
             evidence = AccountEvidence.from_dict(row.evidence if row else None)
         self.evidence = evidence
-        self.state = AccountState(row.state) if row else AccountState.ACTIVE
+        self.state = _STATES[row.state] if row else AccountState.ACTIVE
         self.state_since = row.state_since if row else None
         self.points = row.points_unsupported if row else False
         self.db_points = self.points
@@ -815,11 +818,20 @@ def _with_assessment(
     )
     if assessment is None:
         return base
-    return replace(
-        base,
+    # Built field by field: dataclasses.replace() introspects the fields on every call, and
+    # this runs for every account assessed on ingestion.
+    return AccountRow(
+        account=base.account,
+        state=base.state,
+        state_since=base.state_since,
+        policy_version=policy_version or base.policy_version,
         reasons=assessment.rule_names,
         score=round(assessment.score, 4),
-        policy_version=policy_version or base.policy_version,
+        points_unsupported=base.points_unsupported,
+        language=base.language,
+        evidence=base.evidence,
+        last_seen=base.last_seen,
+        version=base.version,
     )
 
 

@@ -362,7 +362,7 @@ _GOOD_V4: dict[str, bool] = {}
 _TS_CACHE: dict[str, datetime] = {}
 
 
-def _short_text(value: object, limit: int) -> str | None | bool:
+def _short_text(value: object, limit: int) -> str | bool | None:
     """A string field as the general path would take it; False when the fast path must not
     decide (not a string, or too long)."""
     if value is None:

@@ -4,10 +4,12 @@ argument parsing and output only; the work is :class:`geogate.accounts.engine.En
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -133,6 +135,28 @@ def _when(text: str | None) -> Any:
 # ----- ingest --------------------------------------------------------------------------
 
 
+@contextmanager
+def ingest_collector() -> Iterator[None]:
+    """Tune the cyclic garbage collector for a bulk ingestion, and restore it afterwards.
+
+    Ingestion keeps each batch's events and up to ``cache_accounts`` accounts' evidence alive
+    as millions of small containers, which reference counting frees; the collector's full
+    passes over them, every ten younger passes by default, took a fifth of ingestion time
+    (2.5 s of 12 s for 300,000 events). What is alive beforehand (snapshot, policy) is frozen
+    out of collection, and full passes run ten times less often; young ones are unchanged, so
+    cyclic garbage is still collected.
+    """
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(thresholds[0], thresholds[1], thresholds[2] * 10)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 def ingest(
     files: Annotated[list[Path], typer.Argument(help="Event files: .jsonl, .csv or .parquet.")],
     db: DbOpt = DEFAULT_DB,
@@ -207,7 +231,8 @@ def ingest(
                     progress.update(task, events=totals["inserted"] + totals["duplicates"])
 
                 try:
-                    enforcer.ingest(events(), batch_size=batch_size, on_batch=acknowledged)
+                    with ingest_collector():
+                        enforcer.ingest(events(), batch_size=batch_size, on_batch=acknowledged)
                 finally:
                     if reject_handle is not None:
                         reject_handle.close()

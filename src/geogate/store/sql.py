@@ -166,36 +166,38 @@ class SqlTx:
             return set()
         if self.is_pg:
             return self._insert_events_pg(rows)
-        ids = [r.id for r in rows]
-        existing: set[str] = set()
-        for i in range(0, len(ids), _CHUNK):
-            part = ids[i : i + _CHUNK]
-            marks = ",".join("?" * len(part))
-            found = self.conn.exec_driver_sql(
-                f"SELECT id FROM events WHERE id IN ({marks})", tuple(part)
-            )
-            existing.update(r[0] for r in found)
-        new = [r for r in rows if r.id not in existing] if existing else rows
-        if not new:
-            return set()
-        # SQLite: BEGIN IMMEDIATE already serialises writers, so the check above is exact.
-        # Plain DBAPI executemany: SQLAlchemy's per-row parameter processing would cost more
-        # than the insert itself at tens of thousands of events per second. Events repeat
-        # their timestamps (whole seconds), so each is formatted once; kinds are bound as
-        # plain strings (an enum member would go through sqlite3's adaptation lookup).
+        # One pass, no look-up first: insert, letting the unique index skip known ids, and
+        # count what went in. ``seq`` is the rowid, so every row this call inserts has a seq
+        # above the largest one before it (BEGIN IMMEDIATE keeps other writers out), which
+        # names the inserted ids when some were skipped. Plain DBAPI executemany: SQLAlchemy's
+        # per-row parameter processing would cost more than the insert itself. Events repeat
+        # their timestamps (whole seconds), so each is formatted once; kinds are bound as plain
+        # strings (an enum member would go through sqlite3's adaptation look-up).
+        before = self.conn.exec_driver_sql("SELECT max(seq) FROM events").scalar()
         times: dict[datetime, str] = {}
         params = []
-        for r in new:
+        for r in rows:
             ts = r.ts
             ts_text = times.get(ts)
             if ts_text is None:
                 ts_text = times[ts] = _sqlite_time(ts)
             kind = r.kind
-            params.append((r.id, kind if type(kind) is str else str(kind), r.account, ts_text, r.data))
-        self.conn.exec_driver_sql(
-            "INSERT INTO events (id, kind, account, ts, data) VALUES (?, ?, ?, ?, ?)", params
+            params.append(
+                (r.id, kind if type(kind) is str else str(kind), r.account, ts_text, r.data)
+            )
+        result = self.conn.exec_driver_sql(
+            "INSERT INTO events (id, kind, account, ts, data) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO NOTHING",
+            params,
         )
-        return set(ids) if new is rows else {r.id for r in new}
+        if result.rowcount == len(rows):
+            return {r.id for r in rows}
+        if result.rowcount == 0:
+            return set()
+        found = self.conn.exec_driver_sql(
+            "SELECT id FROM events WHERE seq > ?", (before if before is not None else 0,)
+        )
+        return {row[0] for row in found}
 
     def _insert_events_pg(self, rows: Sequence[StoredEvent]) -> set[str]:
         # COPY into a session-local staging table, then one INSERT ... ON CONFLICT DO NOTHING:
@@ -892,6 +894,7 @@ def _sqlite_setup(engine: Engine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")  # durable against process crashes in WAL mode
         cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA cache_size=-65536")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
