@@ -52,6 +52,31 @@ def is_exempt_path(path: str, exempt: Sequence[str]) -> bool:
     return any(path == p or path.startswith(p.rstrip("/") + "/") for p in exempt)
 
 
+def open_engine(
+    engine: Engine | None,
+    *,
+    policy: str | Sequence[str],
+    snapshot: str | Path | Snapshot | None,
+    trusted_proxies: Sequence[str],
+    client_ip_header: str,
+    fail_mode: str,
+    log: logging.Logger,
+) -> EngineRef:
+    """The engine a middleware decides with: ``engine`` when given, else one built from the
+    arguments. A missing snapshot is logged, not raised: the fail mode decides then."""
+    if engine is None:
+        engine = engine_for(
+            policy=policy,
+            snapshot=str(snapshot) if isinstance(snapshot, Path) else snapshot,
+            trusted_proxies=trusted_proxies,
+            client_ip_header=client_ip_header,
+            fail_mode=fail_mode,
+        )
+    if engine.snapshot_problem:
+        log.warning("geogate: %s; deciding by fail mode", engine.snapshot_problem)
+    return EngineRef(engine)
+
+
 class GeoGateMiddleware:
     """Decide every request before the wrapped ASGI app sees it.
 
@@ -82,17 +107,15 @@ class GeoGateMiddleware:
         engine: Engine | None = None,
     ) -> None:
         self.app = app
-        if engine is None:
-            engine = engine_for(
-                policy=policy,
-                snapshot=str(snapshot) if isinstance(snapshot, Path) else snapshot,
-                trusted_proxies=trusted_proxies,
-                client_ip_header=client_ip_header,
-                fail_mode=fail_mode,
-            )
-        if engine.snapshot_problem:
-            log.warning("geogate: %s; deciding by fail mode", engine.snapshot_problem)
-        self.ref = EngineRef(engine)
+        self.ref = open_engine(
+            engine,
+            policy=policy,
+            snapshot=snapshot,
+            trusted_proxies=trusted_proxies,
+            client_ip_header=client_ip_header,
+            fail_mode=fail_mode,
+            log=log,
+        )
         self.accounts = accounts
         self._account_header = account_header.lower().encode() if account_header else None
         self.exempt_paths = tuple(exempt_paths)

@@ -18,11 +18,11 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Final
 
-from geogate.asgi import is_exempt_path, refusal
+from geogate.asgi import is_exempt_path, open_engine, refusal
 from geogate.decide import Decision
 from geogate.intel.snapshot import Snapshot
 from geogate.service.config import DEFAULT_POLICY
-from geogate.service.engine import Engine, EngineRef, Verdict, enforce, engine_for
+from geogate.service.engine import Engine, Verdict, enforce
 from geogate.service.ports import AccountStatusPort
 from geogate.service.responses import decision_headers
 
@@ -63,17 +63,15 @@ class GeoGateMiddleware:
         engine: Engine | None = None,
     ) -> None:
         self.app = app
-        if engine is None:
-            engine = engine_for(
-                policy=policy,
-                snapshot=str(snapshot) if isinstance(snapshot, Path) else snapshot,
-                trusted_proxies=trusted_proxies,
-                client_ip_header=client_ip_header,
-                fail_mode=fail_mode,
-            )
-        if engine.snapshot_problem:
-            log.warning("geogate: %s; deciding by fail mode", engine.snapshot_problem)
-        self.ref = EngineRef(engine)
+        self.ref = open_engine(
+            engine,
+            policy=policy,
+            snapshot=snapshot,
+            trusted_proxies=trusted_proxies,
+            client_ip_header=client_ip_header,
+            fail_mode=fail_mode,
+            log=log,
+        )
         self.accounts = accounts
         self._account_key = _environ_key(account_header) if account_header else None
         self.exempt_paths = tuple(exempt_paths)
