@@ -25,6 +25,7 @@ from geogate.policy.model import Action, Mode, Policy, PolicySet
 from geogate.policy.parse import load_policy, load_policy_set, resolve_policy_path
 
 app = typer.Typer(
+    rich_markup_mode=None,  # plain click help: rewraps docstrings, keeps [brackets] literal
     name="geogate",
     help="Geographic access enforcement for API platforms.",
     no_args_is_help=True,
