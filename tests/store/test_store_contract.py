@@ -244,3 +244,39 @@ def test_database_urls() -> None:
 def test_unreachable_postgres_is_store_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
         SqlStore.open("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_concurrent_writers_on_a_fresh_store_keep_one_audit_chain(store_url: str) -> None:
+    """Two writers appending at once, before any audit record exists, must neither collide on
+    record 1 nor fork the chain (two `geogate ingest` runs, or ingest beside the service)."""
+    import threading  # noqa: PLC0415
+
+    first = SqlStore.open(store_url)
+    second = SqlStore.open(store_url)
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def write(s: SqlStore, who: str) -> None:
+        try:
+            barrier.wait(timeout=10)
+            for i in range(20):
+                with s.transaction() as tx:
+                    tx.append_audit(at=T0, account=who, action="test", detail={"i": i})
+        except BaseException as exc:  # reported below; a thread must not swallow it
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=write, args=(s, n)) for s, n in ((first, "a"), (second, "b"))
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors, errors
+        report = first.verify_audit()
+        assert report.ok, report
+        assert len(first.audit_entries()) == 40
+    finally:
+        first.close()
+        second.close()

@@ -59,6 +59,8 @@ from geogate.store.schema import (
 )
 
 GENESIS = "0" * 64
+# Key of the advisory lock that serialises audit-log appends on PostgreSQL ("geogate").
+_AUDIT_LOCK_KEY = 0x67656F67617465
 _CHUNK = 500
 
 
@@ -426,6 +428,11 @@ class SqlTx:
     ) -> list[AuditEntry]:
         stmt = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
         if self.is_pg:
+            # Before the first record there is no head row for FOR UPDATE to lock, so two
+            # writers would both append record 1; a transaction-scoped advisory lock
+            # serialises appenders from the very first one. (SQLite writers already queue
+            # behind BEGIN IMMEDIATE.)
+            self.conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK_KEY,))
             stmt = stmt.with_for_update()
         head = self.conn.execute(stmt).first()
         seq, prev = (int(head[0]), str(head[1])) if head else (0, GENESIS)
