@@ -20,7 +20,7 @@ from rich.table import Table
 from geogate import __version__
 from geogate.client_ip import parse_ip
 from geogate.decide import Decider, Decision
-from geogate.errors import ClientIPError, ConfigError, GeogateError
+from geogate.errors import ConfigError, GeogateError
 from geogate.policy.model import Action, Mode, Policy, PolicySet
 from geogate.policy.parse import load_policy, load_policy_set, resolve_policy_path
 
@@ -142,10 +142,7 @@ def check(
     """Decide what the policy does to requests from these addresses."""
     when = parse_when(at)
     for ip in ips:  # reject bad input before loading anything
-        try:
-            parse_ip(ip)
-        except ClientIPError as exc:
-            raise ClientIPError("not an IP address", value=ip) from exc
+        parse_ip(ip)
     decider = Decider(load_policies(policy), load_snapshot(snapshot))
     rows = [(ip, decider.decide(ip, account=account, at=when)) for ip in ips]
     if as_json:
