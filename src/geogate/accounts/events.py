@@ -26,13 +26,23 @@ from typing import Any, Final, NamedTuple
 import orjson
 
 from geogate.client_ip import parse_ip
+from geogate.clock import EARLIEST_INSTANT, LATEST_INSTANT
 from geogate.errors import ClientIPError, EventError
 from geogate.intel.addresses import parse_address
+from geogate.json_limits import MAX_JSON_DEPTH, loads_bounded
 
 MAX_LINE_CHARS: Final = 65_536
 """Longest accepted event line (JSON Lines) or record; longer ones are rejected unparsed."""
 MAX_ACCOUNT_CHARS: Final = 256
 MAX_FORWARDED_HOPS: Final = 32
+MAX_NOTE_CHARS: Final = 4096
+"""Longest ``note`` (and other free text without its own limit) kept from an event."""
+MAX_AMOUNT: Final = 1e15
+"""Largest absolute payment ``amount`` accepted; a larger one is a malformed record."""
+EARLIEST_TS: Final = EARLIEST_INSTANT
+"""Earliest event time accepted (inclusive)."""
+LATEST_TS: Final = LATEST_INSTANT
+"""Event times must be before this: years 1970 to 2100 are accepted, others are rejected."""
 
 
 class EventKind(enum.StrEnum):
@@ -132,7 +142,7 @@ def _text(
     line: int | None,
     *,
     required: bool = False,
-    max_len: int = 4096,
+    max_len: int = MAX_NOTE_CHARS,
 ) -> str | None:
     value = rec.get(key)
     if value is None or value == "":
@@ -155,10 +165,15 @@ def _text(
 def parse_timestamp(value: object) -> datetime:
     """An RFC 3339 timestamp (``2024-07-01T12:00:00Z`` or with an offset) as aware UTC.
 
-    A ``datetime`` (from Parquet) is accepted; a naive one is taken as UTC. Raises ValueError.
+    A ``datetime`` (from Parquet) is accepted; a naive one is taken as UTC. Times outside the
+    years 1970 to 2100 (:data:`EARLIEST_TS`, :data:`LATEST_TS`) are rejected. Raises ValueError.
     """
     if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        try:
+            ts = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(f"{value.isoformat()} is outside the years 1970 to 2100") from None
+        return _in_range(ts, value.isoformat())
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be an RFC 3339 timestamp such as 2024-07-01T12:00:00Z")
     text = value.strip()
@@ -170,7 +185,17 @@ def parse_timestamp(value: object) -> datetime:
         raise ValueError(f"{text!r} is not an RFC 3339 timestamp") from None
     if ts.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone offset (add Z for UTC)")
-    return ts.astimezone(UTC)
+    try:
+        utc = ts.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first representable instant
+        raise ValueError(f"{text!r} is outside the years 1970 to 2100") from None
+    return _in_range(utc, repr(text))
+
+
+def _in_range(ts: datetime, shown: str) -> datetime:
+    if not EARLIEST_TS <= ts < LATEST_TS:
+        raise ValueError(f"{shown} is outside the years 1970 to 2100")
+    return ts
 
 
 def _country(rec: Mapping[str, Any], key: str, source: str | None, line: int | None) -> str | None:
@@ -230,12 +255,18 @@ def _amount(rec: Mapping[str, Any], source: str | None, line: int | None) -> flo
         return None
     if isinstance(value, bool):
         raise _fail("must be a number", source, line, "amount")
+    if isinstance(value, str) and len(value) > 64:
+        raise _fail("longer than 64 characters", source, line, "amount")
     try:
         amount = float(value)
     except (TypeError, ValueError):
         raise _fail(f"{value!r} is not a number", source, line, "amount") from None
+    except OverflowError:  # an integer of hundreds of digits
+        raise _fail(f"larger than {MAX_AMOUNT:g}", source, line, "amount") from None
     if not math.isfinite(amount):
         raise _fail("must be a finite number", source, line, "amount")
+    if abs(amount) > MAX_AMOUNT:
+        raise _fail(f"larger than {MAX_AMOUNT:g}", source, line, "amount")
     return amount
 
 
@@ -408,7 +439,12 @@ def _fast_request(rec: Mapping[str, Any], text: str) -> Event | None:
         if ts.tzinfo is None:
             return None
         if ts.tzinfo is not UTC:
-            ts = ts.astimezone(UTC)
+            try:
+                ts = ts.astimezone(UTC)
+            except OverflowError:
+                return None  # the general path names the problem
+        if not EARLIEST_TS <= ts < LATEST_TS:
+            return None
         if len(_TS_CACHE) >= _CACHE_LIMIT:
             _TS_CACHE.clear()
         _TS_CACHE[ts_text] = ts
@@ -482,10 +518,9 @@ def parse_json_line(text: str, *, source: str | None = None, line: int | None = 
 
 def _parse_json_line_general(text: str, *, source: str | None, line: int | None) -> Event:
     try:
-        rec = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        message = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        raise _fail(f"invalid JSON: {message}", source, line, None) from None
+        rec = loads_bounded(text)
+    except ValueError as exc:  # malformed, nested too deeply, an integer of 5,000 digits ...
+        raise _fail(f"invalid JSON: {exc}", source, line, None) from None
     if not isinstance(rec, dict):
         raise _fail("must be a JSON object", source, line, None)
     return parse_record(rec, source=source, line=line, text=text.strip())
@@ -533,6 +568,17 @@ def read_json_lines(lines: Iterable[str], *, source: str) -> Iterator[ReadItem]:
             )
         except EventError as exc:
             yield Rejected(error=exc, text=raw.rstrip("\r\n")[:MAX_LINE_CHARS])
+        except Exception as exc:  # one line must never stop the feed
+            yield Rejected(
+                error=_unexpected(exc, source, number), text=raw.rstrip("\r\n")[:MAX_LINE_CHARS]
+            )
+
+
+def _unexpected(exc: Exception, source: str | None, line: int | None) -> EventError:
+    """An error no check above anticipated, as a rejection of this line only: a bad line is
+    rejected, never a reason to stop the whole feed."""
+    detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return _fail(f"cannot parse ({type(exc).__name__}: {detail})", source, line, None)
 
 
 def read_csv(stream: Iterable[str], *, source: str) -> Iterator[ReadItem]:
@@ -553,6 +599,8 @@ def read_csv(stream: Iterable[str], *, source: str) -> Iterator[ReadItem]:
             yield parse_record(rec, source=source, line=number, text=text)
         except EventError as exc:
             yield Rejected(error=exc, text=text)
+        except Exception as exc:  # one row must never stop the feed
+            yield Rejected(error=_unexpected(exc, source, number), text=text)
 
 
 def read_parquet(path: Path, *, source: str, batch_rows: int = 65_536) -> Iterator[ReadItem]:
@@ -573,6 +621,8 @@ def read_parquet(path: Path, *, source: str, batch_rows: int = 65_536) -> Iterat
                 yield parse_record(rec, source=source, line=number, text=text)
             except EventError as exc:
                 yield Rejected(error=exc, text=text)
+            except Exception as exc:  # one row must never stop the feed
+                yield Rejected(error=_unexpected(exc, source, number), text=text)
 
 
 def _json_default(value: object) -> object:
@@ -612,25 +662,68 @@ def read_events(path: str | Path) -> Iterator[ReadItem]:
             )
 
 
+class _Oversized:
+    """An integer literal too long for ``int()`` (over the interpreter's digit limit)."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, text: str) -> None:
+        self.digits = len(text)
+
+
+class _OversizedIntError(ValueError):
+    pass
+
+
+def _int_or_oversized(text: str) -> int | _Oversized:
+    try:
+        return int(text)
+    except ValueError:
+        return _Oversized(text)
+
+
+def _refuse_oversized(value: object) -> object:
+    if isinstance(value, _Oversized):
+        raise _OversizedIntError(f"an integer of {value.digits} digits")
+    return str(value)
+
+
 def read_json_payload(body: str, *, source: str = "<request>") -> list[ReadItem]:
     """Events from a request body: JSON Lines, or one JSON array of event objects."""
     stripped = body.lstrip()
     if stripped.startswith("["):
         try:
-            records = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise EventError(f"invalid JSON: {exc.msg}", source=source) from None
+            # One array level more than a line may nest: the array holding the records. An
+            # integer too long to convert rejects its record only, as it rejects its line.
+            records = loads_bounded(
+                stripped, max_depth=MAX_JSON_DEPTH + 1, parse_int=_int_or_oversized
+            )
+        except ValueError as exc:
+            raise EventError(f"invalid JSON: {exc}", source=source) from None
+        if not isinstance(records, list):
+            raise EventError("invalid JSON: expected an array of event objects", source=source)
         out: list[ReadItem] = []
         for i, rec in enumerate(records, start=1):
-            text = json.dumps(rec, sort_keys=True, default=str)
+            try:
+                text = json.dumps(rec, sort_keys=True, default=_refuse_oversized)
+            except _OversizedIntError as exc:
+                error = _fail(f"invalid JSON: {exc}", source, i, None)
+                out.append(Rejected(error=error, text=json.dumps(rec, default=repr)[:200]))
+                continue
             if not isinstance(rec, dict):
                 out.append(
                     Rejected(error=_fail("must be a JSON object", source, i, None), text=text)
                 )
                 continue
+            if len(text) > MAX_LINE_CHARS:  # the same bound as a JSON Lines line
+                error = _fail(f"record longer than {MAX_LINE_CHARS} characters", source, i, None)
+                out.append(Rejected(error=error, text=text[:MAX_LINE_CHARS]))
+                continue
             try:
                 out.append(parse_record(rec, source=source, line=i, text=text))
             except EventError as exc:
                 out.append(Rejected(error=exc, text=text))
+            except Exception as exc:  # one record must never stop the batch
+                out.append(Rejected(error=_unexpected(exc, source, i), text=text))
         return out
     return list(read_json_lines(io.StringIO(body), source=source))

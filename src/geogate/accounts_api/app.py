@@ -25,7 +25,7 @@ Starlette's thread pool; writes (ingestion, operator actions, enforcement) run o
 
 from __future__ import annotations
 
-import json
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -44,12 +44,50 @@ from geogate.accounts.events import Event, Rejected, read_json_payload
 from geogate.accounts.explain import explain_lines
 from geogate.accounts.states import OperatorAction
 from geogate.accounts_api.tokens import ApiToken, Role
-from geogate.errors import ConfigError, GeogateError
+from geogate.clock import parse_instant
+from geogate.errors import ConfigError, GeogateError, StateConflict, StoreError
+from geogate.json_limits import loads_bounded
 from geogate.store.protocol import AccountRow, NoticeRow, TransitionRow
 
 MAX_EVENTS_BODY: Final = 16 * 1024 * 1024
 """Largest ``POST /v1/events`` body (bytes); send bigger feeds in several requests."""
+MAX_JSON_BODY: Final = 64 * 1024
+"""Largest body of the other POST endpoints (operator actions, enforcement), in bytes."""
+MAX_NOTE_CHARS: Final = 4096
+"""Longest ``note`` of an operator action (characters)."""
+MAX_PAGE: Final = 10_000
+"""Largest ``limit`` of ``GET /v1/accounts``."""
+MAX_ID_CHARS: Final = 256
+"""Longest account id (and ``after`` cursor, ``state`` filter) accepted in a path or query."""
 MIN_TOKEN_CHARS: Final = 16
+
+log = logging.getLogger("geogate.accounts_api")
+
+
+class BodyTooLarge(GeogateError):
+    """A request body passed its limit while being read."""
+
+    http_status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body larger than {limit} bytes")
+        self.limit = limit
+
+
+async def read_body(request: Request, *, limit: int) -> bytes:
+    """The request body, read chunk by chunk; :class:`BodyTooLarge` as soon as it passes
+    ``limit`` bytes, so a chunked (or lying) body is never buffered beyond the limit."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _error(status: int, code: str, message: str, type_: str = "invalid_request_error") -> Response:
@@ -63,10 +101,15 @@ def _when(value: object, param: str) -> datetime:
     if not isinstance(value, str):
         raise ConfigError("must be an RFC 3339 date or date-time", key=param)
     try:
-        ts = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"{value!r} is not a date or date-time", key=param) from None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        return parse_instant(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=param) from None
+
+
+def _short(value: str | None, param: str) -> str | None:
+    if value is not None and len(value) > MAX_ID_CHARS:
+        raise ConfigError(f"longer than {MAX_ID_CHARS} characters", key=param)
+    return value
 
 
 def _row_json(r: AccountRow) -> dict[str, Any]:
@@ -180,24 +223,32 @@ def create_accounts_app(
                 )
             try:
                 return await handler(request, token)
+            except BodyTooLarge as exc:
+                return _error(413, "body_too_large", exc.one_line())
+            except StoreError as exc:
+                if isinstance(exc, StateConflict):
+                    return _error(409, "state_conflict", exc.one_line())
+                # The detail names the database (host, port, user): it goes to the log only.
+                log.error("account store error on %s: %s", request.url.path, exc.one_line())
+                return _error(
+                    503,
+                    "store_unavailable",
+                    "the account store is unavailable; retry later",
+                    "service_unavailable",
+                )
             except GeogateError as exc:
                 status = 400 if isinstance(exc, ConfigError) else exc.http_status
-                return _error(status, type(exc).__name__.lower(), exc.one_line())
+                return _error(status, _code(exc), exc.one_line(), _type(status))
 
         return endpoint
 
     async def post_events(request: Request, token: ApiToken) -> Response:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_EVENTS_BODY:
-            return _error(413, "too_large", f"body larger than {MAX_EVENTS_BODY} bytes")
-        body = await request.body()
-        if len(body) > MAX_EVENTS_BODY:
-            return _error(413, "too_large", f"body larger than {MAX_EVENTS_BODY} bytes")
+        body = await read_body(request, limit=MAX_EVENTS_BODY)
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             return _error(400, "not_utf8", "the body must be UTF-8 JSON")
-        items = read_json_payload(text, source="request")
+        items = await run_in_threadpool(read_json_payload, text, source="request")
         events = [i for i in items if isinstance(i, Event)]
         rejected = [i for i in items if isinstance(i, Rejected)]
 
@@ -231,12 +282,12 @@ def create_accounts_app(
         )
 
     async def list_accounts(request: Request, token: ApiToken) -> Response:
-        state = request.query_params.get("state")
-        try:
-            limit = min(int(request.query_params.get("limit", "100")), 10_000)
-        except ValueError:
-            raise ConfigError("must be a number", key="limit") from None
-        after = request.query_params.get("after")
+        state = _short(request.query_params.get("state"), "state")
+        raw_limit = request.query_params.get("limit", "100")
+        if not (raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_PAGE):
+            raise ConfigError(f"must be a whole number from 1 to {MAX_PAGE}", key="limit")
+        limit = int(raw_limit)
+        after = _short(request.query_params.get("after"), "after")
 
         def read() -> list[AccountRow]:
             rows = []
@@ -257,7 +308,7 @@ def create_accounts_app(
         )
 
     async def show_account(request: Request, token: ApiToken) -> Response:
-        account = request.path_params["account"]
+        account = _short(request.path_params["account"], "account") or ""
 
         def read() -> dict[str, Any] | None:
             row = store.get_account(account)
@@ -274,14 +325,15 @@ def create_accounts_app(
         return JSONResponse(data)
 
     async def explain_account(request: Request, token: ApiToken) -> Response:
-        account = request.path_params["account"]
+        account = _short(request.path_params["account"], "account") or ""
         at_param = request.query_params.get("at")
+        at = _when(at_param, "at") if at_param else None
 
         def read() -> dict[str, Any] | None:
             row = store.get_account(account)
             if row is None:
                 return None
-            when = _when(at_param, "at") if at_param else (row.last_seen or clock())
+            when = at or row.last_seen or clock()
             fresh, assessment = enforcer.assess_account(account, at=when)
             if fresh is None or assessment is None:
                 return None
@@ -313,7 +365,7 @@ def create_accounts_app(
     }
 
     async def operate(request: Request, token: ApiToken) -> Response:
-        account = request.path_params["account"]
+        account = _short(request.path_params["account"], "account") or ""
         action = actions.get(request.path_params["action"])
         if action is None:
             return _error(404, "not_found", f"unknown action (one of {', '.join(actions)})")
@@ -321,6 +373,8 @@ def create_accounts_app(
         note = data.get("note")
         if note is not None and not isinstance(note, str):
             raise ConfigError("must be a string", key="note")
+        if note is not None and len(note) > MAX_NOTE_CHARS:
+            raise ConfigError(f"longer than {MAX_NOTE_CHARS} characters", key="note")
 
         def apply() -> TransitionRow:
             with lock:
@@ -407,17 +461,41 @@ def create_accounts_app(
         Route("/v1/enforce", guarded(Role.VIEWER, enforce), methods=["POST"]),
         Route("/v1/audit/verify", guarded(Role.VIEWER, verify_audit), methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s", request.url.path)
+        return _error(500, "internal_error", "internal error", "server_error")
+
+    return Starlette(
+        routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error}
+    )
+
+
+def _code(exc: GeogateError) -> str:
+    """The error code of a refused request: the error's class in snake case."""
+    name = type(exc).__name__
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def _type(status: int) -> str:
+    return {
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        409: "conflict_error",
+        413: "invalid_request_error",
+        503: "service_unavailable",
+    }.get(status, "invalid_request_error" if status < 500 else "server_error")
 
 
 async def _json_body(request: Request) -> Mapping[str, Any]:
-    body = await request.body()
+    body = await read_body(request, limit=MAX_JSON_BODY)
     if not body.strip():
         return {}
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ConfigError("the body must be a JSON object", key="body") from None
+        data = loads_bounded(body)
+    except ValueError as exc:
+        raise ConfigError(f"the body must be a JSON object ({exc})", key="body") from None
     if not isinstance(data, dict):
         raise ConfigError("the body must be a JSON object", key="body")
     return data

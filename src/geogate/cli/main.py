@@ -19,8 +19,9 @@ from rich.table import Table
 
 from geogate import __version__
 from geogate.client_ip import parse_ip
+from geogate.clock import parse_instant
 from geogate.decide import Decider, Decision
-from geogate.errors import ConfigError, GeogateError
+from geogate.errors import ClientIPError, ConfigError, GeogateError
 from geogate.policy.model import Action, Mode, Policy, PolicySet
 from geogate.policy.parse import load_policy, load_policy_set, resolve_policy_path
 
@@ -77,12 +78,9 @@ def parse_when(text: str | None, *, option: str = "--at") -> datetime:
     if text is None:
         return datetime.now(UTC)
     try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(
-            f"{text!r} is not a date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM:SSZ)", key=option
-        ) from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return parse_instant(text)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=option) from None
 
 
 def load_policies(specs: list[str] | None) -> PolicySet:
@@ -139,21 +137,37 @@ def check(
     account: Annotated[str | None, typer.Option(help="Account id, for exemptions.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """Decide what the policy does to requests from these addresses."""
+    """Decide what the policy does to requests from these addresses.
+
+    A malformed address is reported in one line on stderr (exit code 2); the valid ones are
+    decided and printed all the same.
+    """
     when = parse_when(at)
-    for ip in ips:  # reject bad input before loading anything
-        parse_ip(ip)
-    decider = Decider(load_policies(policy), load_snapshot(snapshot))
-    rows = [(ip, decider.decide(ip, account=account, at=when)) for ip in ips]
-    if as_json:
-        for ip, d in rows:
-            out.print_json(
-                json.dumps({"ip": ip, "at": when.isoformat(), **d.to_dict()}), indent=None
-            )
-        return
-    out.print(_decisions_table(rows, f"{rows[0][1].policy} at {when.isoformat()}"))
-    for ip, d in rows:
-        out.print(f"{ip}: {d.explain()}")
+    valid: list[str] = []
+    problems: list[ClientIPError] = []
+    for ip in ips:  # sort bad input out before loading anything
+        try:
+            parse_ip(ip)
+        except ClientIPError as exc:
+            problems.append(exc)
+        else:
+            valid.append(ip)
+    if valid:
+        decider = Decider(load_policies(policy), load_snapshot(snapshot))
+        rows = [(ip, decider.decide(ip, account=account, at=when)) for ip in valid]
+        if as_json:
+            for ip, d in rows:
+                out.print_json(
+                    json.dumps({"ip": ip, "at": when.isoformat(), **d.to_dict()}), indent=None
+                )
+        else:
+            out.print(_decisions_table(rows, f"{rows[0][1].policy} at {when.isoformat()}"))
+            for ip, d in rows:
+                out.print(f"{ip}: {d.explain()}")
+    for problem in problems:
+        err.print(f"geogate: error: {problem.one_line()}", markup=False)
+    if problems:
+        raise typer.Exit(problems[0].exit_code)
 
 
 @policy_app.command("check")

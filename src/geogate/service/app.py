@@ -23,14 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import math
 import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from starlette.applications import Starlette
@@ -41,9 +40,10 @@ from starlette.routing import Route
 
 from geogate import __version__
 from geogate.client_ip import parse_ip
-from geogate.clock import Clock
+from geogate.clock import Clock, parse_instant
 from geogate.decide import Decision
 from geogate.errors import ClientIPError, GeogateError
+from geogate.json_limits import loads_bounded
 from geogate.service.accounts import (
     ACCOUNT_PATHS,
     AccountsWiring,
@@ -395,10 +395,9 @@ class ProxyAuthEndpoint:
 
 
 def _parse_at(value: object) -> datetime:
-    if not isinstance(value, str):
+    if not isinstance(value, str) or len(value) > 64:
         raise ValueError("expected an RFC 3339 date-time string")
-    when = datetime.fromisoformat(value.strip())
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return parse_instant(value)
 
 
 def _chain(value: object, param: str) -> str | list[str] | None:
@@ -439,8 +438,8 @@ class DecideEndpoint:
             return
         started = time.perf_counter()
         try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+            data = loads_bounded(raw)
+        except ValueError as exc:
             service.metrics.error("decide", "invalid_json")
             message = str(exc).splitlines()[0] if str(exc) else "empty body"
             await send_error(
@@ -526,8 +525,11 @@ class DecideEndpoint:
         if data.get("at") is not None:
             try:
                 _parse_at(data["at"])
-            except ValueError:
-                return "at", "at must be an RFC 3339 date-time such as 2024-07-10T00:00:00Z"
+            except ValueError as exc:
+                return (
+                    "at",
+                    f"at must be an RFC 3339 date-time such as 2024-07-10T00:00:00Z ({exc})",
+                )
         return None
 
 

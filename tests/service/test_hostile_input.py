@@ -1,0 +1,241 @@
+"""Hostile input at the service's edges: every reproducer of the hardening issue answers a 4xx
+JSON error in the documented shape (never 500), bodies are bounded while they are read, and a
+bad event line is rejected alone while the rest of the batch is stored. Real SQLite and
+PostgreSQL stores, the service app called in process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from tests.service.conftest import Addresses
+from tests.service.support import AsgiClient
+
+from geogate.service.app import create_app, service_of
+from geogate.service.config import ServiceConfig, load_config
+
+OPERATOR = "operator-secret-0123456789"
+VIEWER = "viewer-secret-0123456789ab"
+YEAR_ONE = "0001-01-01T00:00:00+01:00"
+
+
+def auth(token: str = OPERATOR) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_error(response: object, status: int, code: str | None = None) -> dict[str, object]:
+    """The response has ``status`` and the documented error shape (and ``code`` if given)."""
+    assert response.status_code == status, response.text  # type: ignore[attr-defined]
+    body = response.json()  # type: ignore[attr-defined]
+    assert set(body["error"]) == {"code", "message", "type", "param"}, body
+    assert "\n" not in body["error"]["message"]
+    if code is not None:
+        assert body["error"]["code"] == code, body
+    return body["error"]  # type: ignore[no-any-return]
+
+
+def service_app(tmp_path: Path, db: str) -> AsgiClient:
+    config = tmp_path / "geogate.toml"
+    config.write_text(
+        "[serve]\n"
+        'trusted_proxies = ["127.0.0.1/32"]\n'
+        "[accounts]\n"
+        f"db = {json.dumps(db)}\n"
+        f'[[accounts.tokens]]\nname = "ops"\nrole = "operator"\nsecret = "{OPERATOR}"\n'
+        f'[[accounts.tokens]]\nname = "auditor"\nrole = "viewer"\nsecret = "{VIEWER}"\n',
+        encoding="utf-8",
+    )
+    app = create_app(load_config(config), handle_sighup=False)
+    return AsgiClient(app)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[AsgiClient]:
+    client = service_app(tmp_path, f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        yield client
+    finally:
+        client.close()
+        service_of(client.app).close()  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def plain() -> Iterator[AsgiClient]:
+    """The decision service without an account store."""
+    app = create_app(ServiceConfig(), handle_sighup=False)
+    with AsgiClient(app) as client:
+        yield client
+
+
+def good_request(addresses: Addresses, minute: int = 0, account: str = "acct-ok") -> str:
+    return json.dumps(
+        {
+            "type": "request",
+            "ts": f"2024-07-20T10:{minute:02d}:00Z",
+            "account": account,
+            "ip": addresses.us4,
+        }
+    )
+
+
+BAD_LINES = [
+    # year 1 with a positive offset cannot even be converted to UTC (OverflowError before)
+    '{"type":"request","ts":"0001-01-01T00:00:00+01:00","account":"a","ip":"8.8.8.8"}',
+    '{"type":"payment","ts":"2024-07-01T00:00:00Z","account":"a","amount":' + "9" * 401 + "}",
+    '{"type":"payment","ts":"2024-07-01T00:00:00Z","account":"a","amount":' + "9" * 5001 + "}",
+    '{"type":"request","ts":"2200-01-01T00:00:00Z","account":"a","ip":"8.8.8.8"}',
+    "[" * 60_000,
+]
+
+
+# ----- POST /v1/decide (unauthenticated) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (json.dumps({"ip": "8.8.8.8", "at": YEAR_ONE}), "invalid_parameter"),
+        (json.dumps({"ip": "8.8.8.8", "at": "2200-01-01T00:00:00Z"}), "invalid_parameter"),
+        (json.dumps({"ip": "8.8.8.8", "at": "1969-12-31"}), "invalid_parameter"),
+        ("[" * 60_000, "invalid_json"),
+        ('{"ip": "8.8.8.8", "headers": ' + '{"a": ' * 40 + '"x"' + "}" * 41, "invalid_json"),
+        ('{"ip": "8.8.8.8", "account": ' + "1" * 5000 + "}", "invalid_json"),
+        (b"\xff\xfe{", "invalid_json"),
+    ],
+)
+def test_decide_rejects_hostile_bodies_with_400(
+    plain: AsgiClient, body: str | bytes, code: str
+) -> None:
+    """Each of these answered 500 (OverflowError, RecursionError) or was decoded whole."""
+    response = plain.post("/v1/decide", content=body, headers={"content-type": "application/json"})
+    assert_error(response, 400, code)
+
+
+def test_decide_body_limit_holds_for_chunked_bodies(plain: AsgiClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(100):
+            yield b" " * 4096  # 400 KiB in total, no Content-Length
+
+    assert_error(plain.post("/v1/decide", content=chunks()), 413, "body_too_large")
+
+
+# ----- the account API --------------------------------------------------------------------
+
+
+def test_bad_event_lines_are_rejected_alone_over_http(
+    service: AsgiClient, addresses: Addresses
+) -> None:
+    """207 listing each bad line by number; the good lines around them are stored."""
+    lines = [good_request(addresses, 0), *BAD_LINES, good_request(addresses, 1)]
+    response = service.post("/v1/events", content="\n".join(lines) + "\n", headers=auth())
+    assert response.status_code == 207, response.text
+    report = response.json()
+    assert report["inserted"] == 2
+    assert [r["line"] for r in report["rejected"]] == [2, 3, 4, 5, 6]
+    messages = [r["error"] for r in report["rejected"]]
+    assert "outside the years 1970 to 2100" in messages[0]
+    assert "amount" in messages[1]
+    assert "5001 digits" in messages[2]
+    assert "outside the years 1970 to 2100" in messages[3]
+    assert "nested deeper" in messages[4]
+    # The same records as one JSON array: the same outcome, record by record.
+    array = "[" + ",".join([good_request(addresses, 2), *BAD_LINES[:4]]) + "]"
+    response = service.post("/v1/events", content=array, headers=auth())
+    assert response.status_code == 207, response.text
+    assert [r["line"] for r in response.json()["rejected"]] == [2, 3, 4, 5]
+    assert response.json()["inserted"] == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/events", "[" * 60_000),
+        ("/v1/events", "[" + "[" * 40 + "]" * 40 + "]"),
+        ("/v1/enforce", "[" * 60_000),
+        ("/v1/enforce", '{"at": ' + "[" * 100 + "]" * 100 + "}"),
+        ("/v1/enforce", json.dumps({"at": YEAR_ONE, "dry_run": True})),
+        ("/v1/accounts/acct-ok/appeal", "{" * 5000),
+    ],
+)
+def test_account_api_rejects_deep_or_out_of_range_json(
+    service: AsgiClient, path: str, body: str
+) -> None:
+    assert_error(service.post(path, content=body, headers=auth()), 400)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["limit=-1", "limit=0", "limit=abc", "limit=99999999999999999999", "after=" + "x" * 300],
+)
+def test_account_list_validates_paging(service: AsgiClient, query: str) -> None:
+    assert_error(service.get(f"/v1/accounts?{query}", headers=auth(VIEWER)), 400)
+
+
+def test_explain_rejects_out_of_range_at(service: AsgiClient, addresses: Addresses) -> None:
+    service.post("/v1/events", content=good_request(addresses), headers=auth())
+    path = "/v1/accounts/acct-ok/explain"
+    assert service.get(path, headers=auth(VIEWER)).status_code == 200
+    for at in (YEAR_ONE, "2200-01-01", "not-a-date"):
+        assert_error(service.get(path, params={"at": at}, headers=auth(VIEWER)), 400)
+
+
+def test_bodies_are_bounded_while_read_on_every_post(
+    service: AsgiClient, addresses: Addresses
+) -> None:
+    """A chunked body (no Content-Length) is cut off at the limit, for a viewer's dry run and
+    an operator's action as for ingestion; nothing is stored."""
+
+    async def chunked(total: int) -> AsyncIterator[bytes]:
+        sent = 0
+        while sent < total:
+            yield b" " * 65_536
+            sent += 65_536
+
+    service.post("/v1/events", content=good_request(addresses), headers=auth())
+    for path, token, size in [
+        ("/v1/events", OPERATOR, 17 * 1024 * 1024),
+        ("/v1/enforce", VIEWER, 1024 * 1024),
+        ("/v1/accounts/acct-ok/appeal", OPERATOR, 1024 * 1024),
+    ]:
+        assert_error(service.post(path, content=chunked(size), headers=auth(token)), 413)
+        declared = {**auth(token), "content-length": str(size)}
+        assert_error(service.post(path, content=b"", headers=declared), 413)
+
+
+def test_operator_note_is_capped(service: AsgiClient, addresses: Addresses) -> None:
+    lines = "".join(good_request(addresses, m) + "\n" for m in range(3))
+    service.post("/v1/events", content=lines, headers=auth())
+    long_note = json.dumps({"note": "x" * 5000})
+    error = assert_error(
+        service.post("/v1/accounts/acct-ok/exempt", content=long_note, headers=auth()), 400
+    )
+    assert "4096" in str(error["message"])
+    shown = service.get("/v1/accounts/acct-ok", headers=auth(VIEWER)).json()
+    assert shown["transitions"] == [] or all(
+        len(t["note"] or "") <= 4096 for t in shown["transitions"]
+    )
+
+
+def test_store_outage_is_its_own_error_and_hides_the_database(
+    tmp_path: Path, postgres_url: str, addresses: Addresses
+) -> None:
+    """503 ``store_unavailable`` (type ``service_unavailable``); neither host nor port nor
+    database name appear in the answer."""
+    client = service_app(tmp_path, postgres_url)
+    try:
+        assert client.post("/v1/events", content=good_request(addresses), headers=auth()).is_success
+        server, name = postgres_url.rsplit("/", 1)
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        response = client.post("/v1/events", content=good_request(addresses, 5), headers=auth())
+        error = assert_error(response, 503, "store_unavailable")
+        assert error["type"] == "service_unavailable"
+        host_port = server.rsplit("@", 1)[-1]
+        for secret in (host_port, *host_port.split(":"), name):
+            assert secret not in response.text
+    finally:
+        client.close()
+        service_of(client.app).close()  # type: ignore[arg-type]
