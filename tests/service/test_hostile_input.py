@@ -239,3 +239,80 @@ def test_store_outage_is_its_own_error_and_hides_the_database(
     finally:
         client.close()
         service_of(client.app).close()  # type: ignore[arg-type]
+
+
+# ----- policies that pass the parser but would break the service -----------------------------
+
+GOOD_POLICY = """
+[policy]
+id = "reload-test"
+version = "1"
+[[rules]]
+id = "cn"
+regions = ["CN"]
+"""
+BROKEN_POLICIES = {
+    "unknown accounts key": GOOD_POLICY + "[accounts]\nbogus = 1\n",
+    "year one with an offset": GOOD_POLICY.replace(
+        'version = "1"', 'version = "1"\neffective = 0001-01-01T00:00:00+01:00'
+    ),
+    "deeply nested array": GOOD_POLICY + "x = " + "[" * 3000 + "]" * 3000 + "\n",
+    "integer of 5000 digits": GOOD_POLICY.replace('version = "1"', "version = " + "9" * 5000),
+}
+
+
+@pytest.mark.parametrize("broken", list(BROKEN_POLICIES))
+def test_reload_of_a_broken_policy_is_422_and_keeps_the_old_state(
+    tmp_path: Path, addresses: Addresses, broken: str
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(GOOD_POLICY, encoding="utf-8")
+    config = tmp_path / "geogate.toml"
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    config.write_text(
+        f"[serve]\npolicy = [{json.dumps(str(policy))}]\n"
+        f"[accounts]\ndb = {json.dumps(db)}\n"
+        f'[[accounts.tokens]]\nname = "ops"\nrole = "operator"\nsecret = "{OPERATOR}"\n',
+        encoding="utf-8",
+    )
+    app = create_app(load_config(config), handle_sighup=False)
+    with AsgiClient(app) as client:
+        policy.write_text(BROKEN_POLICIES[broken], encoding="utf-8")
+        failed = client.post("/admin/reload")
+        error = assert_error(failed, 422, "reload_failed")
+        assert "policy.toml" in str(error["message"])
+        assert 'geogate_reloads_total{result="error"} 1.0' in client.get("/metrics").text
+        assert client.get("/readyz").json()["generation"] == 1
+        # The account API keeps working with the policy that was loaded.
+        ingested = client.post("/v1/events", content=good_request(addresses), headers=auth())
+        assert ingested.status_code == 200, ingested.text
+    service_of(app).close()
+
+
+def test_sighup_with_a_broken_policy_logs_one_line_and_counts_it(tmp_path: Path) -> None:
+    """The SIGHUP path: no unhandled task, one log line, the error metric moves."""
+    import signal  # noqa: PLC0415
+
+    from tests.service.support import start_geogate, wait_until  # noqa: PLC0415
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(GOOD_POLICY, encoding="utf-8")
+    server = start_geogate(tmp_path, "--policy", str(policy))
+    try:
+        policy.write_text(BROKEN_POLICIES["year one with an offset"], encoding="utf-8")
+        server.process.signal(signal.SIGHUP)
+        wait_until(
+            lambda: 'geogate_reloads_total{result="error"} 1.0' in server.get("/metrics").text,
+            timeout=10,
+            what="the failed reload to be counted",
+        )
+        log = server.process.output()
+        failures = [line for line in log.splitlines() if "reload (SIGHUP) failed" in line]
+        assert len(failures) == 1, log
+        assert "outside the years 1970 to 2100" in failures[0]
+        assert server.get("/readyz").json()["generation"] == 1
+        server.process.check_alive()
+    finally:
+        server.process.stop()
+    assert "Traceback" not in server.process.output()
+    assert "Task exception was never retrieved" not in server.process.output()

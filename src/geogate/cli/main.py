@@ -177,8 +177,15 @@ def policy_check(
         bool, typer.Option("--versions", help="Also check the files together as versions.")
     ] = False,
 ) -> None:
-    """Validate policy files; prints one line per file, or the first error with its line."""
+    """Validate policy files; prints one line per file, or the first error with its line.
+
+    Every table is checked, [accounts] included, with the code the service and ingest use.
+    """
+    from geogate.accounts.config import AccountsConfig  # noqa: PLC0415 - keeps startup fast
+
     policies = [load_policy(resolve_policy_path(f)) for f in files]
+    for p in policies:
+        AccountsConfig.from_policy(p)
     if versions:
         PolicySet.of(policies)
     for p in policies:

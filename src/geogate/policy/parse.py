@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from types import MappingProxyType
 
+from geogate.clock import in_range
 from geogate.errors import PolicyError, PolicySyntaxError
 from geogate.policy.model import (
     DEFAULT_ANONYMIZER_ACTIONS,
@@ -77,13 +78,18 @@ class _Locator:
 
 
 def _as_datetime(value: object) -> datetime:
-    """TOML dates and date-times become aware UTC datetimes (a bare date means 00:00 UTC)."""
+    """TOML dates and date-times become aware UTC datetimes (a bare date means 00:00 UTC).
+
+    Raises ValueError for other values and for instants outside the years 1970 to 2100."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+            return in_range(value.replace(tzinfo=UTC))
+        try:
+            return in_range(value.astimezone(UTC))
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 has no UTC equivalent
+            raise ValueError(f"{value.isoformat()} is outside the years 1970 to 2100") from None
     if isinstance(value, date):
-        return datetime.combine(value, time(0, 0), tzinfo=UTC)
+        return in_range(datetime.combine(value, time(0, 0), tzinfo=UTC))
     if isinstance(value, str):
         try:
             return _as_datetime(datetime.fromisoformat(value.replace("Z", "+00:00")))
@@ -176,6 +182,11 @@ def parse_policy(text: str, *, path: str = "<policy>") -> Policy:
         raise PolicySyntaxError(
             f"invalid TOML: {message}", path=path, line=int(m.group(1)) if m else None
         ) from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise PolicySyntaxError("invalid TOML: nested too deeply", path=path) from None
+    except ValueError as exc:  # an integer beyond the interpreter's 4,300-digit limit
+        detail = str(exc).split(";")[0].splitlines()[0] if str(exc) else "bad value"
+        raise PolicySyntaxError(f"invalid TOML: {detail}", path=path) from None
     r = _Reader(text, path)
     r.check_keys(data, _TOP_KEYS, None, None)
 

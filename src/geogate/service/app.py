@@ -36,7 +36,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from geogate import __version__
 from geogate.client_ip import parse_ip
@@ -192,6 +192,18 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
+class ReloadFailed(GeogateError):
+    """A reload failed for a reason no specific check anticipated; the old data stays."""
+
+    http_status = 422
+
+    @classmethod
+    def of(cls, exc: BaseException) -> ReloadFailed:
+        """The error for ``exc``, as one line naming its type."""
+        detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+        return cls(f"unexpected {type(exc).__name__}: {detail}".rstrip(": "))
+
+
 class GeoGateService:
     """The running service: current Engine, account port, metrics and configuration.
 
@@ -249,7 +261,9 @@ class GeoGateService:
     def reload(self, trigger: str) -> Engine:
         """Reload policy and snapshot and swap them in atomically; returns the new Engine.
 
-        On error the running Engine stays, the error propagates and is logged in one line.
+        On error the running Engine stays, the error is logged in one line, counted in
+        ``geogate_reloads_total{result="error"}`` and raised: a :class:`GeogateError` as it is,
+        anything unexpected as :class:`ReloadFailed` (a reload must fail safely, whatever broke).
         """
         # With an account store, a reload waits for the ingestion batch in progress: each
         # batch is located and judged with one policy and one snapshot.
@@ -259,12 +273,15 @@ class GeoGateService:
                 engine = self.ref.reload()
                 if self.wiring is not None:
                     self.wiring.on_reload(engine)
-            except GeogateError as exc:
+            except Exception as exc:  # any failure keeps the running data
                 self.metrics.reloads.labels("error").inc()
+                error = exc if isinstance(exc, GeogateError) else ReloadFailed.of(exc)
                 log.error(
-                    "reload (%s) failed, keeping the previous data: %s", trigger, exc.one_line()
+                    "reload (%s) failed, keeping the previous data: %s", trigger, error.one_line()
                 )
-                raise
+                if error is exc:
+                    raise
+                raise error from exc
             self.metrics.reloads.labels("ok").inc()
             if self.freeze_gc:
                 freeze_heap()
@@ -627,6 +644,7 @@ def create_app(
 
             def on_sighup() -> None:
                 async def run() -> None:
+                    # reload() logged and counted the failure already; the old data stays.
                     with contextlib.suppress(GeogateError):
                         await loop.run_in_executor(None, service.reload, "SIGHUP")
 
@@ -654,6 +672,8 @@ def create_app(
             "no account store: configure [accounts] db to enable the account API"
         )
     )
+    from geogate.console import create_console_app as console_app  # noqa: PLC0415
+
     nginx = ProxyAuthEndpoint(service, name="nginx")
     envoy = ProxyAuthEndpoint(service, name="envoy_http")
     app = Starlette(
@@ -669,6 +689,8 @@ def create_app(
             # Only the account API's own paths go to it, so other paths keep this app's
             # 404/405 answers.
             *(Route(path, accounts_app) for path in ACCOUNT_PATHS),
+            # The operator console (pages for people; same tokens, roles and store).
+            Mount("/console", app=console_app(service)),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,

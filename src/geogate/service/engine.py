@@ -121,6 +121,7 @@ def load_engine(
     nothing (the caller keeps ``previous``).
     """
     policies = load_policy_set([resolve_policy_path(p) for p in config.policies])
+    validate_accounts_tables(policies)
     source = config.snapshot or "embedded"
     try:
         snapshot: Snapshot | None = load_snapshot(config.snapshot)
@@ -140,6 +141,16 @@ def load_engine(
         snapshot_problem=problem,
         generation=(previous.generation + 1) if previous else 1,
     )
+
+
+def validate_accounts_tables(policies: PolicySet) -> None:
+    """Parse the ``[accounts]`` table of every version with the code ingestion uses, so a
+    policy that would break the account API is refused when loaded, not at the first event.
+    Raises PolicySyntaxError."""
+    from geogate.accounts.config import AccountsConfig  # noqa: PLC0415 - not on the hot path
+
+    for policy in policies.versions:
+        AccountsConfig.from_policy(policy)
 
 
 class EngineRef:
