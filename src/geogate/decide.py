@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from geogate.client_ip import TrustedProxies, parse_ip, resolve_client_ip
+from geogate.client_ip import ClientIPHeader, TrustedProxies, parse_ip, resolve_client_ip
 from geogate.clock import Clock, SystemClock
 from geogate.intel.facts import IntelFacts, IntelLookup, NetworkFlag
 from geogate.policy.model import Action, Anonymizer, Policy, PolicySet, Rule
@@ -391,10 +391,12 @@ class Decider:
         trusted: TrustedProxies = TrustedProxies(),  # noqa: B008 - immutable value
         clock: Clock | None = None,
         cache_size: int = 200_000,
+        client_ip_header: ClientIPHeader | str = ClientIPHeader.X_FORWARDED_FOR,
     ) -> None:
         self.policies = policies if isinstance(policies, PolicySet) else PolicySet.of([policies])
         self.intel = intel
         self.trusted = trusted
+        self.client_ip_header = ClientIPHeader.parse(client_ip_header)
         self.clock: Clock = clock or SystemClock()
         self._cache: dict[tuple[int, int], Decision] = {}
         self._cache_size = cache_size
@@ -443,10 +445,17 @@ class Decider:
     ) -> tuple[str, Decision]:
         """Resolve the client address from the peer and headers, then decide.
 
-        Returns the client address used and the decision.
+        Only the Decider's ``client_ip_header`` is read (``x-forwarded-for`` by default, or
+        ``forwarded``), and only from a trusted peer; the other argument is ignored, so a
+        client-sent ``Forwarded`` never overrides the ``X-Forwarded-For`` your proxies set.
+        Returns the client address used and the decision; raises ClientIPError.
         """
         client = resolve_client_ip(
-            peer, x_forwarded_for=x_forwarded_for, forwarded=forwarded, trusted=self.trusted
+            peer,
+            x_forwarded_for=x_forwarded_for,
+            forwarded=forwarded,
+            trusted=self.trusted,
+            header=self.client_ip_header,
         )
         ip = str(client.ip)
         return ip, self.decide(ip, account=account, at=at)
