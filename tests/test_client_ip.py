@@ -74,13 +74,96 @@ def test_all_hops_trusted_gives_leftmost() -> None:
     assert str(c.ip) == "10.0.0.5"
 
 
+def forwarded(header: str, peer: str = "::1") -> str:
+    """The client address resolved from a Forwarded header sent by a trusted proxy."""
+    return str(resolve_client_ip(peer, forwarded=header, trusted=TRUSTED, header="forwarded").ip)
+
+
 def test_forwarded_header_rfc7239() -> None:
     header = 'for=192.0.2.60;proto=http;by=203.0.113.43, for="[2001:db8:cafe::17]:4711"'
-    c = resolve_client_ip("::1", forwarded=header, trusted=TRUSTED)
+    c = resolve_client_ip("::1", forwarded=header, trusted=TRUSTED, header="forwarded")
     assert str(c.ip) == "2001:db8:cafe::17"
     assert c.source == "forwarded"
-    c = resolve_client_ip("::1", forwarded="for=192.0.2.60:8080", trusted=TRUSTED)
-    assert str(c.ip) == "192.0.2.60"
+    assert forwarded("for=192.0.2.60:8080") == "192.0.2.60"
+
+
+@pytest.mark.parametrize(
+    ("header", "client"),
+    [
+        # RFC 7239 section 4 and 7.1 examples
+        ('for="_gazonk"', None),
+        ('For="[2001:db8:cafe::17]:4711"', "2001:db8:cafe::17"),
+        ("for=192.0.2.60;proto=http;by=203.0.113.43", "192.0.2.60"),
+        ("for=192.0.2.43, for=198.51.100.17", "198.51.100.17"),
+        # a comma or semicolon inside quotes belongs to the value (the issue's reproducer)
+        ('for=59.224.0.1;ext="x, for=8.8.8.8 y"', "59.224.0.1"),
+        ('for=59.224.0.1;ext="a;for=8.8.8.8"', "59.224.0.1"),
+        # escapes inside quoted strings
+        ('for="192.0.2.7";ext="a\\"b, for=8.8.8.8"', "192.0.2.7"),
+        # empty list elements and optional whitespace
+        (" for=192.0.2.9 ; proto=https ,  , ", "192.0.2.9"),
+        # trusted proxies to the right are walked over, obfuscated ones on the left never read
+        ('for=_hidden, for=192.0.2.9, for="10.0.0.3:_port"', "192.0.2.9"),
+    ],
+)
+def test_forwarded_follows_the_rfc7239_grammar(header: str, client: str | None) -> None:
+    if client is None:
+        with pytest.raises(ClientIPError, match="hides the client"):
+            forwarded(header)
+    else:
+        assert forwarded(header) == client
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        'for="192.0.2.1',  # unterminated quote
+        "for",  # no value
+        "for=",  # empty value
+        "for=192.0.2.1;for=192.0.2.2",  # a parameter twice in one element
+        "for=192.0.2.1 junk",  # junk after a pair
+        'for="192.0.2.1:99999x"',  # bad port
+        "for=[2001:db8::1",  # unbalanced bracket
+        "proto=https",  # the hop names no client
+        'for="\\',  # dangling escape
+    ],
+)
+def test_malformed_forwarded_is_a_client_ip_error(header: str) -> None:
+    with pytest.raises(ClientIPError):
+        forwarded(header)
+
+
+def test_only_the_configured_header_is_read() -> None:
+    """A client-sent Forwarded never overrides the X-Forwarded-For the proxies set (and the
+    other way round), whatever the caller passes."""
+    both = {"x_forwarded_for": "198.51.100.7", "forwarded": "for=8.8.8.8"}
+    assert str(resolve_client_ip("127.0.0.1", **both, trusted=TRUSTED).ip) == "198.51.100.7"
+    got = resolve_client_ip("127.0.0.1", **both, trusted=TRUSTED, header="forwarded")
+    assert str(got.ip) == "8.8.8.8"
+    # Only the unconfigured header present: it is not read at all.
+    only_fwd = resolve_client_ip("127.0.0.1", forwarded="for=8.8.8.8", trusted=TRUSTED)
+    assert (str(only_fwd.ip), only_fwd.source) == ("127.0.0.1", "peer")
+    with pytest.raises(ClientIPError, match="client_ip_header"):
+        resolve_client_ip("127.0.0.1", trusted=TRUSTED, header="x-real-ip")
+
+
+def test_decider_reads_only_its_configured_header() -> None:
+    from geogate.decide import Decider  # noqa: PLC0415
+    from geogate.intel.snapshot import Snapshot  # noqa: PLC0415
+    from geogate.policy.parse import load_policy_set, resolve_policy_path  # noqa: PLC0415
+
+    policies = load_policy_set([resolve_policy_path("builtin:unsupported-regions")])
+    snap = Snapshot.embedded()
+    xff_decider = Decider(policies, snap, trusted=TRUSTED)
+    ip, _ = xff_decider.decide_request(
+        "10.0.0.1", x_forwarded_for="198.51.100.7", forwarded="for=8.8.8.8"
+    )
+    assert ip == "198.51.100.7"
+    fwd_decider = Decider(policies, snap, trusted=TRUSTED, client_ip_header="forwarded")
+    ip, _ = fwd_decider.decide_request(
+        "10.0.0.1", x_forwarded_for="198.51.100.7", forwarded="for=8.8.8.8"
+    )
+    assert ip == "8.8.8.8"
 
 
 def test_multiple_header_lines_are_joined_in_order() -> None:
@@ -113,9 +196,12 @@ def test_hostile_headers_from_a_trusted_peer_are_rejected(xff: str, message: str
 def test_header_from_untrusted_peer_never_changes_the_client(
     peer: ipaddress.IPv4Address, xff: str, fwd: str
 ) -> None:
-    c = resolve_client_ip(str(peer), x_forwarded_for=xff, forwarded=fwd, trusted=TRUSTED)
-    assert c.ip == peer
-    assert c.source == "peer"
+    for header in ("x-forwarded-for", "forwarded"):
+        c = resolve_client_ip(
+            str(peer), x_forwarded_for=xff, forwarded=fwd, trusted=TRUSTED, header=header
+        )
+        assert c.ip == peer
+        assert c.source == "peer"
 
 
 @given(

@@ -8,6 +8,7 @@ untrusted peer is ignored entirely, so a client cannot choose its own location b
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
@@ -83,21 +84,157 @@ class ClientIP:
         return str(self.ip)
 
 
-_FORWARDED_FOR = re.compile(r'(?i)(?:^|[;,\s])for\s*=\s*("([^"]*)"|[^;,\s]*)')
+class ClientIPHeader(enum.StrEnum):
+    """The one forwarding header a deployment's trusted proxies maintain (nginx's
+    ``real_ip_header``).
+
+    Only this header is read; the other is ignored entirely, even from a trusted peer: proxies
+    pass headers they do not maintain through untouched, so a client could otherwise choose its
+    own address by sending the one the proxies leave alone.
+    """
+
+    X_FORWARDED_FOR = "x-forwarded-for"
+    FORWARDED = "forwarded"
+
+    @classmethod
+    def parse(cls, value: str | ClientIPHeader) -> ClientIPHeader:
+        """``x-forwarded-for`` or ``forwarded`` (any case); raises :class:`ClientIPError`."""
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            raise ClientIPError(
+                "client_ip_header must be 'x-forwarded-for' or 'forwarded'", value=str(value)
+            ) from None
 
 
-def _forwarded_for_values(header: str) -> list[str]:
-    """The ``for=`` values of an RFC 7239 ``Forwarded`` header, in order."""
-    values = []
-    for element in header.split(","):
-        m = _FORWARDED_FOR.search(element)
-        if m:
-            values.append(m.group(2) if m.group(2) is not None else m.group(1))
-    return values
+# RFC 7230 token characters (the names and unquoted values of RFC 7239 parameters). Unquoted
+# node values also get ":", "[" and "]": RFC 7239 wants "1.2.3.4:80" and IPv6 nodes quoted, but
+# proxies send them bare, and accepting them widens nothing (the node is parsed strictly).
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_VALUE_CHAR = _TCHAR | frozenset(":[]")
+_OBF = re.compile(r"_[A-Za-z0-9._-]+")
+_PORT = re.compile(r"[0-9]{1,5}|_[A-Za-z0-9._-]+")
+_WS = " \t"
+
+
+def parse_forwarded(header: str) -> list[dict[str, str]]:
+    """The elements of an RFC 7239 ``Forwarded`` header, each as {lower-case name: value}.
+
+    Follows the grammar of RFC 7239 section 4: elements separated by commas, pairs by
+    semicolons, values tokens or quoted strings with backslash escapes (a comma or semicolon
+    inside quotes is part of the value). Raises :class:`ClientIPError` for anything else: an
+    unterminated quote, a pair without ``=``, a bad character, a parameter given twice in one
+    element. Empty elements (``a, , b``) are skipped, as RFC 7230's list rule allows.
+    """
+    if len(header) > MAX_HEADER_CHARS:
+        raise ClientIPError(f"Forwarded header longer than {MAX_HEADER_CHARS} characters")
+    elements: list[dict[str, str]] = []
+    element: dict[str, str] = {}
+    i, n = 0, len(header)
+    while True:
+        while i < n and header[i] in _WS:
+            i += 1
+        if i < n and header[i] not in ",;":
+            start = i
+            while i < n and header[i] in _TCHAR:
+                i += 1
+            name = header[start:i].lower()
+            if not name or i >= n or header[i] != "=":
+                raise ClientIPError(
+                    "malformed Forwarded header (expected name=value)", value=header[:120]
+                )
+            i += 1
+            if i < n and header[i] == '"':
+                i += 1
+                chars: list[str] = []
+                while True:
+                    if i >= n:
+                        raise ClientIPError(
+                            "malformed Forwarded header (unterminated quoted string)",
+                            value=header[:120],
+                        )
+                    c = header[i]
+                    if c == "\\":
+                        if i + 1 >= n:
+                            raise ClientIPError(
+                                "malformed Forwarded header (dangling escape)", value=header[:120]
+                            )
+                        chars.append(header[i + 1])
+                        i += 2
+                        continue
+                    if c == '"':
+                        i += 1
+                        break
+                    if c < " " and c != "\t":
+                        raise ClientIPError(
+                            "malformed Forwarded header (control character)", value=header[:120]
+                        )
+                    chars.append(c)
+                    i += 1
+                value = "".join(chars)
+            else:
+                start = i
+                while i < n and header[i] in _VALUE_CHAR:
+                    i += 1
+                value = header[start:i]
+                if not value:
+                    raise ClientIPError(
+                        "malformed Forwarded header (empty value)", value=header[:120]
+                    )
+            if name in element:
+                raise ClientIPError(
+                    f"malformed Forwarded header ({name}= twice in one element)", value=header[:120]
+                )
+            element[name] = value
+            while i < n and header[i] in _WS:
+                i += 1
+        if i >= n:
+            break
+        c = header[i]
+        i += 1
+        if c == ",":
+            if element:
+                elements.append(element)
+            element = {}
+        elif c != ";":
+            raise ClientIPError(
+                f"malformed Forwarded header (unexpected {c!r})", value=header[:120]
+            )
+    if element:
+        elements.append(element)
+    return elements
+
+
+def _forwarded_nodes(header: str) -> list[str | None]:
+    """The ``for=`` node of each element, oldest first (None for an element without one)."""
+    return [element.get("for") for element in parse_forwarded(header)]
+
+
+def _node_address(node: str) -> str | None:
+    """The address of an RFC 7239 node (section 6), None for ``unknown`` or an obfuscated
+    identifier (``_hidden``); raises :class:`ClientIPError` for a malformed node."""
+    node = node.strip()
+    if node.lower() == "unknown" or _OBF.fullmatch(node):
+        return None
+    if node.startswith("["):
+        end = node.find("]")
+        if end == -1:
+            raise ClientIPError("unbalanced bracket in forwarded address", value=node)
+        rest = node[end + 1 :]
+        if rest and not (rest.startswith(":") and _PORT.fullmatch(rest[1:])):
+            raise ClientIPError("malformed port in forwarded address", value=node)
+        return node[1:end]
+    if node.count(":") == 1:  # IPv4 with a port; a bare IPv6 address has several colons
+        host, port = node.split(":", 1)
+        if not _PORT.fullmatch(port):
+            raise ClientIPError("malformed port in forwarded address", value=node)
+        return host
+    return node
 
 
 def _strip_port(node: str) -> str:
-    """An RFC 7239 node (``"[2001:db8::1]:4711"``, ``1.2.3.4:80``) without brackets and port."""
+    """An X-Forwarded-For entry (``1.2.3.4``, ``1.2.3.4:80``, ``[2001:db8::1]:443``) without
+    brackets and port."""
     node = node.strip()
     if node.startswith("["):
         end = node.find("]")
@@ -109,18 +246,33 @@ def _strip_port(node: str) -> str:
     return node
 
 
-def _chain(x_forwarded_for: str | None, forwarded: str | None) -> tuple[list[str], str]:
-    if forwarded:
+def _join(value: str | Sequence[str] | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return ", ".join(value)
+
+
+def _chain(
+    header: ClientIPHeader, x_forwarded_for: str | None, forwarded: str | None
+) -> tuple[list[str | None], str]:
+    """The nodes of the configured header, oldest first (None: a hop that hides its address)."""
+    if header is ClientIPHeader.FORWARDED:
+        if not forwarded:
+            return [], "peer"
         if len(forwarded) > MAX_HEADER_CHARS:
             raise ClientIPError(f"Forwarded header longer than {MAX_HEADER_CHARS} characters")
-        return [_strip_port(v) for v in _forwarded_for_values(forwarded)], "forwarded"
-    if x_forwarded_for:
-        if len(x_forwarded_for) > MAX_HEADER_CHARS:
-            raise ClientIPError(f"X-Forwarded-For header longer than {MAX_HEADER_CHARS} characters")
-        return [_strip_port(v) for v in x_forwarded_for.split(",") if v.strip()], (
-            "x-forwarded-for"
-        )
-    return [], "peer"
+        nodes = _forwarded_nodes(forwarded)
+        if len(nodes) > MAX_HOPS:
+            raise ClientIPError(f"forwarding chain has more than {MAX_HOPS} hops")
+        return nodes, "forwarded"
+    if not x_forwarded_for:
+        return [], "peer"
+    if len(x_forwarded_for) > MAX_HEADER_CHARS:
+        raise ClientIPError(f"X-Forwarded-For header longer than {MAX_HEADER_CHARS} characters")
+    entries: list[str | None] = [v.strip() for v in x_forwarded_for.split(",") if v.strip()]
+    if len(entries) > MAX_HOPS:
+        raise ClientIPError(f"forwarding chain has more than {MAX_HOPS} hops")
+    return entries, "x-forwarded-for"
 
 
 def resolve_client_ip(
@@ -129,32 +281,40 @@ def resolve_client_ip(
     x_forwarded_for: str | Sequence[str] | None = None,
     forwarded: str | Sequence[str] | None = None,
     trusted: TrustedProxies = TrustedProxies(),
+    header: ClientIPHeader | str = ClientIPHeader.X_FORWARDED_FOR,
 ) -> ClientIP:
     """The effective client address of a request.
 
-    ``peer`` is the address of the connection. Several header lines of the same name may be
-    given as a sequence; they are joined in order, as RFC 7230 says. ``Forwarded`` (RFC 7239)
-    wins over ``X-Forwarded-For`` when both are present. Raises :class:`ClientIPError` for a
-    malformed peer, an over-long header, too many hops, or a malformed address that the walk
-    reaches; entries left of the client are never parsed, so junk there cannot matter.
+    ``peer`` is the address of the connection. Only the ``header`` the deployment's proxies
+    maintain is read (``x-forwarded-for`` by default, or ``forwarded`` for RFC 7239); the
+    other argument is ignored entirely, so a client cannot pick its address by sending the
+    header the proxies pass through untouched. Several header lines of the same name may be
+    given as a sequence; they are joined in order, as RFC 7230 says. Raises
+    :class:`ClientIPError` for a malformed peer, an over-long or malformed header, too many
+    hops, or a malformed, ``unknown`` or obfuscated address that the walk reaches; entries left
+    of the client are never parsed as addresses, so junk there cannot matter.
     """
+    which = header if isinstance(header, ClientIPHeader) else ClientIPHeader.parse(header)
     peer_ip = parse_ip(peer)
     if not trusted or peer_ip not in trusted:
         return ClientIP(ip=peer_ip, source="peer")
-    if not isinstance(x_forwarded_for, str | None):
-        x_forwarded_for = ", ".join(x_forwarded_for)
-    if not isinstance(forwarded, str | None):
-        forwarded = ", ".join(forwarded)
-    nodes, source = _chain(x_forwarded_for, forwarded)
-    if len(nodes) > MAX_HOPS:
-        raise ClientIPError(f"forwarding chain has more than {MAX_HOPS} hops")
+    nodes, source = _chain(which, _join(x_forwarded_for), _join(forwarded))
     walked: list[IPAddress] = [peer_ip]
     for node in reversed(nodes):
-        if node.lower() == "unknown" or node.startswith("_"):
+        address = None if node is None else _hop_address(node, which)
+        if address is None:
             raise ClientIPError("forwarding chain hides the client address", value=node)
-        ip = parse_ip(node)
+        ip = parse_ip(address)
         if ip not in trusted:
             return ClientIP(ip=ip, source=source, proxies=tuple(walked))
         walked.append(ip)
     # Every hop is a trusted proxy: the leftmost one is the best we know (nginx does the same).
     return ClientIP(ip=walked[-1], source=source if nodes else "peer", proxies=tuple(walked[:-1]))
+
+
+def _hop_address(node: str, header: ClientIPHeader) -> str | None:
+    if header is ClientIPHeader.FORWARDED:
+        return _node_address(node)
+    if node.lower() == "unknown" or node.startswith("_"):
+        return None
+    return _strip_port(node)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from geogate.accounts_api.tokens import ApiToken, Role
-from geogate.client_ip import TrustedProxies
+from geogate.client_ip import ClientIPHeader, TrustedProxies
 from geogate.errors import ClientIPError, ConfigError
 from geogate.secret import Secret
 
@@ -49,16 +49,7 @@ class FailMode(enum.StrEnum):
 
 LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug")
 
-
-class ClientIPHeader(enum.StrEnum):
-    """The forwarding header the trusted proxies maintain (nginx's ``real_ip_header``).
-
-    Only this one is read: a client can send the other one through proxies that pass it on
-    untouched, so believing both would let it choose its address.
-    """
-
-    X_FORWARDED_FOR = "x-forwarded-for"
-    FORWARDED = "forwarded"
+__all__ = ["ClientIPHeader", "FailMode", "ServiceConfig", "load_config"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -279,13 +279,13 @@ def enforce(
     Never raises for bad input: a malformed address or header gives status 400.
     """
     when = at if at is not None else engine.clock.now()
-    if engine.client_header is ClientIPHeader.FORWARDED:
-        x_forwarded_for = None
-    else:
-        forwarded = None
     try:
         client = resolve_client_ip(
-            peer, x_forwarded_for=x_forwarded_for, forwarded=forwarded, trusted=engine.trusted
+            peer,
+            x_forwarded_for=x_forwarded_for,
+            forwarded=forwarded,
+            trusted=engine.trusted,
+            header=engine.client_header,
         )
     except ClientIPError as exc:
         return Verdict(
