@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SYSTEM_PACKAGES := nginx wrk postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install system-deps lint typecheck unit bench
+.PHONY: demo test install system-deps lint typecheck unit bench bench-judgement
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,8 @@ bench: install
 	$(BIN)/python bench/bench_decide.py
 	$(BIN)/python bench/bench_service.py
 	$(BIN)/python bench/bench_accounts.py
+
+# Labelled account traffic judged by the account engine (bench/judgement/README.md);
+# exits non-zero when precision, recall or weak-decided blocks miss their targets.
+bench-judgement: install
+	$(BIN)/python -m bench.judgement.run
