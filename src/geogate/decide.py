@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from geogate.client_ip import ClientIPHeader, TrustedProxies, parse_ip, resolve_client_ip
 from geogate.clock import Clock, SystemClock
+from geogate.intel.addresses import embedded_ipv4_text
 from geogate.intel.facts import IntelFacts, IntelLookup, NetworkFlag
 from geogate.policy.model import Action, Anonymizer, Policy, PolicySet, Rule
 
@@ -43,6 +44,8 @@ class Reason(enum.StrEnum):
     ACCOUNT_BLOCKED = "account_blocked"
     INTEL_UNAVAILABLE = "intel_unavailable"  # fail mode path: no snapshot to decide with
     INVALID_ADDRESS = "invalid_address"
+    ANONYMIZER_RESIDENTIAL_PROXY = "anonymizer_residential_proxy"
+    ANONYMOUS_NETWORK = "anonymous_network"  # a vendor's "anonymous" without a kind
 
 
 REASON_BITS: Mapping[Reason, int] = {r: 1 << i for i, r in enumerate(Reason)}
@@ -53,6 +56,12 @@ _FLAG_REASONS: tuple[tuple[NetworkFlag, Anonymizer, Reason], ...] = (
     (NetworkFlag.PROXY, Anonymizer.PROXY, Reason.ANONYMIZER_PROXY),
     (NetworkFlag.HOSTING, Anonymizer.HOSTING, Reason.HOSTING_NETWORK),
     (NetworkFlag.RELAY, Anonymizer.RELAY, Reason.RELAY_NETWORK),
+    (
+        NetworkFlag.RESIDENTIAL_PROXY,
+        Anonymizer.RESIDENTIAL_PROXY,
+        Reason.ANONYMIZER_RESIDENTIAL_PROXY,
+    ),
+    (NetworkFlag.ANONYMOUS, Anonymizer.ANONYMOUS, Reason.ANONYMOUS_NETWORK),
 )
 
 
@@ -180,6 +189,24 @@ def judge(policy: Policy, facts: IntelFacts, *, at: datetime) -> Decision:
         policy=policy.label,
         effective_at=effective_at,
         facts=facts,
+    )
+
+
+def _unwrapped(decision: Decision, ip: str) -> Decision:
+    """``decision`` with evidence naming the IPv6 form (6to4, Teredo, NAT64 ...) that carried
+    the IPv4 address it was located by; unchanged for any other address."""
+    found = embedded_ipv4_text(ip)
+    if found is None or found[1] == "ipv4-mapped":  # how dual-stack sockets write IPv4 peers
+        return decision
+    return Decision(
+        action=decision.action,
+        reasons=decision.reasons,
+        region=decision.region,
+        rule_id=decision.rule_id,
+        policy=decision.policy,
+        effective_at=decision.effective_at,
+        facts=replace(decision.facts, embedding=found[1], embedded_ipv4=found[0]),
+        path=decision.path,
     )
 
 
@@ -714,6 +741,8 @@ class Decider:
         decision: Decision | None = view.addresses.get_old(ip)
         if decision is None:
             decision = self._range_decision(view, self.intel.locate(ip))
+            if ":" in ip:
+                decision = _unwrapped(decision, ip)
             if view.has_exempt_networks and view.policy.exemptions.covers_ip(parse_ip(ip)):
                 decision = _exempt(view.policy, decision, Reason.EXEMPT_NETWORK)
             view.addresses.put(ip, decision)

@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geogate.intel.addresses import V4_MAX, V6_MAX, format_address
+from geogate.intel.addresses import V4_MAX, V6_MAX, embedded_ipv4, format_address
 from geogate.intel.build import build_snapshot, load_build_config
 from geogate.intel.snapshot import FORMAT_VERSION, Snapshot, SnapshotMeta, SourceInfo
 
@@ -107,9 +107,11 @@ def test_lookup_matches_brute_force(
     q4 = q4 + s4 + [s - 1 for s in s4 if s]
     q6 = q6 + s6 + [s - 1 for s in s6 if s]
     want4 = [brute_key(s4, x) for x in q4]
-    # IPv4-mapped IPv6 (::ffff:a.b.c.d) is looked up as IPv4.
+    # IPv6 carrying an IPv4 address (mapped, 6to4, Teredo, NAT64 ...) is looked up as IPv4.
+    embedded = [embedded_ipv4(x) for x in q6]
     want6 = [
-        brute_key(s4, x & 0xFFFFFFFF) if x >> 32 == 0xFFFF else n4 + brute_key(s6, x) for x in q6
+        brute_key(s4, e[0]) if e is not None else n4 + brute_key(s6, x)
+        for x, e in zip(q6, embedded, strict=True)
     ]
     texts4 = [format_address(4, x) for x in q4]
     texts6 = [format_address(6, x) for x in q6]

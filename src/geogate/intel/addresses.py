@@ -2,6 +2,12 @@
 
 Addresses are plain integers plus an IP version (4 or 6); IPv4-mapped IPv6 addresses
 (``::ffff:a.b.c.d``) are folded into IPv4 because that is how they are looked up.
+
+:func:`embedded_ipv4` finds the IPv4 address inside the IPv6 forms that carry one (mapped,
+compatible, translated, 6to4, Teredo, NAT64): the snapshot locates such an address as that
+IPv4 address, because that is where the client is. Data files often file ``2002::/16`` and
+``2001::/32`` under the relay operator's country, which would let a client of a denied
+country through by writing its address as 6to4 or Teredo.
 """
 
 from __future__ import annotations
@@ -15,6 +21,20 @@ IPVersion = Literal[4, 6]
 V4_MAX: Final = (1 << 32) - 1
 V6_MAX: Final = (1 << 128) - 1
 _MAPPED_PREFIX: Final = b"\x00" * 10 + b"\xff\xff"
+_V4: Final = 0xFFFFFFFF
+_NAT64_WKP: Final = 0x0064_FF9B_0000_0000_0000_0000  # 64:ff9b::/96, top 96 bits
+_NAT64_LOCAL: Final = 0x0064_FF9B_0001  # 64:ff9b:1::/48, top 48 bits (RFC 8215)
+
+EMBEDDINGS: Final = (
+    "ipv4-mapped",
+    "ipv4-compatible",
+    "ipv4-translated",
+    "6to4",
+    "teredo",
+    "nat64",
+    "nat64-local",
+)
+"""Names of the IPv6 forms :func:`embedded_ipv4` unwraps (the ``embedding`` of IntelFacts)."""
 
 
 def parse_address(text: str) -> tuple[IPVersion, int] | None:
@@ -67,3 +87,59 @@ def format_address(version: IPVersion, value: int) -> str:
 def family_max(version: IPVersion) -> int:
     """The largest address of the family (``2**32 - 1`` or ``2**128 - 1``)."""
     return V4_MAX if version == 4 else V6_MAX
+
+
+def embedded_ipv4(value: int) -> tuple[int, str] | None:
+    """The IPv4 address an IPv6 address (as an integer) carries, with the form's name.
+
+    - ``::ffff:a.b.c.d`` ipv4-mapped; ``::a.b.c.d`` ipv4-compatible (RFC 4291, deprecated;
+      ``::`` and ``::1`` excluded); ``::ffff:0:a.b.c.d`` ipv4-translated (RFC 2765);
+    - ``2002:AABB:CCDD::/48`` 6to4 (RFC 3056): bits 16-47;
+    - ``2001:0::/32`` Teredo (RFC 4380): the client address is the last 32 bits inverted;
+    - ``64:ff9b::/96`` nat64 (RFC 6052 well-known prefix): the last 32 bits;
+    - ``64:ff9b:1::/48`` nat64-local (RFC 8215): the operator picks the prefix length, so
+      the form is inferred: bits 48-95 zero means the /96 form (last 32 bits); the ``u``
+      octet (bits 64-71) and the suffix (bits 88-127) zero means the /48 form (bits 48-63 and
+      72-87); anything else is read as a /96 under a longer prefix (last 32 bits).
+
+    Returns None for any other address.
+    """
+    top16 = value >> 112
+    if top16 == 0:
+        upper = value >> 32
+        low = value & _V4
+        if upper == 0xFFFF:
+            return low, "ipv4-mapped"
+        if upper == 0:
+            return (low, "ipv4-compatible") if value > 1 else None
+        if upper == 0xFFFF_0000:
+            return low, "ipv4-translated"
+        return None
+    if top16 == 0x2002:
+        return (value >> 80) & _V4, "6to4"
+    if top16 == 0x2001:
+        if value >> 96 == 0x2001_0000:
+            return (~value) & _V4, "teredo"
+        return None
+    if top16 == 0x0064:
+        if value >> 32 == _NAT64_WKP:
+            return value & _V4, "nat64"
+        if value >> 80 == _NAT64_LOCAL:
+            middle = (value >> 32) & ((1 << 48) - 1)
+            if middle and (value >> 56) & 0xFF == 0 and value & ((1 << 40) - 1) == 0:
+                return ((value >> 64) & 0xFFFF) << 16 | ((value >> 40) & 0xFFFF), "nat64-local"
+            return value & _V4, "nat64-local"
+    return None
+
+
+def embedded_ipv4_text(ip: str) -> tuple[str, str] | None:
+    """:func:`embedded_ipv4` on address text: ``(ipv4 text, form)``, or None when ``ip`` is
+    IPv4, malformed, or an IPv6 address without an embedded IPv4 address."""
+    try:
+        raw = socket.inet_pton(socket.AF_INET6, ip)
+    except (OSError, ValueError, TypeError):
+        return None
+    found = embedded_ipv4(int.from_bytes(raw, "big"))
+    if found is None:
+        return None
+    return socket.inet_ntop(socket.AF_INET, found[0].to_bytes(4, "big")), found[1]

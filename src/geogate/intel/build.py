@@ -96,8 +96,10 @@ SOURCE_KINDS: Final = (
 """Values of ``kind`` in a build config."""
 
 PRECEDENCE_FIELDS: Final = ("location", "subdivision", "asn", "flags")
+FLAG_NAMES: Final = tuple(f.name.lower() for f in NetworkFlag if f.name and f)
+"""Flag names a config or a CSV file may use (``hosting``, ``tor``, ``vpn`` ...)."""
 _DEFAULT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
-    "mmdb": ("location", "subdivision", "asn"),
+    "mmdb": ("location", "subdivision", "asn", "flags"),
     "csv-country": ("location",),
     "csv-asn": ("asn",),
     "csv-flag": ("flags",),
@@ -150,9 +152,11 @@ class SourceConfig:
     license: str = ""
     attribution: str = ""
     fields: tuple[str, ...] = ()
+    fields_given: bool = True
     flag: NetworkFlag = NetworkFlag.NONE
     ip_version: IPVersion | None = None
     origin: str = ""
+    min_networks: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -286,6 +290,7 @@ def _parse_source(item: object, i: int, *, base_dir: Path, fail: Any) -> SourceC
         "format",
         "sha256",
         "max_size_mb",
+        "min_networks",
     }
     for key in item:
         if key not in allowed:
@@ -331,6 +336,7 @@ def _parse_source(item: object, i: int, *, base_dir: Path, fail: Any) -> SourceC
         if not isinstance(value, str):
             raise fail(f"{at}.{key}", "must be a string")
         texts[key] = value
+    fields_given = "fields" in item
     fields_raw = item.get("fields", list(_DEFAULT_FIELDS[kind]))
     if not isinstance(fields_raw, list) or not fields_raw:
         raise fail(f"{at}.fields", "must be a non-empty list")
@@ -341,7 +347,7 @@ def _parse_source(item: object, i: int, *, base_dir: Path, fail: Any) -> SourceC
     if "flag" in item:
         parsed = parse_flags(item["flag"]) if isinstance(item["flag"], str) else None
         if not parsed:
-            raise fail(f"{at}.flag", "must name a flag: hosting, tor, vpn, proxy or relay")
+            raise fail(f"{at}.flag", f"must name a flag: {', '.join(FLAG_NAMES)}")
         flag = parsed
     elif kind in ("tor",):
         flag = NetworkFlag.TOR
@@ -350,6 +356,11 @@ def _parse_source(item: object, i: int, *, base_dir: Path, fail: Any) -> SourceC
     ip_version = item.get("ip_version")
     if ip_version not in (None, 4, 6):
         raise fail(f"{at}.ip_version", "must be 4 or 6")
+    min_networks = item.get("min_networks")
+    if min_networks is not None and (
+        not isinstance(min_networks, int) or isinstance(min_networks, bool) or min_networks < 0
+    ):
+        raise fail(f"{at}.min_networks", "must be a whole number (0 or more)")
     return SourceConfig(
         name=name,
         kind=kind,
@@ -358,9 +369,11 @@ def _parse_source(item: object, i: int, *, base_dir: Path, fail: Any) -> SourceC
         license=texts["license"],
         attribution=texts["attribution"],
         fields=tuple(fields_raw),
+        fields_given=fields_given,
         flag=flag,
         ip_version=ip_version,
         origin=texts["origin"],
+        min_networks=min_networks,
         **download,
     )
 
@@ -639,7 +652,16 @@ class _Tables:
     def __init__(self) -> None:
         self.countries: dict[str, int] = {"": 0}
         self.subdivisions: dict[str, int] = {"": 0}
+        self.providers: dict[str, int] = {"": 0}
         self.as_orgs: dict[int, str] = {}
+
+    def provider(self, name: str | None) -> int:
+        if not name:
+            return 0
+        idx = self.providers.get(name)
+        if idx is None:
+            idx = self.providers[name] = len(self.providers)
+        return idx
 
     def country(self, code: str | None) -> int:
         if not code:
@@ -659,8 +681,9 @@ class _Tables:
 
 
 # One source's ranges for one family: disjoint sub-layers, each a list of rows
-# (first, last, country, subdivision, asn, flags).
-_Row = tuple[int, int, int, int, int, int]
+# (first, last, country, subdivision, asn, flags, provider, confidence).
+_Row = tuple[int, int, int, int, int, int, int, int]
+_N_VALUES: Final = 6  # value columns of a row; column 3 (flags) is OR-ed, the others override
 
 
 @dataclass(slots=True)
@@ -670,7 +693,7 @@ class _Layer:
     end_hi: npt.NDArray[np.uint64]  # last + 1
     end_lo: npt.NDArray[np.uint64]
     end_is_top: npt.NDArray[np.bool_]  # last is the family's last address
-    values: npt.NDArray[np.uint64]  # (rows, 4): country, subdivision, asn, flags
+    values: npt.NDArray[np.uint64]  # (rows, 6): country, subdivision, asn, flags, provider, conf
 
 
 def build_snapshot(
@@ -707,17 +730,27 @@ def build_snapshot(
                 sc.paths[0] if sc.paths else None, name=sc.name, flag=sc.flag
             )
             flags_map = hosting.asn_flags(rep.problems)
+            if sc.paths:
+                _check_file_yield(sc, sc.paths[0], len(flags_map))
             asn_flag_maps.append((si, flags_map))
             rep.source_ranges[sc.name] = len(flags_map)
             continue
         rows: dict[int, list[_Row]] = {4: [], 6: []}
         orgs: dict[int, str] = {}
-        for adapter in _adapters(sc, config):
+        yielded: Counter[str] = Counter()
+        for path, adapter in _adapters(sc, config):
+            before = len(rows[4]) + len(rows[6])
             for r in adapter.ranges(rep.problems):
-                rows[r.version].append(_row(r, sc, tables, orgs))
+                row = _row(r, sc, tables, orgs)
+                rows[r.version].append(row)
+                for name, value in zip(PRECEDENCE_FIELDS, row[2:6], strict=True):
+                    if value:
+                        yielded[name] += 1
             if isinstance(adapter, MmdbSource):
                 rep.unmapped_subdivisions.update(adapter.unmapped_subdivisions)
                 adapter.close()
+            _check_file_yield(sc, path, len(rows[4]) + len(rows[6]) - before)
+        _check_field_yield(sc, yielded)
         orgs_by_source[si] = orgs
         count = 0
         for version in (4, 6):
@@ -728,6 +761,11 @@ def build_snapshot(
                 count += len(sub)
                 layers[version].append((si, _to_layer(sub, version)))
         rep.source_ranges[sc.name] = count
+        if sc.min_networks is not None and count < sc.min_networks:
+            raise IntelDataError(
+                f"source {sc.name}: {count} networks, fewer than min_networks = "
+                f"{sc.min_networks}; refusing to build from a partial feed"
+            )
     for si in sorted(orgs_by_source, key=lambda s: org_order.get(sources[s].name, len(sources))):
         for asn, org in orgs_by_source[si].items():
             tables.as_orgs.setdefault(asn, org)
@@ -741,6 +779,10 @@ def build_snapshot(
     sub_map = np.zeros(len(tables.subdivisions), dtype=np.uint16)
     for new, code in enumerate(sub_order):
         sub_map[tables.subdivisions[code]] = new
+    provider_order = sorted(tables.providers)
+    provider_map = np.zeros(len(tables.providers), dtype=np.uint16)
+    for new, name in enumerate(provider_order):
+        provider_map[tables.providers[name]] = new
 
     prec_idx = {f: [index_of[n] for n in names] for f, names in precedence.items()}
     parts = {
@@ -751,6 +793,7 @@ def build_snapshot(
             asn_flag_maps=asn_flag_maps,
             country_map=country_map,
             sub_map=sub_map,
+            provider_map=provider_map,
             blank=_special_blocks(v) if config.blank_special_purpose else [],
         )
         for v in (4, 6)
@@ -785,6 +828,7 @@ def build_snapshot(
         country_codes=country_order,
         subdivision_codes=sub_order,
         as_orgs=tables.as_orgs,
+        provider_names=provider_order,
     )
     rep.v4_ranges = snapshot.n4
     rep.v6_ranges = snapshot.n6
@@ -792,31 +836,60 @@ def build_snapshot(
     return snapshot
 
 
-def _adapters(sc: SourceConfig, config: BuildConfig) -> Iterator[RangeSource]:
+def _check_file_yield(sc: SourceConfig, path: Path, count: int) -> None:
+    """A non-empty file that gives nothing is a wrong layout or a broken file, not no data."""
+    if count == 0 and sc.min_networks != 0 and path.exists() and path.stat().st_size > 0:
+        raise IntelDataError(
+            f"source {sc.name}: no usable networks for {', '.join(sc.fields)} in this "
+            f"{path.stat().st_size}-byte file (wrong kind or layout?); set min_networks = 0 "
+            "to allow an empty feed",
+            path=str(path),
+        )
+
+
+def _check_field_yield(sc: SourceConfig, yielded: Mapping[str, int]) -> None:
+    """Each field asked of a source (``fields = [...]``) must come out of it somewhere."""
+    if not sc.fields_given or sc.min_networks == 0 or sc.kind == "hosting-asns":
+        return
+    missing = [f for f in sc.fields if not yielded.get(f)]
+    if missing:
+        raise IntelDataError(
+            f"source {sc.name}: its files give no {', '.join(missing)} "
+            f"(asked by fields = [{', '.join(sc.fields)}]); check the kind, the file or the fields"
+        )
+
+
+def _adapters(sc: SourceConfig, config: BuildConfig) -> Iterator[tuple[Path, RangeSource]]:
     for path in sc.paths:
         if not path.exists():
             raise IntelDataError("source file not found", path=str(path))
         if sc.kind == "mmdb":
-            yield MmdbSource(
+            yield (
                 path,
-                name=sc.name,
-                date=sc.date,
-                fields=sc.fields,
-                subdivision_countries=config.subdivision_countries,
+                MmdbSource(
+                    path,
+                    name=sc.name,
+                    date=sc.date,
+                    fields=sc.fields,
+                    subdivision_countries=config.subdivision_countries,
+                ),
             )
         elif sc.kind.startswith("csv-"):
             kind = sc.kind.removeprefix("csv-")
-            yield CsvRangeSource(
+            yield (
                 path,
-                name=sc.name,
-                kind=kind,  # type: ignore[arg-type]  # one of CSV_KINDS by construction
-                flag=sc.flag,
-                ip_version=sc.ip_version,
+                CsvRangeSource(
+                    path,
+                    name=sc.name,
+                    kind=kind,  # type: ignore[arg-type]  # one of CSV_KINDS by construction
+                    flag=sc.flag,
+                    ip_version=sc.ip_version,
+                ),
             )
         elif sc.kind == "tor":
-            yield TorExitListSource(path, name=sc.name, flag=sc.flag)
+            yield path, TorExitListSource(path, name=sc.name, flag=sc.flag)
         elif sc.kind == "cloud":
-            yield CloudRangesSource(path, name=sc.name, flag=sc.flag)
+            yield path, CloudRangesSource(path, name=sc.name, flag=sc.flag)
         else:  # pragma: no cover - kinds are validated by the config parser
             raise IntelDataError(f"unknown source kind {sc.kind!r}")
 
@@ -829,7 +902,9 @@ def _row(r: SourceRange, sc: SourceConfig, tables: _Tables, orgs: dict[int, str]
     if asn and r.as_org:
         orgs.setdefault(asn, r.as_org)
     flags = int(r.flags) if "flags" in fields else 0
-    return (r.first, r.last, country, sub, asn, flags)
+    provider = tables.provider(r.provider) if flags else 0
+    confidence = (r.confidence or 0) if flags else 0
+    return (r.first, r.last, country, sub, asn, flags, provider, confidence)
 
 
 def _disjoint_layers(rows: list[_Row]) -> tuple[list[list[_Row]], int]:
@@ -840,7 +915,7 @@ def _disjoint_layers(rows: list[_Row]) -> tuple[list[list[_Row]], int]:
     step lets override the earlier one (the more specific range wins). Returns the sub-layers
     and how many rows overlapped another one (exact duplicates are dropped, not counted).
     """
-    rows = [r for r in rows if r[2] or r[3] or r[4] or r[5]]
+    rows = [r for r in rows if r[2] or r[3] or r[4] or r[5]]  # provider/confidence go with flags
     rows.sort(key=lambda r: (r[0], -r[1]))
     layers: list[list[_Row]] = []
     overlaps = 0
@@ -853,7 +928,7 @@ def _disjoint_layers(rows: list[_Row]) -> tuple[list[list[_Row]], int]:
             top = layer[-1]
             if top[1] < r[0]:
                 if top[1] + 1 == r[0] and top[2:] == r[2:]:
-                    layer[-1] = (top[0], r[1], top[2], top[3], top[4], top[5])
+                    layer[-1] = (top[0], r[1], *top[2:])
                 else:
                     layer.append(r)
                 if li:
@@ -884,7 +959,7 @@ def _to_layer(rows: list[_Row], version: IPVersion) -> _Layer:
     else:
         first_hi, first_lo = _split128(firsts)
         end_hi, end_lo = _split128(ends)
-    values = np.array([r[2:] for r in rows], dtype=np.uint64).reshape(len(rows), 4)
+    values = np.array([r[2:] for r in rows], dtype=np.uint64).reshape(len(rows), _N_VALUES)
     return _Layer(
         first_hi=first_hi,
         first_lo=first_lo,
@@ -903,6 +978,7 @@ def _combine(
     asn_flag_maps: list[tuple[int, Mapping[int, NetworkFlag]]],
     country_map: npt.NDArray[np.uint16],
     sub_map: npt.NDArray[np.uint16],
+    provider_map: npt.NDArray[np.uint16],
     blank: Sequence[tuple[int, int]],
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], dict[str, npt.NDArray[Any]]]:
     """Cut the family at every boundary, pick each field by precedence, merge equal runs."""
@@ -947,8 +1023,8 @@ def _combine(
         vals = np.repeat(layer.values, lens, axis=0)
         dense = per_source.get(si)
         if dense is None:
-            dense = per_source[si] = np.zeros((m, 4), dtype=np.uint64)
-        for col in range(3):
+            dense = per_source[si] = np.zeros((m, _N_VALUES), dtype=np.uint64)
+        for col in (0, 1, 2, 4, 5):
             v = vals[:, col]
             nz = v != 0
             dense[idx[nz], col] = v[nz]
@@ -983,6 +1059,8 @@ def _combine(
     country, country_src, alt, alt_src = pick(0, prec["location"], with_alt=True)
     sub, sub_src, _, _ = pick(1, prec["subdivision"])
     asn, asn_src, _, _ = pick(2, prec["asn"])
+    provider, _, _, _ = pick(4, prec["flags"])
+    confidence, _, _, _ = pick(5, prec["flags"])
     flags = np.zeros(m, dtype=np.uint8)
     flags_src = np.zeros(m, dtype=np.uint16)
     for si in prec["flags"]:
@@ -1009,6 +1087,8 @@ def _combine(
         sl = slice(start, next(blank_ends) if last < top else m)
         for arr in (country, country_src, alt, alt_src, sub, sub_src, asn, asn_src):
             arr[sl] = 0
+        provider[sl] = 0
+        confidence[sl] = 0
         flags[sl] = 0
         flags_src[sl] = 0
 
@@ -1023,6 +1103,8 @@ def _combine(
         "alt_country_src": alt_src,
         "asn_src": asn_src,
         "flags_src": flags_src,
+        "anon_provider_idx": provider_map[provider.astype(np.int64)],
+        "anon_confidence": np.minimum(confidence, 100).astype(np.uint8),
     }
     keep = np.ones(m, dtype=np.bool_)
     if m > 1:
@@ -1277,11 +1359,14 @@ def render_build_config(config: BuildConfig, *, base_dir: Path | None = None) ->
             value = getattr(s, key)
             if value:
                 lines.append(f"{key} = {q(value)}")
-        lines.append(f"fields = [{', '.join(map(q, s.fields))}]")
+        if s.fields_given:
+            lines.append(f"fields = [{', '.join(map(q, s.fields))}]")
         if s.flag:
             lines.append(f"flag = {q('|'.join(s.flag.names()))}")
         if s.ip_version is not None:
             lines.append(f"ip_version = {s.ip_version}")
+        if s.min_networks is not None:
+            lines.append(f"min_networks = {s.min_networks}")
         lines.append("")
     if config.precedence:
         lines.append("[precedence]")

@@ -16,6 +16,8 @@ class NetworkFlag(enum.IntFlag):
     VPN = 4  # commercial VPN egress
     PROXY = 8  # open or public proxy
     RELAY = 16  # location-preserving relay (iCloud Private Relay and similar)
+    RESIDENTIAL_PROXY = 32  # proxy egress through home or mobile lines (paid proxy networks)
+    ANONYMOUS = 64  # a vendor calls it anonymous without naming a kind (MaxMind is_anonymous)
 
     def names(self) -> tuple[str, ...]:
         """Lower-case names of the set flags, in bit order (e.g. ``("hosting", "tor")``)."""
@@ -41,6 +43,12 @@ class IntelFacts:
     subdivision UA-43). ``alt_country`` is what the lower-precedence location source said when it
     disagrees with ``country`` (None when it agrees or has nothing).
     ``network`` is the range the facts hold for, as ``"first-last"`` addresses.
+    ``anonymizer_provider`` and ``anonymizer_confidence`` (1-99) are what an anonymizer
+    database said about the flagged network (MaxMind Anonymous-Plus ``provider_name`` and
+    ``anonymizer_confidence``, IPinfo privacy ``service``), None when it said nothing.
+    ``embedding`` names how the looked-up address carried an IPv4 address (``"6to4"``,
+    ``"teredo"``, ``"nat64"``, ``"ipv4-compatible"``, ``"ipv4-mapped"``, ...) when the facts are
+    those of the embedded IPv4 address ``embedded_ipv4``; both are None otherwise.
     """
 
     country: str | None = None
@@ -51,6 +59,10 @@ class IntelFacts:
     flags: NetworkFlag = NetworkFlag.NONE
     network: str | None = None
     provenance: tuple[Provenance, ...] = field(default=())
+    anonymizer_provider: str | None = None
+    anonymizer_confidence: int | None = None
+    embedding: str | None = None
+    embedded_ipv4: str | None = None
 
     @classmethod
     def unknown(cls) -> IntelFacts:
@@ -63,8 +75,11 @@ class IntelFacts:
         return self.country is not None or self.subdivision is not None
 
     def to_dict(self) -> dict[str, object]:
-        """A JSON-ready view, used by the CLI, the service and the audit log."""
-        return {
+        """A JSON-ready view, used by the CLI, the service and the audit log.
+
+        The anonymizer evidence and the embedding keys appear only when set.
+        """
+        out: dict[str, object] = {
             "country": self.country,
             "subdivision": self.subdivision,
             "alt_country": self.alt_country,
@@ -76,6 +91,14 @@ class IntelFacts:
                 {"field": p.field, "source": p.source, "date": p.date} for p in self.provenance
             ],
         }
+        if self.anonymizer_provider is not None:
+            out["anonymizer_provider"] = self.anonymizer_provider
+        if self.anonymizer_confidence is not None:
+            out["anonymizer_confidence"] = self.anonymizer_confidence
+        if self.embedding is not None:
+            out["embedding"] = self.embedding
+            out["embedded_ipv4"] = self.embedded_ipv4
+        return out
 
 
 _UNKNOWN = IntelFacts()

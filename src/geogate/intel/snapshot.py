@@ -15,7 +15,9 @@ so it stays small and cache friendly).
 from __future__ import annotations
 
 import array
+import dataclasses
 import functools
+import hashlib
 import importlib.resources
 import io
 import json
@@ -33,12 +35,12 @@ import numpy as np
 import numpy.typing as npt
 
 from geogate.errors import ClientIPError, IntelDataError
-from geogate.intel.addresses import V4_MAX, V6_MAX, format_address
+from geogate.intel.addresses import V4_MAX, V6_MAX, embedded_ipv4, format_address
 from geogate.intel.facts import IntelFacts, NetworkFlag, Provenance
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 """Version of the on-disk format written by :meth:`Snapshot.save`; :meth:`Snapshot.load`
-refuses any other."""
+refuses any other. Version 2 added the anonymizer evidence columns and the content digest."""
 
 FIELDS: Final = ("location", "subdivision", "alt_country", "asn", "flags")
 """Field names used in provenance and precedence."""
@@ -63,6 +65,14 @@ _COLUMNS: Final[dict[str, type[np.generic]]] = {
     "asn_src": np.uint8,
     "flags_src": np.uint16,
 }
+# Anonymizer evidence: confidence 1-99 (0 = none) and 1 + index into the provider names.
+# Optional when a snapshot is assembled in memory (zeros), required in a file.
+_EVIDENCE_COLUMNS: Final[dict[str, type[np.generic]]] = {
+    "anon_confidence": np.uint8,
+    "anon_provider_idx": np.uint16,
+}
+# First two bytes of the IPv6 forms that can carry an IPv4 address (see embedded_ipv4).
+_EMBED_HEADS: Final = frozenset({b"\x00\x00", b"\x20\x01", b"\x20\x02", b"\x00\x64"})
 
 _inet_pton = socket.inet_pton
 _AF_INET = socket.AF_INET
@@ -184,6 +194,7 @@ class Snapshot:
 
     __slots__ = (
         "__weakref__",
+        "_anon",
         "_as_org_asn",
         "_as_org_list",
         "_as_org_names",
@@ -196,6 +207,7 @@ class Snapshot:
         "_meta",
         "_n4",
         "_n6",
+        "_provider_names",
         "_sub_codes",
         "_v4_bnp",
         "_v4_hi",
@@ -222,6 +234,7 @@ class Snapshot:
         subdivision_codes: Sequence[str],
         as_orgs: Mapping[int, str] | None = None,
         _as_org_arrays: tuple[npt.NDArray[np.uint32], bytes] | None = None,
+        provider_names: Sequence[str] = ("",),
     ) -> None:
         """Assemble a snapshot from its arrays; raises ``IntelDataError`` when inconsistent.
 
@@ -248,6 +261,18 @@ class Snapshot:
             arr = np.ascontiguousarray(col, dtype=dtype)
             _check(arr.shape == (n4 + n6,), f"column {name} has {arr.shape}, want {n4 + n6}")
             cols[name] = _readonly(arr)
+        for name, dtype in _EVIDENCE_COLUMNS.items():
+            col = columns.get(name)
+            arr = np.zeros(n4 + n6, dtype=dtype) if col is None else np.asarray(col, dtype=dtype)
+            _check(arr.shape == (n4 + n6,), f"column {name} has {arr.shape}, want {n4 + n6}")
+            cols[name] = _readonly(np.ascontiguousarray(arr))
+        providers = tuple(provider_names)
+        _check(bool(providers) and providers[0] == "", "provider name table must start with ''")
+        _check(
+            int(cols["anon_provider_idx"].max(initial=0)) < len(providers),
+            "anon_provider_idx out of table",
+        )
+        _check(int(cols["anon_confidence"].max(initial=0)) <= 100, "anon_confidence above 100")
         codes = tuple(country_codes)
         subs = tuple(subdivision_codes)
         _check(bool(codes) and codes[0] == "", "country code table must start with ''")
@@ -265,6 +290,8 @@ class Snapshot:
         _check(int(cols["flags_src"].max(initial=0)) < (1 << n_src), "flags_src out of range")
 
         self._meta = meta
+        self._provider_names = providers
+        self._anon = bool(cols["anon_confidence"].any() or cols["anon_provider_idx"].any())
         self._n4 = n4
         self._n6 = n6
         self._cols = cols
@@ -327,6 +354,16 @@ class Snapshot:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 members = set(npz.files)
+                if "meta" not in members:
+                    raise IntelDataError("not a geogate snapshot (no meta member)", path=where)
+                raw_meta = json.loads(bytes(npz["meta"]).decode("utf-8"))
+                version = raw_meta.get("format_version") if isinstance(raw_meta, dict) else None
+                if version != FORMAT_VERSION:
+                    raise IntelDataError(
+                        f"snapshot format version {version!r}, this geogate reads "
+                        f"{FORMAT_VERSION}; rebuild it with `geogate data build`",
+                        path=where,
+                    )
                 need = {
                     "meta",
                     "v4_starts",
@@ -335,32 +372,32 @@ class Snapshot:
                     "as_org_asn",
                     "as_org_text",
                     *_COLUMNS,
+                    *_EVIDENCE_COLUMNS,
                 }
                 missing = sorted(need - members)
                 if missing:
                     raise IntelDataError(
                         f"not a geogate snapshot (missing {', '.join(missing)})", path=where
                     )
-                raw_meta = json.loads(bytes(npz["meta"]).decode("utf-8"))
-                version = raw_meta.get("format_version") if isinstance(raw_meta, dict) else None
-                if version != FORMAT_VERSION:
-                    raise IntelDataError(
-                        f"snapshot format version {version!r}, this geogate reads {FORMAT_VERSION}",
-                        path=where,
-                    )
                 meta, countries, subs = _meta_from_json(raw_meta)
-                v4 = npz["v4_starts"]
-                v6h = npz["v6_starts_hi"]
-                v6l = npz["v6_starts_lo"]
+                arrays = {name: npz[name] for name in sorted(need - {"meta"})}
+                providers = raw_meta.get("provider_names", [""])
+                _check(
+                    isinstance(providers, list) and all(isinstance(x, str) for x in providers),
+                    "provider_names must be a list of strings",
+                )
+                v4 = arrays["v4_starts"]
+                v6h = arrays["v6_starts_hi"]
+                v6l = arrays["v6_starts_lo"]
                 _check(v4.dtype == np.uint32, "v4_starts must be uint32")
                 _check(v6h.dtype == np.uint64 and v6l.dtype == np.uint64, "v6 starts uint64")
                 v4 = np.cumsum(v4, dtype=np.uint32) if raw_meta.get("v4_delta") else v4
-                cols = {name: npz[name] for name in _COLUMNS}
-                for name, dtype in _COLUMNS.items():
+                cols = {name: arrays[name] for name in (*_COLUMNS, *_EVIDENCE_COLUMNS)}
+                for name, dtype in (_COLUMNS | _EVIDENCE_COLUMNS).items():
                     _check(cols[name].dtype == dtype, f"column {name} must be {dtype.__name__}")
-                asns = npz["as_org_asn"]
+                asns = arrays["as_org_asn"]
                 _check(asns.dtype == np.uint32, "as_org_asn must be uint32")
-                text = bytes(npz["as_org_text"])
+                text = bytes(arrays["as_org_text"])
                 _check(
                     len(text.split(b"\n")) == len(asns) if len(asns) else not text,
                     "AS organisation names do not match their numbers",
@@ -369,7 +406,7 @@ class Snapshot:
                     meta.v4_ranges == len(v4) and meta.v6_ranges == len(v6h),
                     "range counts in meta do not match the arrays",
                 )
-                return cls(
+                snap = cls(
                     meta=meta,
                     v4_starts=v4,
                     v6_starts_hi=v6h,
@@ -378,7 +415,16 @@ class Snapshot:
                     country_codes=countries,
                     subdivision_codes=subs,
                     _as_org_arrays=(asns, text),
+                    provider_names=providers,
                 )
+                digest = raw_meta.get("content_sha256")
+                if not isinstance(digest, str) or digest != _content_digest(arrays, raw_meta):
+                    raise IntelDataError(
+                        "snapshot content does not match its digest (corrupt or altered); "
+                        "rebuild it with `geogate data build`",
+                        path=where,
+                    )
+                return snap
         except IntelDataError as exc:
             if exc.path is None:
                 raise IntelDataError(str(exc), path=where) from exc
@@ -390,6 +436,8 @@ class Snapshot:
             KeyError,
             TypeError,
             zipfile.BadZipFile,
+            NotImplementedError,
+            RuntimeError,
             zlib.error,
             UnicodeDecodeError,
             json.JSONDecodeError,
@@ -407,11 +455,11 @@ class Snapshot:
         meta["country_codes"] = list(self._country_codes)
         meta["subdivision_codes"] = list(self._sub_codes)
         meta["v4_delta"] = True
+        meta["provider_names"] = list(self._provider_names)
         # Deltas of sorted starts compress far better than the starts (they are mostly
         # small powers of two); np.cumsum restores them in a few milliseconds on load.
         v4_delta = np.diff(self._v4_np, prepend=np.uint32(0)).astype(np.uint32)
         arrays: dict[str, npt.NDArray[Any]] = {
-            "meta": np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8),
             "v4_starts": v4_delta,
             "v6_starts_hi": self._v6_hi_np,
             "v6_starts_lo": self._v6_lo_np,
@@ -419,6 +467,8 @@ class Snapshot:
             "as_org_text": np.frombuffer(self._as_org_text, dtype=np.uint8),
             **self._cols,
         }
+        meta["content_sha256"] = _content_digest(arrays, meta)
+        arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
         tmp = p.with_name(p.name + ".tmp")
         try:
             with tmp.open("wb") as fh:
@@ -485,6 +535,11 @@ class Snapshot:
         """``NetworkFlag`` bits per key (uint8, read-only)."""
         return self._cols["flags"]
 
+    @property
+    def provider_names(self) -> tuple[str, ...]:
+        """Anonymizer provider names indexed by ``anon_provider_idx``; [0] = "" (none)."""
+        return self._provider_names
+
     def column(self, name: str) -> npt.NDArray[Any]:
         """Any stored column by name, including the provenance columns
         (``location_src`` ... 1 + index into ``meta.sources``, 0 = none; ``flags_src`` bit mask).
@@ -539,10 +594,13 @@ class Snapshot:
             raw = _inet_pton(_AF_INET6, ip)
         except (OSError, ValueError, TypeError) as exc:
             raise ClientIPError("malformed IP address", value=str(ip)) from exc
-        if raw[:12] == _MAPPED:
-            x = _from_bytes(raw[12:], "big")
-            h = x >> 16
-            return bisect_right(self._v4_starts, x, self._v4_lo[h], self._v4_hi[h]) - 1
+        if raw[:2] in _EMBED_HEADS:
+            # 6to4, Teredo, NAT64, mapped ...: the client is the embedded IPv4 address.
+            found = embedded_ipv4(_from_bytes(raw, "big"))
+            if found is not None:
+                x = found[0]
+                h = x >> 16
+                return bisect_right(self._v4_starts, x, self._v4_lo[h], self._v4_hi[h]) - 1
         return self._locate_v6(_from_bytes(raw[:8], "big"), _from_bytes(raw[8:], "big"))
 
     def _locate_v6(self, xh: int, xl: int) -> int:
@@ -575,7 +633,7 @@ class Snapshot:
             # there moves the entry back, so the working set survives (no clear-all cliff).
             facts = self._memo_old.get(key)
             if facts is None:
-                facts = self._compute_facts(key)
+                facts = self._with_evidence(key, self._compute_facts(key))
             if len(self._memo) >= _MEMO_LIMIT:
                 self._memo_old = self._memo
                 self._memo = {}
@@ -583,12 +641,40 @@ class Snapshot:
         return facts
 
     def lookup(self, ip: str) -> IntelFacts:
-        """Facts about one address (``IntelLookup``); ``ClientIPError`` when malformed."""
+        """Facts about one address (``IntelLookup``); ``ClientIPError`` when malformed.
+
+        An IPv6 address carrying an IPv4 address (6to4, Teredo, NAT64 ...) gets the facts of
+        that IPv4 address, with ``embedding`` and ``embedded_ipv4`` saying so (not for the
+        IPv4-mapped form, which is how dual-stack sockets write every IPv4 peer).
+        """
         key = self.locate(ip)
         facts = self._memo.get(key)
         if facts is None:
-            return self.facts_at(key)
+            facts = self.facts_at(key)
+        if ":" in ip:
+            raw = _inet_pton(_AF_INET6, ip)
+            found = embedded_ipv4(_from_bytes(raw, "big")) if raw[:2] in _EMBED_HEADS else None
+            if found is not None and found[1] != "ipv4-mapped":  # a dual-stack socket's form
+                return dataclasses.replace(
+                    facts,
+                    embedding=found[1],
+                    embedded_ipv4=format_address(4, found[0]),
+                )
         return facts
+
+    def _with_evidence(self, key: int, facts: IntelFacts) -> IntelFacts:
+        """``facts`` with the range's anonymizer provider and confidence, when it has any."""
+        if not self._anon or key < 0 or not facts.flags:
+            return facts
+        conf = int(self._cols["anon_confidence"][key])
+        prov = int(self._cols["anon_provider_idx"][key])
+        if not (conf or prov):
+            return facts
+        return dataclasses.replace(
+            facts,
+            anonymizer_provider=self._provider_names[prov] or None,
+            anonymizer_confidence=conf or None,
+        )
 
     def network_of(self, key: int) -> tuple[str, str]:
         """First and last address of range ``key`` as text."""
@@ -697,7 +783,8 @@ class Snapshot:
     ) -> npt.NDArray[np.int64]:
         """Range keys of IPv6 addresses given as high/low uint64 halves (vectorised).
 
-        IPv4-mapped addresses (``::ffff:a.b.c.d``) are looked up as IPv4.
+        Addresses carrying an IPv4 address (mapped, compatible, 6to4, Teredo, NAT64: see
+        :func:`geogate.intel.addresses.embedded_ipv4`) are looked up as that IPv4 address.
         """
         qh = np.ascontiguousarray(hi, dtype=np.uint64)
         ql = np.ascontiguousarray(lo, dtype=np.uint64)
@@ -711,10 +798,10 @@ class Snapshot:
             r = _bounded_search(self._v6_lo_np, ql[idx], j, k[idx] + 1) - 1
             k[idx] = np.where(r < j, j - 1, r)
         keys = k + self._n4
-        mapped = (qh == 0) & ((ql >> np.uint64(32)) == np.uint64(0xFFFF))
-        if np.any(mapped):
-            m = np.nonzero(mapped)[0]
-            keys[m] = self.locate_many_v4((ql[m] & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+        embedded, v4 = embedded_ipv4_arrays(qh, ql)
+        if np.any(embedded):
+            m = np.nonzero(embedded)[0]
+            keys[m] = self.locate_many_v4(v4[m])
         return keys
 
     def locate_many(self, ips: Sequence[str]) -> npt.NDArray[np.int64]:
@@ -796,6 +883,44 @@ class _FactsTables:
         self.flags_src = view("flags_src")
         self.provenance: dict[tuple[int, int, int, int, int], tuple[Provenance, ...]] = {}
         self.flag_values: dict[int, NetworkFlag] = {}
+
+
+def embedded_ipv4_arrays(
+    hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint32]]:
+    """Vectorised :func:`geogate.intel.addresses.embedded_ipv4` over IPv6 addresses given as
+    high/low uint64 halves: (which carry an IPv4 address, that address as uint32)."""
+    u = np.uint64
+    v4mask = u(0xFFFFFFFF)
+    lo_up = lo >> u(32)
+    top16 = hi >> u(48)
+    zero_hi = hi == 0
+    mapped = zero_hi & ((lo_up == 0xFFFF) | (lo_up == 0xFFFF0000) | ((lo_up == 0) & (lo > 1)))
+    six_to_four = top16 == u(0x2002)
+    teredo = (hi >> u(32)) == u(0x20010000)
+    nat64 = (hi == u(0x0064FF9B00000000)) & (lo_up == 0)
+    local = (hi >> u(16)) == u(0x0064FF9B0001)
+    middle = ((hi & u(0xFFFF)) << u(32)) | lo_up
+    form48 = local & (middle != 0) & (((lo >> u(56)) & u(0xFF)) == 0)
+    form48 &= (lo & u((1 << 40) - 1)) == 0
+    v4 = lo & v4mask
+    v4 = np.where(six_to_four, (hi >> u(16)) & v4mask, v4)
+    v4 = np.where(teredo, ~lo & v4mask, v4)
+    v4 = np.where(form48, ((hi & u(0xFFFF)) << u(16)) | ((lo >> u(40)) & u(0xFFFF)), v4)
+    embedded = mapped | six_to_four | teredo | nat64 | local
+    return embedded, v4.astype(np.uint32)
+
+
+def _content_digest(arrays: Mapping[str, npt.NDArray[Any]], meta: Mapping[str, Any]) -> str:
+    """SHA-256 over the metadata (without its digest) and every array member as stored."""
+    h = hashlib.sha256()
+    body = {k: v for k, v in meta.items() if k != "content_sha256"}
+    h.update(json.dumps(body, sort_keys=True).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"\n{name}:{a.dtype.str}:{a.shape}\n".encode())
+        h.update(a.data)
+    return h.hexdigest()
 
 
 def _bounded_search(

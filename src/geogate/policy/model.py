@@ -123,6 +123,8 @@ class Anonymizer(enum.StrEnum):
     PROXY = "proxy"
     HOSTING = "hosting"
     RELAY = "relay"
+    RESIDENTIAL_PROXY = "residential_proxy"
+    ANONYMOUS = "anonymous"
 
 
 DEFAULT_ANONYMIZER_ACTIONS: Mapping[Anonymizer, Action] = MappingProxyType(
@@ -135,6 +137,10 @@ DEFAULT_ANONYMIZER_ACTIONS: Mapping[Anonymizer, Action] = MappingProxyType(
         Anonymizer.HOSTING: Action.ALLOW,
         # Location-preserving relays keep the user's region: never evidence on their own.
         Anonymizer.RELAY: Action.ALLOW,
+        # Paid proxies through home and mobile lines: the exit's location is not the user's.
+        Anonymizer.RESIDENTIAL_PROXY: Action.WARN,
+        # A vendor says "anonymous" without naming the kind (MaxMind is_anonymous alone).
+        Anonymizer.ANONYMOUS: Action.WARN,
     }
 )
 

@@ -23,7 +23,8 @@ MAX_LINE_CHARS: Final = 4096
 class SourceRange:
     """One range of addresses (``first``..``last`` inclusive, as integers) and what a source
     says about it. ``subdivision`` is an ISO 3166-2 code; fields a source does not know are
-    None (``flags`` NONE).
+    None (``flags`` NONE). ``provider`` and ``confidence`` (1-99) are anonymizer evidence
+    (the VPN or proxy operator's name, the vendor's confidence), kept with the flags.
     """
 
     version: IPVersion
@@ -34,6 +35,8 @@ class SourceRange:
     asn: int | None = None
     as_org: str | None = None
     flags: NetworkFlag = NetworkFlag.NONE
+    provider: str | None = None
+    confidence: int | None = None
 
 
 @dataclass(slots=True)

@@ -8,6 +8,18 @@ The record layout is detected per record, so one adapter reads all of them:
 - ip-location-db flat files: ``country_code``, ``state1`` (a subdivision *name*);
 - IPinfo: ``country_code`` or ``country`` (a code), ``asn`` as ``"AS15169"``, ``as_name``.
 
+Anonymizer flags (field ``flags``) come from:
+
+- MaxMind GeoIP2 Anonymous-IP and Anonymous-Plus: ``is_anonymous_vpn`` (vpn),
+  ``is_public_proxy`` (proxy), ``is_residential_proxy`` (residential_proxy),
+  ``is_tor_exit_node`` (tor), ``is_hosting_provider`` (hosting), ``is_anonymous`` (anonymous,
+  only when no specific kind is set), with Anonymous-Plus ``anonymizer_confidence`` and
+  ``provider_name`` kept as evidence; the same keys under ``traits`` (GeoIP2 Enterprise);
+- IPinfo privacy: ``vpn``, ``proxy``, ``tor``, ``relay``, ``hosting`` (booleans or the
+  strings ``"true"``/``"false"``), ``service`` (the provider's name, kept as evidence);
+- ``is_*`` layouts (IPinfo, ipapi.is and similar): ``is_vpn``, ``is_proxy``, ``is_tor``,
+  ``is_relay``, ``is_hosting``/``is_datacenter``, ``is_residential_proxy``, ``is_anonymous``.
+
 Subdivision names are mapped to ISO 3166-2 codes by :mod:`geogate.intel.subdivisions`.
 """
 
@@ -23,19 +35,44 @@ import maxminddb
 
 from geogate.errors import ClientIPError, IntelDataError
 from geogate.intel.addresses import IPVersion, format_address, parse_address
-from geogate.intel.facts import IntelFacts, Provenance
+from geogate.intel.facts import IntelFacts, NetworkFlag, Provenance
 from geogate.intel.sources import ProblemLog, SourceRange
 from geogate.intel.subdivisions import resolve_subdivision
 
-_VALUE_FIELDS: Final = ("location", "subdivision", "asn")
+_VALUE_FIELDS: Final = ("location", "subdivision", "asn", "flags")
 
-Values = tuple[str | None, str | None, int | None, str | None]
+# (country, subdivision, asn, as_org, flags, provider, confidence)
+Values = tuple[str | None, str | None, int | None, str | None, NetworkFlag, str | None, int | None]
+_NOTHING: Final[Values] = (None, None, None, None, NetworkFlag.NONE, None, None)
+
+# Record key -> flag, for the anonymizer layouts (see the module doc).
+_FLAG_KEYS: Final[tuple[tuple[str, NetworkFlag], ...]] = (
+    ("is_anonymous_vpn", NetworkFlag.VPN),
+    ("is_public_proxy", NetworkFlag.PROXY),
+    ("is_residential_proxy", NetworkFlag.RESIDENTIAL_PROXY),
+    ("is_tor_exit_node", NetworkFlag.TOR),
+    ("is_hosting_provider", NetworkFlag.HOSTING),
+    ("is_vpn", NetworkFlag.VPN),
+    ("is_proxy", NetworkFlag.PROXY),
+    ("is_tor", NetworkFlag.TOR),
+    ("is_relay", NetworkFlag.RELAY),
+    ("is_hosting", NetworkFlag.HOSTING),
+    ("is_datacenter", NetworkFlag.HOSTING),
+    ("vpn", NetworkFlag.VPN),
+    ("proxy", NetworkFlag.PROXY),
+    ("tor", NetworkFlag.TOR),
+    ("relay", NetworkFlag.RELAY),
+    ("hosting", NetworkFlag.HOSTING),
+)
+_PROVIDER_KEYS: Final = ("provider_name", "service")
+_TRUE_TEXT: Final = frozenset({"true", "1", "yes", "y", "t"})
 
 
 class MmdbSource:
     """A MaxMind DB file as a :class:`~geogate.intel.sources.RangeSource`.
 
-    ``fields`` limits what is extracted (``"location"``, ``"subdivision"``, ``"asn"``);
+    ``fields`` limits what is extracted (``"location"``, ``"subdivision"``, ``"asn"``,
+    ``"flags"`` with the anonymizer evidence);
     adjacent networks with equal extracted values are merged, which shrinks a city database
     about threefold when only country and subdivision are kept. ``subdivision_countries``
     keeps subdivisions only when the code's country (``"UA"`` of ``"UA-43"``) is listed
@@ -51,7 +88,9 @@ class MmdbSource:
         fields: Collection[str] = _VALUE_FIELDS,
         subdivision_countries: Collection[str] | None = None,
     ) -> None:
-        """Open ``path``; raises ``IntelDataError`` when it is missing or not a MaxMind DB."""
+        """Open ``path``; raises ``IntelDataError`` when it is missing or not a MaxMind DB.
+
+        ``fields`` may name ``"location"``, ``"subdivision"``, ``"asn"`` and ``"flags"``."""
         self._path = Path(path)
         self._name = name
         self._date = date
@@ -100,7 +139,7 @@ class MmdbSource:
                     if mapped is not None and net.prefixlen >= 96:
                         continue  # ::ffff:0:0/96 is looked up as IPv4; the IPv4 tree has it
                 values = self._extract(record, problems, where)
-                if values == (None, None, None, None):
+                if values == _NOTHING:
                     if pending is not None:
                         yield _to_range(pending)
                         pending = None
@@ -132,12 +171,12 @@ class MmdbSource:
         except ValueError:  # an IPv6 address in an IPv4-only database
             return IntelFacts.unknown()
         values = self._extract(record, ProblemLog(), self._path.name)
-        country, subdivision, asn, org = values
-        if values == (None, None, None, None):
+        country, subdivision, asn, org, flags, provider, confidence = values
+        if values == _NOTHING:
             return IntelFacts.unknown()
         prov = tuple(
             Provenance(field=f, source=self._name, date=self._date)
-            for f, v in zip(_VALUE_FIELDS, (country, subdivision, asn), strict=True)
+            for f, v in zip(_VALUE_FIELDS, (country, subdivision, asn, flags or None), strict=True)
             if v is not None
         )
         bits = 32 if version == 4 else 128
@@ -147,13 +186,16 @@ class MmdbSource:
             subdivision=subdivision,
             asn=asn,
             as_org=org,
+            flags=flags,
             network=f"{net.network_address}-{net.broadcast_address}",
             provenance=prov,
+            anonymizer_provider=provider,
+            anonymizer_confidence=confidence,
         )
 
     def _extract(self, record: object, problems: ProblemLog, where: str) -> Values:
         if not isinstance(record, dict):
-            return (None, None, None, None)
+            return _NOTHING
         fields = self._fields
         country: str | None = None
         subdivision: str | None = None
@@ -167,7 +209,12 @@ class MmdbSource:
             asn, org = _asn_of(record)
         if "location" not in fields:
             country = None
-        return (country, subdivision, asn, org)
+        flags = NetworkFlag.NONE
+        provider: str | None = None
+        confidence: int | None = None
+        if "flags" in fields:
+            flags, provider, confidence = _anonymizer_of(record)
+        return (country, subdivision, asn, org, flags, provider, confidence)
 
     def _subdivision_of(self, record: dict[str, Any], country: str | None) -> str | None:
         code: str | None = None
@@ -201,7 +248,7 @@ class MmdbSource:
 
 
 def _to_range(p: list[Any]) -> SourceRange:
-    country, subdivision, asn, org = p[3]
+    country, subdivision, asn, org, flags, provider, confidence = p[3]
     return SourceRange(
         version=p[0],
         first=p[1],
@@ -210,7 +257,52 @@ def _to_range(p: list[Any]) -> SourceRange:
         subdivision=subdivision,
         asn=asn,
         as_org=org,
+        flags=flags,
+        provider=provider,
+        confidence=confidence,
     )
+
+
+def _is_true(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value == 1
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE_TEXT
+    return False
+
+
+def _anonymizer_of(record: dict[str, Any]) -> tuple[NetworkFlag, str | None, int | None]:
+    """Flags, provider name and confidence of an anonymizer record (see the module doc)."""
+    flags = NetworkFlag.NONE
+    anonymous = False
+    provider: str | None = None
+    confidence: int | None = None
+    traits = record.get("traits")
+    for layer in (record, traits) if isinstance(traits, dict) else (record,):
+        for key, flag in _FLAG_KEYS:
+            if key in layer and _is_true(layer[key]):
+                flags |= flag
+        anonymous = anonymous or _is_true(layer.get("is_anonymous"))
+        for key in _PROVIDER_KEYS:
+            name = layer.get(key)
+            if provider is None and isinstance(name, str) and name.strip():
+                provider = name.strip()[:200]
+        conf = layer.get("anonymizer_confidence")
+        if (
+            confidence is None
+            and isinstance(conf, int)
+            and not isinstance(conf, bool)
+            and 0 < conf <= 100
+        ):
+            confidence = conf
+    if anonymous and not flags:
+        flags = NetworkFlag.ANONYMOUS
+    if not flags:
+        # Evidence without a flag (a provider name on a clean record) is not kept.
+        return NetworkFlag.NONE, None, None
+    return flags, provider, confidence
 
 
 def _clean_country(value: object) -> str | None:

@@ -1,0 +1,159 @@
+"""IPv6 addresses that carry an IPv4 address decide like that IPv4 address, everywhere.
+
+6to4 and Teredo ranges are filed under the relay operator's country in location data (the
+issue that prompted this: ``2002:3be0:1::1``, 6to4 of a Chinese address, came back "allow
+US"), and NAT64 / IPv4-compatible forms came back unknown. The snapshot unwraps them, so the
+single lookup, the hot-path Decider, the pure ``decide``, the vectorized ``decide_many`` and
+the client-address walk all see the embedded IPv4 address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from geogate.client_ip import TrustedProxies
+from geogate.decide import Decider, RequestContext, decide
+from geogate.intel.addresses import embedded_ipv4, embedded_ipv4_text
+from geogate.intel.snapshot import Snapshot, embedded_ipv4_arrays
+from geogate.policy.model import Action
+from geogate.policy.parse import load_policy_set, resolve_policy_path
+
+AT = datetime(2024, 7, 10, tzinfo=UTC)
+SNAP = Snapshot.embedded()
+POLICY = load_policy_set([resolve_policy_path("builtin:unsupported-regions")])
+DECIDER = Decider(POLICY, SNAP, trusted=TrustedProxies.parse(["10.0.0.0/8"]))
+_U64 = (1 << 64) - 1
+
+
+def embeddings(v4: int) -> dict[str, int]:
+    """Every IPv6 form of the IPv4 address ``v4`` (as integers), by form name."""
+    hi16, lo16 = v4 >> 16, v4 & 0xFFFF
+    return {
+        "ipv4-mapped": 0xFFFF << 32 | v4,
+        **({"ipv4-compatible": v4} if v4 > 1 else {}),  # :: and ::1 are not
+        "ipv4-translated": 0xFFFF_0000 << 32 | v4,
+        "6to4": 0x2002 << 112 | v4 << 80 | 0x1234 << 64 | 0x1,
+        # Teredo: server 65.54.227.120, flags 0x8000, obfuscated port, obfuscated client.
+        "teredo": 0x2001_0000 << 96
+        | 0x4136_E378 << 64
+        | 0x8000 << 48
+        | 0x63BF << 32
+        | (~v4 & 0xFFFFFFFF),
+        "nat64": 0x0064_FF9B << 96 | v4,
+        "nat64-local": 0x0064_FF9B_0001 << 80 | hi16 << 64 | lo16 << 40,  # RFC 6052 /48 form
+        "nat64-local/96": 0x0064_FF9B_0001 << 80 | v4,  # 64:ff9b:1::a.b.c.d
+    }
+
+
+def _text(value: int) -> str:
+    return str(ipaddress.IPv6Address(value))
+
+
+def test_the_addresses_from_the_issue() -> None:
+    cn = "59.224.0.1"
+    assert DECIDER.decide(cn, at=AT).action is Action.DENY
+    for ip in (
+        "2002:3be0:1::1",
+        "64:ff9b::3be0:1",
+        "::3be0:1",
+        _text(embeddings(0x3BE00001)["teredo"]),
+    ):
+        d = DECIDER.decide(ip, at=AT)
+        assert d.action is Action.DENY, (ip, d.explain())
+        assert d.facts.country == "CN"
+        assert d.facts.embedded_ipv4 == cn
+
+
+def test_evidence_names_the_unwrapped_form() -> None:
+    d = decide(POLICY, SNAP, RequestContext(ip="2002:3be0:1::1"), at=AT)
+    assert (d.facts.embedding, d.facts.embedded_ipv4) == ("6to4", "59.224.0.1")
+    assert d.to_dict()["evidence"]["embedding"] == "6to4"
+    plain = decide(POLICY, SNAP, RequestContext(ip="59.224.0.1"), at=AT)
+    assert "embedding" not in plain.to_dict()["evidence"]
+    mapped = SNAP.lookup("::ffff:59.224.0.1")
+    assert mapped.embedding is None
+    assert mapped.country == "CN"
+
+
+def test_ordinary_ipv6_is_not_unwrapped() -> None:
+    for ip in (
+        "2001:db8::1",
+        "2001:4860:4860::8888",
+        "2a00:1450:4001::1",
+        "::",
+        "::1",
+        "64:ff9c::1",
+    ):
+        assert embedded_ipv4_text(ip) is None, ip
+    assert embedded_ipv4_text("1.2.3.4") is None
+
+
+def test_nat64_local_forms() -> None:
+    assert embedded_ipv4_text("64:ff9b:1::102:304") == ("1.2.3.4", "nat64-local")
+    assert embedded_ipv4_text("64:ff9b:1:102:3:400::") == ("1.2.3.4", "nat64-local")
+    # a /96 under a longer local prefix: the u octet is not zero, so the last 32 bits
+    assert embedded_ipv4_text("64:ff9b:1:ab:ff00::102:304") == ("1.2.3.4", "nat64-local")
+
+
+def test_client_address_walk_locates_the_embedded_address() -> None:
+    ip, d = DECIDER.decide_request("10.0.0.7", x_forwarded_for="2002:3be0:1::1", at=AT)
+    assert ip == "2002:3be0:1::1"
+    assert d.action is Action.DENY
+    assert d.facts.country == "CN"
+
+
+v4s = st.one_of(
+    st.integers(0, (1 << 32) - 1),
+    st.sampled_from([0x3BE00001, 0x08080808, 0x05080101, 0x01000000, 0xFFFFFFFF, 0]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(v4=v4s)
+def test_every_embedding_decides_like_the_ipv4_address(v4: int) -> None:
+    ipv4 = str(ipaddress.IPv4Address(v4))
+    want = DECIDER.decide(ipv4, at=AT)
+    forms = embeddings(v4)
+    texts = [_text(x) for x in forms.values()]
+    for name, value in forms.items():
+        text = _text(value)
+        assert embedded_ipv4(value) == (v4, name.split("/")[0]), text
+        assert SNAP.locate(text) == SNAP.locate(ipv4), text
+        got = DECIDER.decide(text, at=AT)
+        assert (got.action, got.reasons, got.region) == (want.action, want.reasons, want.region), (
+            text
+        )
+        pure = decide(POLICY, SNAP, RequestContext(ip=text), at=AT)
+        assert (pure.action, pure.reasons) == (want.action, want.reasons), text
+    batch = DECIDER.decide_many([ipv4, *texts], at=AT)
+    assert set(batch.actions.tolist()) == {int(want.action)}
+    assert len({batch.reasons[i] for i in range(len(batch))}) == 1
+    hi = np.array([x >> 64 for x in forms.values()], dtype=np.uint64)
+    lo = np.array([x & _U64 for x in forms.values()], dtype=np.uint64)
+    found, addrs = embedded_ipv4_arrays(hi, lo)
+    assert found.all()
+    assert set(addrs.tolist()) == {v4}
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.integers(0, (1 << 128) - 1))
+def test_vectorized_unwrap_matches_the_scalar_one(value: int) -> None:
+    found, addrs = embedded_ipv4_arrays(
+        np.array([value >> 64], dtype=np.uint64), np.array([value & _U64], dtype=np.uint64)
+    )
+    scalar = embedded_ipv4(value)
+    assert bool(found[0]) == (scalar is not None)
+    if scalar is not None:
+        assert int(addrs[0]) == scalar[0]
+
+
+@pytest.mark.parametrize("prefix", [0x2002 << 112, 0x2001_0000 << 96, 0x0064_FF9B << 96])
+def test_vectorized_unwrap_on_prefix_edges(prefix: int) -> None:
+    for value in (prefix, prefix | 1, prefix | _U64, prefix | (1 << 96) - 1):
+        test_vectorized_unwrap_matches_the_scalar_one.hypothesis.inner_test(value=value)  # type: ignore[attr-defined]
