@@ -281,10 +281,16 @@ def block_score_of(policies: PolicySet, at: datetime) -> float:
     return AccountsConfig.from_policy(policies.in_force(at)).block_score
 
 
-def judge(seed: int, scale: float, mode: str, *, snapshot: Snapshot, keep: Path | None) -> Result:
-    """Generate, ingest and enforce one seed in one mode; read the outcome."""
-    policies = load_policies(None)
-    traffic = generate(seed, scale, snapshot=snapshot)
+def judge(
+    traffic: Traffic,
+    mode: str,
+    *,
+    snapshot: Snapshot,
+    policies: PolicySet,
+    keep: Path | None = None,
+) -> Result:
+    """Ingest and enforce one seed's traffic in one mode; read the outcome."""
+    seed = traffic.seed
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="geogate-judgement-") as tmp:
         work = Path(tmp)
@@ -432,14 +438,22 @@ def main(argv: list[str] | None = None) -> int:
         "--report-only", action="store_true", help="exit 0 even when targets are missed"
     )
     parser.add_argument("--show", type=int, default=40, help="misjudged accounts listed per run")
+    parser.add_argument(
+        "--policy",
+        action="append",
+        help="policy file (repeat for versions), e.g. to try other [accounts] weights; "
+        "default builtin:unsupported-regions",
+    )
     parser.add_argument("--json", type=Path, help="also write every account's outcome here")
     parser.add_argument("--keep", type=Path, help="keep the stores (and event files) in this dir")
     args = parser.parse_args(argv)
     snapshot = Snapshot.embedded()
+    policies = load_policies(args.policy)
     results = []
     for seed in args.seeds:
+        traffic = generate(seed, args.scale, snapshot=snapshot)
         for mode in args.modes:
-            result = judge(seed, args.scale, mode, snapshot=snapshot, keep=args.keep)
+            result = judge(traffic, mode, snapshot=snapshot, policies=policies, keep=args.keep)
             results.append(result)
             print("\n".join(report(result, show=args.show)), flush=True)
             print(flush=True)
