@@ -37,13 +37,12 @@ def _ingest(path: Path, url: str, snapshot: Path) -> subprocess.Popen[bytes]:
 
 
 def _counters(store: SqlStore) -> dict[str, object]:
-    """Everything an account's evidence counts (bookkeeping fields aside: the day of the last
-    assessment and the memoised clock, which depend on where batches were cut)."""
+    """Everything an account's evidence counts (bookkeeping aside: the day of the last
+    assessment, which depends on where batches were cut)."""
     out: dict[str, object] = {}
     for row in store.iter_accounts():
         ev = AccountEvidence.from_dict(row.evidence).to_dict()
         ev.pop("ad")
-        ev.pop("ck")
         out[row.account] = ev
     return out
 

@@ -17,9 +17,9 @@ from geogate.policy.model import Policy
 
 
 class Strength(enum.StrEnum):
-    """Whether a rule may contribute to a block. Weak rules (activity clock, language, relay and
-    anonymizer patterns) never block on their own: with only weak rules firing an account can at
-    most be flagged for review, whatever the weights say."""
+    """Whether a rule may contribute to a block. Only strong rules count towards
+    ``block_score``; weak rules (activity clock, language, relay and anonymizer patterns) add to
+    the review score and can at most flag an account, whatever their weights."""
 
     STRONG = "strong"
     WEAK = "weak"
@@ -40,6 +40,9 @@ class RuleConfig:
     min_confidence: float = 0.0
     account_score: float = 0.0
     unsupported_offsets: tuple[float, ...] = ()
+    min_hidden_share: float = 0.0
+    min_observations: int = 0
+    max_exits: int = 0
     enabled: bool = True
 
 
@@ -53,6 +56,13 @@ RULES: Final[Mapping[str, tuple[Strength, bool, RuleConfig]]] = {
         RuleConfig(weight=1.0, min_requests=3, min_share=0.2),
     ),
     "payment_unsupported": (Strength.STRONG, True, RuleConfig(weight=1.0)),
+    "continued_unsupported": (
+        Strength.STRONG,
+        True,
+        RuleConfig(
+            weight=1.0, min_requests=10, min_hidden_share=0.8, min_observations=10, min_share=0.5
+        ),
+    ),
     "vpn_switching": (
         Strength.STRONG,
         True,
@@ -62,6 +72,20 @@ RULES: Final[Mapping[str, tuple[Strength, bool, RuleConfig]]] = {
         Strength.STRONG,
         True,
         RuleConfig(weight=0.7, min_requests=3, min_share=0.2),
+    ),
+    "org_relay": (
+        Strength.STRONG,
+        False,
+        RuleConfig(
+            weight=1.0,
+            min_accounts=3,
+            min_user_agents=10,
+            min_active_hours=20,
+            min_hidden_share=0.8,
+            min_share=0.3,
+            max_exits=3,
+            min_requests=10,
+        ),
     ),
     "egress_concentration": (
         Strength.STRONG,
@@ -77,23 +101,23 @@ RULES: Final[Mapping[str, tuple[Strength, bool, RuleConfig]]] = {
     "relay_egress": (
         Strength.WEAK,
         False,
-        RuleConfig(weight=0.2, min_accounts=10, min_requests=3),
+        RuleConfig(weight=0.2, min_accounts=5, min_requests=3),
     ),
     "relay_client": (
         Strength.WEAK,
         False,
-        RuleConfig(weight=0.3, min_user_agents=20, min_active_hours=20, min_requests=200),
+        RuleConfig(weight=0.3, min_user_agents=10, min_active_hours=20, min_requests=200),
     ),
     "language": (
         Strength.WEAK,
         True,
-        RuleConfig(weight=0.3, min_requests=10, min_share=0.5),
+        RuleConfig(weight=0.2, min_requests=10, min_share=0.5),
     ),
     "activity_clock": (
         Strength.WEAK,
         True,
         RuleConfig(
-            weight=0.3,
+            weight=0.15,
             min_requests=50,
             min_confidence=0.6,
             unsupported_offsets=(8.0, 3.0),
@@ -233,7 +257,7 @@ def _parse_rule(name: str, settings: object, path: str) -> RuleConfig:
             changes[key] = int(_number(value, dotted, path, integer=True))
         else:
             number = _number(value, dotted, path, integer=False)
-            if key in ("min_share", "min_confidence") and number > 1:
+            if key in ("min_share", "min_confidence", "min_hidden_share") and number > 1:
                 raise PolicySyntaxError("must be between 0 and 1", path=path, key=dotted)
             changes[key] = number
     return replace(base, **changes)

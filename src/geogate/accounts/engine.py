@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,14 +23,20 @@ import orjson
 
 from geogate.accounts.config import AccountsConfig
 from geogate.accounts.events import Event, EventKind
-from geogate.accounts.evidence import AccountEvidence, BinTable, Located, Locator, apply_event
+from geogate.accounts.evidence import (
+    DAY_SECONDS,
+    AccountEvidence,
+    BinTable,
+    Located,
+    Locator,
+    apply_event,
+)
 from geogate.accounts.rules import (
     Assessment,
+    GroupStats,
+    Verdict,
     assess,
-    base_signals,
-    concentration_signal,
-    finish,
-    region_score,
+    group_stats,
 )
 from geogate.accounts.states import (
     AccountState,
@@ -117,6 +123,7 @@ class EnforceReport:
     by_reason: Mapping[str, int] = field(default_factory=dict)
     by_region: Mapping[str, int] = field(default_factory=dict)
     by_state: Mapping[str, int] = field(default_factory=dict)
+    review: tuple[str, ...] = ()
 
 
 _STATES: dict[str, AccountState] = {s.value: s for s in AccountState}  # AccountState(x) is slow
@@ -177,6 +184,9 @@ class Enforcer:
         self._cache: dict[str, AccountRow] = {}
         self._evidence: dict[str, AccountEvidence] = {}
         self._cache_pending: tuple[list[AccountRow], dict[str, _Work]] | None = None
+        # Accounts whose latest UTC day is still open (more of its events may follow in the
+        # next batch): judged when a later event closes the day, or at the end of the run.
+        self._open: set[str] = set()
 
     # ----- ingestion -------------------------------------------------------------------
 
@@ -211,6 +221,9 @@ class Enforcer:
                 flush()
         if batch:
             flush()
+        closed = self.close_open_days()
+        notices += closed.notices
+        transitions.extend(closed.transitions)
         return BatchReport(
             received=received,
             inserted=inserted,
@@ -251,6 +264,45 @@ class Enforcer:
             received=len(events),
             inserted=len(fresh),
             duplicates=len(events) - len(fresh),
+            transitions=tuple(all_transitions),
+            notices=notices,
+        )
+
+    def close_open_days(self) -> BatchReport:
+        """Judge the accounts whose latest UTC day was left open by the last batch, as of their
+        latest event (what the end of an ingestion run does). Judging a day only once all of
+        its events are in is what makes the states independent of the batch boundaries."""
+        pending = sorted(self._open)
+        self._open.clear()
+        if not pending:
+            return BatchReport(received=0, inserted=0, duplicates=0)
+        with self.store.transaction() as tx:
+            work = self._load_work(tx, pending)
+            batch = _Batch(work)
+            by_segment: dict[int, dict[str, datetime]] = {}
+            for account, w in work.items():
+                last = w.evidence.last_seen
+                if last is None or w.evidence.assessed_day >= last // DAY_SECONDS:
+                    continue
+                at = datetime.fromtimestamp(last, tz=UTC)
+                by_segment.setdefault(self.policies.segment(at), {})[account] = at
+            notices = 0
+            for seg in sorted(by_segment):
+                due = by_segment[seg]
+                policy = self.policies.in_force(next(iter(due.values())))
+                config = AccountsConfig.from_policy(policy)
+                notices += self._assess(tx, batch, due, config, policy)
+            all_transitions = [t for w in work.values() for t in w.transitions]
+            saved = [self._row(a, w) for a, w in work.items()]
+            tx.save_accounts(saved)
+            if all_transitions:
+                tx.add_transitions(all_transitions)
+            self._cache_pending = (saved, work)
+        self._remember()
+        return BatchReport(
+            received=0,
+            inserted=0,
+            duplicates=0,
             transitions=tuple(all_transitions),
             notices=notices,
         )
@@ -301,32 +353,65 @@ class Enforcer:
         work = batch.work
         new_egress = batch.new_egress
         notices = 0
-        # account -> (time, UTC day) of its latest event applied but not yet assessed. An
-        # account is assessed at the end of each UTC day it has events in, so a file holding
-        # weeks of traffic is judged day by day, as live ingestion would have judged it.
-        pending: dict[str, tuple[datetime, int]] = {}
+        # An account is judged at the end of each UTC day it has events in, once the day is
+        # complete: when its next event falls on a later day, when the batch holds later days
+        # (input is in time order), or at the end of the run. So a file holding weeks of
+        # traffic is judged day by day, as live ingestion would have judged it, and the same
+        # events give the same states whatever the batch size.
+        touched: set[str] = set()
+        last_day = -1
         for e in events:
             account = e.account
             w = work[account]
-            ts = e.ts
-            day = int(ts.timestamp()) // 86_400
-            last = pending.get(account)
-            if last is not None and day != last[1]:
-                notices += self._assess(tx, batch, {account: last[0]}, config, policy)
-                last = None
+            ev = w.evidence
+            day = e.epoch // DAY_SECONDS
+            last_day = max(last_day, day)
+            seen = ev.last_seen
+            if seen is not None:
+                open_day = seen // DAY_SECONDS
+                if day > open_day and ev.assessed_day < open_day:
+                    notices += self._assess(
+                        tx, batch, {account: datetime.fromtimestamp(seen, tz=UTC)}, config, policy
+                    )
             kind = e.kind
             if kind is _APPEAL or kind is _EXEMPTION:
                 notices += self._operator_event(tx, w, e, policy)
             elif apply_event(
-                w.evidence, e, locator=locator, bins=bins, switch_window_seconds=switch_seconds
+                ev, e, locator=locator, bins=bins, switch_window_seconds=switch_seconds
             ):
                 new_egress.add(account)
-            if last is None or ts > last[0]:
-                last = (ts, day)
-            pending[account] = last
-        return notices + self._assess(
-            tx, batch, {a: at for a, (at, _) in pending.items()}, config, policy
-        )
+            if ev.org is not None or ev.api_keys:
+                new_egress.add(account)
+            touched.add(account)
+        complete: dict[str, datetime] = {}
+        for account in touched:
+            ev = work[account].evidence
+            seen = ev.last_seen
+            if seen is None or ev.assessed_day >= seen // DAY_SECONDS:
+                self._open.discard(account)
+                continue
+            if seen // DAY_SECONDS < last_day:
+                complete[account] = datetime.fromtimestamp(seen, tz=UTC)
+                self._open.discard(account)
+            else:
+                self._open.add(account)
+        # Egress and group links of accounts left open are written now too.
+        opened = {a: datetime.fromtimestamp(0, tz=UTC) for a in touched if a in self._open}
+        self._link(tx, batch, opened)
+        return notices + self._assess(tx, batch, complete, config, policy)
+
+    def _link(self, tx: StoreTx, batch: _Batch, accounts: Mapping[str, object]) -> None:
+        work = batch.work
+        links = [
+            (k, a)
+            for a in accounts
+            if a in batch.new_egress
+            for k in (*work[a].evidence.egress, *work[a].evidence.group_keys())
+            if not k.startswith("asn:")
+        ]
+        if links:
+            tx.link_egress(links)
+            batch.new_egress.difference_update(accounts)
 
     def _assess(
         self,
@@ -336,93 +421,45 @@ class Enforcer:
         config: AccountsConfig,
         policy: Policy,
     ) -> int:
+        """Judge ``candidates`` (account -> time) on their own evidence. Cross-account evidence
+        (egress concentration, org and API-key relays) is left to :meth:`enforce`, which sees
+        every account at one time: judged here it would depend on which accounts happened to
+        be committed first."""
         work = batch.work
-        links = [
-            (k, a) for a in candidates if a in batch.new_egress for k in work[a].evidence.egress
-        ]
-        if links:
-            tx.link_egress(links)
-            batch.new_egress.difference_update(candidates)
+        self._link(tx, batch, candidates)
         # Only accounts whose verdict may have changed are assessed: an event carried evidence,
         # the state depends on time (flagged, warned), or a new UTC day began since the last
         # assessment (slow patterns: clock, relay; decay of old evidence).
-        due: dict[str, datetime] = {}
+        notices = 0
         for account, at in candidates.items():
             w = work[account]
-            w.evidence.prune(retention_days=config.retention_days)
-            day = int(at.timestamp()) // 86_400
-            if (
-                w.evidence.notable
+            ev = w.evidence
+            ev.prune(retention_days=config.retention_days)
+            day = int(at.timestamp()) // DAY_SECONDS
+            if not (
+                ev.notable
                 or w.state not in (AccountState.ACTIVE, AccountState.REINSTATED)
-                or w.evidence.assessed_day != day
+                or ev.assessed_day != day
             ):
-                due[account] = at
-                w.evidence.assessed_day = day
-                w.evidence.notable = False
-        if not due:
-            return 0
-        keys = sorted({k for a in due for k in work[a].evidence.egress})
-        stats = tx.egress_stats(keys) if keys else {}
-        if stats:
-            # The store counts the accounts' flags as committed; correct for the flags this
-            # batch changed but has not written yet.
-            for other in batch.changed_points:
-                w = work[other]
-                delta = int(w.points) - int(w.db_points)
-                for key in w.evidence.egress:
-                    st = stats.get(key)
-                    if st is not None:
-                        stats[key] = replace(st, unsupported=max(0, st.unsupported + delta))
-        return self._reassess(tx, batch, due, stats, config, policy)
-
-    def _reassess(
-        self,
-        tx: StoreTx,
-        batch: _Batch,
-        due: Mapping[str, datetime],
-        stats: dict[str, EgressStats],
-        config: AccountsConfig,
-        policy: Policy,
-    ) -> int:
-        work = batch.work
-        account_score = config.rule("egress_concentration").account_score
-        bases: dict[str, tuple[list[Any], float, bool]] = {}
-        for account, at in due.items():
-            w = work[account]
+                continue
+            ev.assessed_day = day
+            ev.notable = False
             if w.state in (AccountState.EXEMPT, AccountState.APPEALED, AccountState.BLOCKED):
                 continue
-            signals = base_signals(w.evidence, at=at, config=config, egress=stats, explain=False)
-            rs = region_score(signals, config)
-            points = rs >= account_score
-            if points != w.points and w.evidence.egress:
-                delta = int(points) - int(w.points)
-                for key in w.evidence.egress:
-                    st = stats.get(key)
-                    if st is not None:
-                        stats[key] = replace(st, unsupported=max(0, st.unsupported + delta))
-            w.points = points
-            if w.points != w.db_points:
-                batch.changed_points.add(account)
-            else:
-                batch.changed_points.discard(account)
-            bases[account] = (signals, rs, points)
-        notices = 0
-        for account, (signals, rs, points) in bases.items():
-            w = work[account]
-            at = due[account]
-            signals.append(
-                concentration_signal(w.evidence, config=config, egress=stats, self_points=points)
+            assessment = assess(
+                ev,
+                at=at,
+                config=config,
+                effective_of=_effective_of(policy),
+                explain=False,
             )
-            assessment = finish(signals, at=at, config=config, region_score_value=rs)
+            w.points = assessment.points_unsupported
             w.row = _with_assessment(w.row, account, assessment, policy.label)
             move = next_state(
-                w.state,
-                assessment.verdict,
-                at=at,
-                effective_at=effective_for(policy, assessment.regions),
+                w.state, assessment.verdict, at=at, effective_at=assessment.effective_at
             )
             if move is not None:
-                full = self._explained(w.evidence, at, config, stats, points)
+                full = self._explained(ev, at, config, policy, None, None)
                 notices += self._move(tx, w, account, move, full, policy, config, at=at)
         return notices
 
@@ -431,16 +468,19 @@ class Enforcer:
         ev: AccountEvidence,
         at: datetime,
         config: AccountsConfig,
+        policy: Policy,
         stats: Mapping[str, EgressStats] | None,
-        own_points: bool,
+        groups: Mapping[str, GroupStats] | None,
     ) -> Assessment:
         """The assessment with every rule's explanation (for transitions and reports)."""
-        signals = base_signals(ev, at=at, config=config, egress=stats)
-        rs = region_score(signals, config)
-        signals.append(
-            concentration_signal(ev, config=config, egress=stats, self_points=own_points)
+        return assess(
+            ev,
+            at=at,
+            config=config,
+            egress=stats,
+            groups=groups,
+            effective_of=_effective_of(policy),
         )
-        return finish(signals, at=at, config=config, region_score_value=rs)
 
     def _move(
         self,
@@ -491,6 +531,7 @@ class Enforcer:
             "effective_at": eff.isoformat() if eff else None,
             "regions": list(assessment.regions) if assessment else [],
             "rules": list(rules),
+            "categories": list(evidence_categories(rules)),
             "reasons": [s.text for s in assessment.fired] if assessment else [],
             "at": at.isoformat(),
         }
@@ -613,73 +654,103 @@ class Enforcer:
     def assess_account(
         self, account: str, *, at: datetime
     ) -> tuple[AccountRow | None, Assessment | None]:
-        """The account's row and a fresh assessment as of ``at`` (None when unknown)."""
+        """The account's row and a fresh assessment as of ``at``, with its egress and group
+        evidence (None when unknown)."""
         row = self.store.get_account(account)
         if row is None:
             return None, None
         policy = self.policies.in_force(at)
         config = AccountsConfig.from_policy(policy)
         ev = AccountEvidence.from_dict(row.evidence)
-        stats = self.store.egress_stats(sorted(ev.egress)) if ev.egress else {}
-        return row, assess(ev, at=at, config=config, egress=stats)
+        stats, groups = self.cross_evidence(ev, at=at, config=config)
+        return row, assess(
+            ev,
+            at=at,
+            config=config,
+            egress=stats,
+            groups=groups,
+            effective_of=_effective_of(policy),
+        )
 
     def enforce(self, at: datetime, *, dry_run: bool = False, chunk: int = 1_000) -> EnforceReport:
         """Re-evaluate every account as of ``at`` and apply (or, with ``dry_run``, only report)
         the moves: before the effective date accounts that would be blocked are warned; on or
-        after it, warned accounts still showing the evidence are blocked."""
+        after it, accounts whose evidence from on or after the date blocks them are blocked.
+
+        This is the one pass that sees every account at the same time, so it is where the
+        cross-account evidence is judged: egress concentration, and org and API-key groups
+        that relay access (:class:`GroupStats`). Blocked accounts whose evidence has gone are
+        listed in :attr:`EnforceReport.review` for an operator, never released silently.
+        """
         policy = self.policies.in_force(at)
         config = AccountsConfig.from_policy(policy)
         conc = config.rule("egress_concentration")
         relay = config.rule("relay_egress")
-        min_accounts = max(1, min(conc.min_accounts + 1, relay.min_accounts))
+        org = config.rule("org_relay")
+        min_accounts = max(
+            2, min(conc.min_accounts + 1, relay.min_accounts, max(2, org.min_accounts))
+        )
         members = self.store.egress_members(min_accounts=min_accounts)
         account_keys: dict[str, list[str]] = {}
         for key, accts in members.items():
             for a in accts:
                 account_keys.setdefault(a, []).append(key)
-        score_needed = conc.account_score
-        frozen = {
-            AccountState.EXEMPT.value,
-            AccountState.APPEALED.value,
-            AccountState.BLOCKED.value,
-        }
+        effective_of = _effective_of(policy)
+        skip_frozen = {AccountState.EXEMPT.value, AccountState.APPEALED.value}
         evaluated = 0
-        changes: list[tuple[Change, Assessment | None, AccountEvidence, bool]] = []
-        stash: list[tuple[AccountRow, AccountEvidence, list[Any], float, bool]] = []
-        points: dict[str, bool] = {}
+        changes: list[tuple[Change, Assessment | None]] = []
+        review: list[str] = []
+        stash: dict[str, tuple[AccountRow, AccountEvidence, bool]] = {}
         stats: dict[str, EgressStats] = {}
+        groups: dict[str, GroupStats] = {}
 
-        def decide(row: AccountRow, assessment: Assessment, ev: AccountEvidence, own: bool) -> None:
-            state = AccountState(row.state)
-            move = next_state(
-                state,
-                assessment.verdict,
+        def decide(row: AccountRow, ev: AccountEvidence, cross: bool) -> None:
+            assessment = assess(
+                ev,
                 at=at,
-                effective_at=effective_for(policy, assessment.regions),
+                config=config,
+                egress=stats if cross else None,
+                groups=groups if cross else None,
+                effective_of=effective_of,
+                explain=False,
             )
-            if move is not None:
-                changes.append(
-                    (
-                        Change(
-                            account=row.account,
-                            from_state=state,
-                            to_state=move.to,
-                            rules=assessment.rule_names,
-                            regions=assessment.regions,
-                            policy_version=policy.label,
-                            note=move.rule,
-                        ),
-                        None if dry_run else self._explained(ev, at, config, stats, own),
-                        ev,
-                        own,
-                    )
+            state = AccountState(row.state)
+            if state is AccountState.BLOCKED:
+                if assessment.verdict is not Verdict.BLOCK:
+                    review.append(row.account)
+                return
+            move = next_state(
+                state, assessment.verdict, at=at, effective_at=assessment.effective_at
+            )
+            if move is None:
+                return
+            full = (
+                None
+                if dry_run
+                else self._explained(
+                    ev, at, config, policy, stats if cross else None, groups if cross else None
                 )
+            )
+            changes.append(
+                (
+                    Change(
+                        account=row.account,
+                        from_state=state,
+                        to_state=move.to,
+                        rules=assessment.rule_names,
+                        regions=assessment.regions,
+                        policy_version=policy.label,
+                        note=move.rule,
+                    ),
+                    full,
+                )
+            )
 
         skippable = {AccountState.ACTIVE.value, AccountState.REINSTATED.value}
         for scan in self.store.scan_accounts():
             evaluated += 1
             in_egress = scan.account in account_keys
-            if scan.state in frozen and not in_egress:
+            if scan.state in skip_frozen and not in_egress:
                 continue
             if (
                 scan.state in skippable
@@ -689,43 +760,42 @@ class Enforcer:
                 and scan.last_seen is not None
                 and scan.last_seen <= at
             ):
-                # Nothing fired when its last event was assessed, under this same policy, and
+                # Nothing fired when its last day was judged, under this same policy, and
                 # without new events windowed evidence only fades: nothing can fire now.
                 continue
             row = _scan_row(scan)
             ev = AccountEvidence.from_dict(row.evidence)
-            signals = base_signals(ev, at=at, config=config, explain=False)
-            rs = region_score(signals, config)
             if not in_egress:
-                # No egress shared with enough accounts: concentration cannot fire.
-                decide(row, finish(signals, at=at, config=config, region_score_value=rs), ev, False)
+                decide(row, ev, False)
                 continue
-            points[row.account] = rs >= score_needed
-            stash.append((row, ev, signals, rs, points[row.account]))
-        stats.update(
-            (
-                k,
-                EgressStats(
-                    key=k, accounts=len(v), unsupported=sum(points.get(a, False) for a in v)
-                ),
-            )
-            for k, v in members.items()
-        )
-        for row, ev, _signals, rs, own in stash:
-            if row.state in frozen:
+            points = assess(ev, at=at, config=config, explain=False).points_unsupported
+            stash[row.account] = (row, ev, points)
+        # Cross-account evidence, from every member as of the same time.
+        for key, accts in members.items():
+            if key.startswith(("org:", "key:")):
+                evs = [stash[a][1] for a in accts if a in stash]
+                if len(evs) >= max(2, org.min_accounts):
+                    groups[key] = group_stats(key, evs, at=at, config=config)
+            else:
+                stats[key] = EgressStats(
+                    key=key,
+                    accounts=len(accts),
+                    unsupported=sum(1 for a in accts if a in stash and stash[a][2]),
+                )
+        for account in sorted(stash):
+            row, ev, _points = stash[account]
+            if row.state in skip_frozen:
                 continue
-            signals = base_signals(ev, at=at, config=config, egress=stats, explain=False)
-            signals.append(concentration_signal(ev, config=config, egress=stats, self_points=own))
-            decide(row, finish(signals, at=at, config=config, region_score_value=rs), ev, own)
+            decide(row, ev, True)
 
         if not dry_run:
             for i in range(0, len(changes), chunk):
-                applied = [(c, a) for c, a, _, _ in changes[i : i + chunk] if a is not None]
+                applied = [(c, a) for c, a in changes[i : i + chunk] if a is not None]
                 self._apply_changes(applied, at=at, policy=policy, config=config)
         by_reason: Counter[str] = Counter()
         by_region: Counter[str] = Counter()
         by_state: Counter[str] = Counter()
-        for change, *_ in changes:
+        for change, _ in changes:
             by_reason.update(change.rules or (change.note,))
             by_region.update(change.regions or ("(none)",))
             by_state[change.to_state.value] += 1
@@ -733,11 +803,43 @@ class Enforcer:
             at=at,
             dry_run=dry_run,
             evaluated=evaluated,
-            changes=tuple(c for c, *_ in changes),
+            changes=tuple(c for c, _ in changes),
             by_reason=dict(by_reason.most_common()),
             by_region=dict(by_region.most_common()),
             by_state=dict(by_state.most_common()),
+            review=tuple(sorted(review)),
         )
+
+    def cross_evidence(
+        self, ev: AccountEvidence, *, at: datetime, config: AccountsConfig
+    ) -> tuple[dict[str, EgressStats], dict[str, GroupStats]]:
+        """The egress and group evidence of one account as of ``at`` (for explanations): the
+        same figures :meth:`enforce` computes, from the committed members."""
+        keys = [k for k in ev.egress if not k.startswith("asn:")]
+        groups_keys = list(ev.group_keys())
+        members = self.store.egress_accounts([*keys, *groups_keys]) if keys or groups_keys else {}
+        everyone = sorted({a for accts in members.values() for a in accts})
+        rows = {a: r for a in everyone if (r := self.store.get_account(a)) is not None}
+        evs = {a: AccountEvidence.from_dict(r.evidence) for a, r in rows.items()}
+        points = {
+            a: assess(e, at=at, config=config, explain=False).points_unsupported
+            for a, e in evs.items()
+        }
+        stats: dict[str, EgressStats] = {}
+        groups: dict[str, GroupStats] = {}
+        org = config.rule("org_relay")
+        for key, accts in members.items():
+            if key.startswith(("org:", "key:")):
+                member_evs = [evs[a] for a in accts if a in evs]
+                if len(member_evs) >= max(2, org.min_accounts):
+                    groups[key] = group_stats(key, member_evs, at=at, config=config)
+            else:
+                stats[key] = EgressStats(
+                    key=key,
+                    accounts=len(accts),
+                    unsupported=sum(points.get(a, False) for a in accts),
+                )
+        return stats, groups
 
     def _apply_changes(
         self,
@@ -770,6 +872,40 @@ class Enforcer:
             if work:
                 tx.save_accounts([self._row(a, w) for a, w in work.items()])
                 tx.add_transitions([t for w in work.values() for t in w.transitions])
+
+
+def _effective_of(policy: Policy) -> Callable[[tuple[str, ...]], datetime | None]:
+    def effective(regions: tuple[str, ...]) -> datetime | None:
+        return effective_for(policy, regions)
+
+    return effective
+
+
+#: Rule -> the evidence category a notice names.
+_CATEGORIES: Mapping[str, str] = {
+    "payment_unsupported": "payment",
+    "direct_unsupported": "direct_access",
+    "continued_unsupported": "continued_use_through_anonymizers",
+    "vpn_switching": "continued_use_through_anonymizers",
+    "forwarded_unsupported": "relay",
+    "org_relay": "relay",
+    "egress_concentration": "relay",
+    "signup_unsupported": "signup",
+}
+
+
+def evidence_categories(rules: Iterable[str]) -> tuple[str, ...]:
+    """The evidence categories (payment, direct access, continued use through anonymizers,
+    relay, signup) of the fired rules, in that order of weight."""
+    order = (
+        "payment",
+        "direct_access",
+        "continued_use_through_anonymizers",
+        "relay",
+        "signup",
+    )
+    found = {_CATEGORIES[r] for r in rules if r in _CATEGORIES}
+    return tuple(c for c in order if c in found)
 
 
 class _SegmentLocator:

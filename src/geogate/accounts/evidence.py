@@ -14,6 +14,7 @@ the :class:`Locator` port (:class:`DeciderLocator` adapts :class:`geogate.decide
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import zlib
 from collections.abc import Iterable, Mapping
@@ -44,7 +45,8 @@ SWITCHES: Final = 9
 FORWARDED_UNSUPPORTED: Final = 10
 LANGUAGE_UNSUPPORTED: Final = 11
 LANGUAGE_ANY: Final = 12
-N_COUNTERS: Final = 13
+HIDDEN: Final = 13  # through a network that hides where the user is (see Located.hides)
+N_COUNTERS: Final = 14
 
 COUNTER_NAMES: Final = (
     "requests",
@@ -60,6 +62,7 @@ COUNTER_NAMES: Final = (
     "forwarded_unsupported",
     "language_unsupported",
     "language_any",
+    "hidden",
 )
 
 # Plain ints: enum attribute access costs about a microsecond on Python 3.11's hot path.
@@ -79,6 +82,7 @@ MAX_LANGUAGES: Final = 16
 MAX_USER_AGENTS: Final = 64
 MAX_EGRESS: Final = 48
 MAX_PAYMENT_KEYS: Final = 32
+MAX_API_KEYS: Final = 8
 
 _CLASS_OTHER: Final = 0
 _CLASS_UNSUPPORTED_RESIDENTIAL: Final = 1
@@ -242,41 +246,93 @@ def language_region(tag: str) -> str | None:
     return region or None
 
 
-def egress_keys(ip: str, asn: int | None) -> tuple[str, ...]:
-    """The egress keys of an address: the address, its /24 (IPv4) or /48 (IPv6), its ASN."""
+def key_digest(secret: str) -> str:
+    """A short stable digest of an API key: accounts sharing a key are grouped by it, and the
+    key itself is never stored."""
+    return hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()[:20]
+
+
+def egress_keys(ip: str, asn: int | None = None) -> tuple[str, ...]:
+    """The egress keys of an address: the address and its /24 (IPv4) or /48 (IPv6).
+
+    Never the AS number: a cloud or hosting AS carries millions of unrelated customers, so
+    "most accounts on this AS point to unsupported regions" says nothing about one of them.
+    ``asn`` is accepted for callers of the earlier signature and ignored.
+    """
+    del asn
     if ":" in ip:
         net = str(ipaddress.IPv6Network(f"{ip}/48", strict=False))
     else:
         net = ip.rsplit(".", 1)[0] + ".0/24"
-    keys = (f"ip:{ip}", f"net:{net}")
-    return (*keys, f"asn:{asn}") if asn else keys
+    return (f"ip:{ip}", f"net:{net}")
 
 
-# Typical share of a person's activity by local hour (0-23): quiet at night, busy in office
-# hours, a second evening peak. Only its shape matters.
-_PROFILE: Final = (
-    2.0, 1.2, 0.8, 0.6, 0.5, 0.6, 1.0, 2.0, 3.5, 5.0, 6.0, 6.3,
-    6.0, 6.0, 6.3, 6.3, 6.0, 5.5, 5.0, 5.0, 5.0, 4.6, 3.8, 2.8,
+# Typical shares of a person's activity by local hour (0-23); only their shapes matter. A day
+# is explained by the best mixture of three shapes, so that an office worker (busy 9-17, quiet
+# evenings) is not pushed an hour or two east to fit the evening peak of a home user: a single
+# "typical day" put German office hours at UTC+3 with confidence 0.98.
+_PROFILES: Final = (
+    # at home and at work: quiet at night, busy in office hours, a second evening peak
+    (2.0, 1.2, 0.8, 0.6, 0.5, 0.6, 1.0, 2.0, 3.5, 5.0, 6.0, 6.3,
+     6.0, 6.0, 6.3, 6.3, 6.0, 5.5, 5.0, 5.0, 5.0, 4.6, 3.8, 2.8),
+    # office hours only, a lunch dip
+    (0.3, 0.2, 0.2, 0.2, 0.2, 0.3, 0.6, 1.5, 5.0, 8.0, 8.5, 8.0,
+     5.5, 7.5, 8.5, 8.0, 7.0, 4.5, 2.0, 1.2, 0.9, 0.7, 0.5, 0.4),
+    # evenings and late nights (students, side projects)
+    (4.0, 2.5, 1.5, 0.8, 0.5, 0.4, 0.5, 0.8, 1.2, 1.8, 2.2, 2.6,
+     2.8, 2.8, 3.0, 3.2, 3.6, 4.2, 5.5, 6.5, 7.0, 7.2, 6.5, 5.5),
 )  # fmt: skip
-_LOG_PROFILE: Final = np.log(np.asarray(_PROFILE) / sum(_PROFILE))
 _OFFSETS: Final = tuple(range(-11, 13))
-# Row i holds the log-profile seen in UTC hours by someone at offset _OFFSETS[i].
-_SHIFTED: Final = np.array([[_LOG_PROFILE[(u + off) % 24] for u in range(24)] for off in _OFFSETS])
+# _SHIFTED[p][i] holds profile p's log-shares as seen in UTC hours by someone at _OFFSETS[i].
+_SHIFTED: Final = np.stack(
+    [
+        np.array(
+            [
+                [float(np.log(prof[(u + off) % 24] / sum(prof))) for u in range(24)]
+                for off in _OFFSETS
+            ]
+        )
+        for prof in _PROFILES
+    ]
+)
 _EFFECTIVE_EVENTS: Final = 100.0
+_RANGE_MASS: Final = 0.8
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClockEstimate:
-    """The UTC offset (hours east) that best explains an hourly activity histogram.
+    """The UTC offsets (hours east) that explain an hourly activity histogram.
 
-    ``confidence`` is the posterior mass within one hour of ``offset_hours`` under a tempered
+    ``offset_hours`` is the best offset; ``low``..``high`` the narrowest run of offsets around
+    it holding 80% of the posterior (a wide range means the day is ambiguous: office hours fit
+    UTC+1 to UTC+3 about equally, and a summer and a winter clock blur into each other).
+    ``confidence`` is the posterior mass within one hour of the best offset under a tempered
     likelihood (as if from at most 100 events): about 0.125 for flat round-the-clock traffic,
-    near 1 for a clear human day. ``events`` is the histogram total.
+    near 1 for a clear human day. ``posterior`` maps offsets -11..+12 to their mass. ``events``
+    is the histogram total.
     """
 
     offset_hours: int
     confidence: float
     events: int
+    low: int = 0
+    high: int = 0
+    posterior: tuple[float, ...] = ()
+
+    def mass(self, offsets: Iterable[float]) -> float:
+        """Posterior mass on the whole-hour offsets in ``offsets`` (half-hour zones round to
+        the nearer whole hours both ways)."""
+        if not self.posterior:
+            return 0.0
+        picked = {o for off in offsets for o in _OFFSETS if abs(o - off) <= 0.5}
+        return float(sum(self.posterior[o - _OFFSETS[0]] for o in picked))
+
+    @property
+    def range_text(self) -> str:
+        """``"UTC+1..+3"`` or ``"UTC+8"``."""
+        if self.low == self.high:
+            return f"UTC{self.low:+d}"
+        return f"UTC{self.low:+d}..{self.high:+d}"
 
 
 def infer_clock(hours: Iterable[int]) -> ClockEstimate | None:
@@ -285,12 +341,37 @@ def infer_clock(hours: Iterable[int]) -> ClockEstimate | None:
     total = float(h.sum())
     if total <= 0:
         return None
-    scores = (_SHIFTED @ h) * min(1.0, _EFFECTIVE_EVENTS / total)
+    per_profile = (_SHIFTED @ h) * min(1.0, _EFFECTIVE_EVENTS / total)  # (profiles, offsets)
+    top = float(per_profile.max())
+    scores = np.log(np.exp(per_profile - top).sum(axis=0)) + top
     best = int(np.argmax(scores))
     weights = np.exp(scores - scores[best])
+    post = weights / weights.sum()
     n = len(_OFFSETS)
-    near = float(weights[[(best - 1) % n, best, (best + 1) % n]].sum() / weights.sum())
-    return ClockEstimate(offset_hours=_OFFSETS[best], confidence=round(near, 4), events=int(total))
+    near = float(post[[(best - 1) % n, best, (best + 1) % n]].sum())
+    lo = hi = best
+    mass = float(post[best])
+    while mass < _RANGE_MASS and hi - lo < n - 1:
+        left = float(post[(lo - 1) % n])
+        right = float(post[(hi + 1) % n])
+        if right >= left:
+            hi += 1
+            mass += right
+        else:
+            lo -= 1
+            mass += left
+
+    def wrap(i: int) -> int:
+        return _OFFSETS[i % n]
+
+    return ClockEstimate(
+        offset_hours=_OFFSETS[best],
+        confidence=round(near, 4),
+        events=int(total),
+        low=wrap(lo),
+        high=wrap(hi),
+        posterior=tuple(round(float(p), 4) for p in post),
+    )
 
 
 class AccountEvidence:
@@ -298,6 +379,7 @@ class AccountEvidence:
     compact JSON-ready dict by :meth:`to_dict`). All times are Unix seconds (UTC)."""
 
     __slots__ = (
+        "api_keys",
         "assessed_day",
         "clock_cache",
         "days",
@@ -311,6 +393,7 @@ class AccountEvidence:
         "last_seen",
         "last_ts",
         "notable",
+        "org",
         "payments",
         "regions",
         "requests",
@@ -335,8 +418,10 @@ class AccountEvidence:
         self.egress: dict[str, int] = {}
         self.forwarded: dict[str, list[int]] = {}  # region -> [count, last_ts]
         self.assessed_day = -1  # UTC day of the last assessment (see the engine)
-        self.clock_cache: tuple[int, int, float] | None = None  # (events, offset, confidence)
+        self.clock_cache: ClockEstimate | None = None  # not stored: cheap to recompute
         self.notable = False  # not stored: an event since loading could change the verdict
+        self.org: str | None = None  # the latest org the account's requests named
+        self.api_keys: set[str] = set()  # API keys its requests used (first MAX_API_KEYS)
 
     # ----- serialisation ----------------------------------------------------------------
 
@@ -360,7 +445,8 @@ class AccountEvidence:
             "e": self.egress,
             "x": self.forwarded,
             "ad": self.assessed_day,
-            "ck": list(self.clock_cache) if self.clock_cache else None,
+            "og": self.org,
+            "ks": sorted(self.api_keys),
         }
 
     @classmethod
@@ -389,8 +475,8 @@ class AccountEvidence:
         ev.egress = dict(data.get("e") or {})
         ev.forwarded = dict(data.get("x") or {})
         ev.assessed_day = int(data.get("ad", -1))
-        ck = data.get("ck")
-        ev.clock_cache = (int(ck[0]), int(ck[1]), float(ck[2])) if ck else None
+        ev.org = data.get("og")
+        ev.api_keys = set(data.get("ks") or ())
         return ev
 
     # ----- queries ----------------------------------------------------------------------
@@ -423,11 +509,10 @@ class AccountEvidence:
         only when requests are added, and a scan over every account would redo it)."""
         total = sum(self.hours)
         cached = self.clock_cache
-        if cached is not None and cached[0] == total:
-            return ClockEstimate(offset_hours=cached[1], confidence=cached[2], events=total)
+        if cached is not None and cached.events == total:
+            return cached
         est = infer_clock(self.hours)
-        if est is not None:
-            self.clock_cache = (total, est.offset_hours, est.confidence)
+        self.clock_cache = est
         return est
 
     def active_hours(self) -> int:
@@ -437,6 +522,29 @@ class AccountEvidence:
             return 0
         floor = total / 48.0
         return sum(1 for c in self.hours if c >= floor)
+
+    def group_keys(self) -> tuple[str, ...]:
+        """Keys of the account groups it belongs to: its org and the API keys it used
+        (``org:NAME``, ``key:KEY``). A reseller's customers share both."""
+        keys = [f"key:{k}" for k in sorted(self.api_keys)]
+        if self.org:
+            org = self.org if len(self.org) <= 100 else "#" + key_digest(self.org)
+            keys.insert(0, f"org:{org}")
+        return tuple(keys)
+
+    def last_located_days(self, *, before: int | None = None) -> tuple[int | None, int | None]:
+        """The latest UTC days (up to ``before``, exclusive) holding a supported and an
+        unsupported location observation: ``(supported_day, unsupported_day)``."""
+        sup: int | None = None
+        uns: int | None = None
+        for day, counts in self.days.items():
+            if before is not None and day >= before:
+                continue
+            if counts[SUPPORTED] and (sup is None or day > sup):
+                sup = day
+            if counts[UNSUPPORTED] and (uns is None or day > uns):
+                uns = day
+        return sup, uns
 
     # ----- updates ----------------------------------------------------------------------
 
@@ -470,9 +578,14 @@ class AccountEvidence:
         b[REQUESTS] += 1
         self.hours[(epoch // 3600) % 24] += 1
         flags = located.flags
-        anonymized = bool(flags & _ANONYMIZING)
+        # Tor, VPNs and proxies say nothing about where the user is, and nor does a datacenter
+        # in a supported country (a VPS, a relay, corporate egress): those requests are
+        # "hidden". A datacenter in an unsupported region is still a use from there.
+        hidden = bool(flags & _ANONYMIZING) or bool(flags & _F_HOSTING and not located.unsupported)
         if located.unsupported or flags & _DATACENTER:
             self.notable = True
+        if hidden:
+            b[HIDDEN] += 1
         if flags:
             if flags & _F_TOR:
                 b[TOR] += 1
@@ -484,9 +597,9 @@ class AccountEvidence:
                 b[HOSTING] += 1
             if flags & _F_RELAY:
                 b[RELAY] += 1
-        if located.unknown and not anonymized:
+        if located.unknown and not hidden:
             b[UNKNOWN] += 1
-        elif not anonymized:
+        elif not hidden:
             b[UNSUPPORTED if located.unsupported else SUPPORTED] += 1
             region = located.region
             if region:
@@ -531,6 +644,11 @@ class AccountEvidence:
                     self.notable = True
                     if len(self.languages_unsupported) < MAX_LANGUAGES:
                         self.languages_unsupported.add(tag)
+        if event.org is not None:
+            self.org = event.org
+        api_key = event.api_key
+        if api_key is not None and len(self.api_keys) < MAX_API_KEYS:
+            self.api_keys.add(key_digest(api_key))
         if event.user_agent and len(self.user_agents) < MAX_USER_AGENTS:
             self.user_agents.add(zlib.crc32(event.user_agent.encode("utf-8", "replace")))
 
@@ -606,6 +724,13 @@ class AccountEvidence:
                 located and located.unsupported and not located.flags & _ANONYMIZING
             ),
             "anonymized": bool(located and located.flags & _ANONYMIZING),
+            "hidden": bool(
+                located
+                and (
+                    located.flags & _ANONYMIZING
+                    or (located.flags & _F_HOSTING and not located.unsupported)
+                )
+            ),
             "phone_country": phone,
             "phone_unsupported": bool(phone and locator.is_unsupported(phone, event.ts)),
             "email": event.email,

@@ -1,14 +1,19 @@
 """Scoring: every rule looks at an account's evidence as of a time and says, in plain language,
-whether it fires and why. The weighted sum of fired rules gives a :class:`Verdict`.
+whether it fires and why. The weighted sums of fired rules give a :class:`Verdict`.
 
-A verdict of ``BLOCK`` needs ``block_score`` *and* at least one strong rule: weak rules
-(activity clock, language, relay and anonymizer patterns) can only ever flag an account for
-review. Weights and thresholds come from :class:`AccountsConfig` (the policy's ``[accounts]``).
+A verdict of ``BLOCK`` needs the *strong* rules alone to reach ``block_score``: weak rules
+(activity clock, language, relay and anonymizer patterns) add to the review score and can flag
+an account, but never move it over the block threshold. From the enforcement date on, the rules
+are evaluated on evidence from on or after that date only (:func:`assess`): evidence from
+before it can warn, never block, so a traveller who came home before the date is not blocked by
+their trip. Weights and thresholds come from :class:`AccountsConfig` (the policy's
+``[accounts]``).
 """
 
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +23,7 @@ from geogate.accounts.config import RULES, AccountsConfig, Strength
 from geogate.accounts.evidence import (
     DAY_SECONDS,
     FORWARDED_UNSUPPORTED,
+    HIDDEN,
     LANGUAGE_ANY,
     LANGUAGE_UNSUPPORTED,
     PROXY,
@@ -72,11 +78,65 @@ class Signal:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GroupStats:
+    """What the accounts of one group (an org, or one shared API key) do together, as of a time.
+
+    ``members``: accounts in the group; ``pointing``: members whose own strong evidence (signup
+    address or phone, a card or billing country, a direct location observation) points to
+    unsupported regions, with those ``regions``; ``user_agents`` and ``active_hours`` of the
+    group's traffic together; ``hidden_share``: share of its recent requests through hiding
+    networks; ``exits``: datacenter /24 (/48) networks carrying its traffic and ``exit_share``
+    the share of its egress requests on the top ``max_exits`` of them.
+    """
+
+    key: str
+    members: int
+    pointing: int
+    regions: tuple[str, ...]
+    user_agents: int
+    active_hours: int
+    hidden_share: float
+    requests: int
+    exits: tuple[str, ...]
+    exit_share: float
+
+    def is_relay(self, config: AccountsConfig) -> bool:
+        """True when the group looks like a resale relay under ``config`` (``org_relay``)."""
+        rc = config.rule("org_relay")
+        return (
+            self.members >= max(2, rc.min_accounts)
+            and self.requests > 0
+            and self.hidden_share >= rc.min_hidden_share
+            and bool(self.exits)
+            and self.exit_share >= 0.8
+            and (self.user_agents >= rc.min_user_agents or self.active_hours >= rc.min_active_hours)
+            and self.pointing >= 2
+            and self.pointing / self.members >= rc.min_share
+        )
+
+    def describe(self) -> str:
+        """One sentence for explanations."""
+        kind, _, name = self.key.partition(":")
+        label = "org" if kind == "org" else "API key"
+        return (
+            f"{label} {name}: {self.members} accounts, {self.pointing} of them with their own "
+            f"evidence pointing to unsupported regions{_regions_text(self.regions)}; "
+            f"{self.hidden_share:.0%} of its recent requests through datacenter or anonymizer "
+            f"networks, {self.exit_share:.0%} of them via {', '.join(self.exits[:3]) or 'none'}; "
+            f"{self.user_agents} client strings; active in {self.active_hours} of 24 hours"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Assessment:
     """The outcome of all rules for one account at one time.
 
-    ``region_score`` sums the fired region-pointing rules (not egress concentration): an account
-    ``points_unsupported`` when it reaches ``egress_concentration.account_score``.
+    ``score`` sums every fired rule (the review score); ``strong_score`` only the strong ones
+    (what a block needs). ``region_score`` sums the fired strong region-pointing rules: an
+    account ``points_unsupported`` when it reaches ``egress_concentration.account_score`` (weak
+    signals never make an account, or its neighbours, "point" anywhere). ``effective_at`` is
+    the enforcement date for the regions the evidence points to; ``post_date`` says the rules
+    were evaluated on evidence from on or after it only.
     """
 
     verdict: Verdict
@@ -86,6 +146,9 @@ class Assessment:
     region_score: float
     points_unsupported: bool
     at: datetime
+    strong_score: float = 0.0
+    effective_at: datetime | None = None
+    post_date: bool = False
 
     @property
     def fired(self) -> tuple[Signal, ...]:
@@ -105,6 +168,9 @@ class Assessment:
             "regions": list(self.regions),
             "region_score": round(self.region_score, 4),
             "points_unsupported": self.points_unsupported,
+            "strong_score": round(self.strong_score, 4),
+            "effective_at": self.effective_at.isoformat() if self.effective_at else None,
+            "post_date": self.post_date,
             "at": self.at.isoformat(),
             "signals": [s.to_dict() for s in self.signals],
         }
@@ -140,6 +206,10 @@ class _Signals(list[Signal]):
         super().__init__()
         self.config = config
         self.explain = explain
+
+    def append_signal(self, signal: Signal) -> None:
+        if self.explain or signal.fired:
+            self.append(signal)
 
     def add(
         self, name: str, fired: bool, text: Callable[[], str], regions: tuple[str, ...] = ()
@@ -180,7 +250,13 @@ def base_signals(
     w = ev.window(at, days, since=since)
     window_start = at_epoch - days * DAY_SECONDS
     out = _Signals(config, explain=explain)
-    period = f"in the last {days} days"
+    if since is not None and since > window_start:
+        period = (
+            f"since {datetime.fromtimestamp(since, tz=at.tzinfo or None):%Y-%m-%d} "
+            f"(the last {days} days, on or after the enforcement date)"
+        )
+    else:
+        period = f"in the last {days} days"
 
     # direct access from unsupported regions
     rc = config.rule("direct_unsupported")
@@ -240,6 +316,11 @@ def base_signals(
             "card_country as given."
         ),
         pay_regions,
+    )
+
+    # location continuity: last seen directly in an unsupported region, hidden since
+    out.append_signal(
+        continuity_signal(ev, w, at=at, config=config, explain=explain, period=period)
     )
 
     # VPN switching
@@ -380,24 +461,118 @@ def base_signals(
     if est is None:
         out.add("activity_clock", False, lambda: "no activity to infer a clock from.")
     else:
-        matches = any(abs(est.offset_hours - o) <= 0.5 for o in rc.unsupported_offsets)
+        mass = est.mass(rc.unsupported_offsets)
         offsets = ", ".join(f"{o:+g}" for o in rc.unsupported_offsets)
         out.add(
             "activity_clock",
-            est.events >= rc.min_requests and est.confidence >= rc.min_confidence and matches,
+            est.events >= rc.min_requests and mass >= rc.min_confidence,
             lambda: (
-                f"the hourly activity of {est.events} requests fits a day at UTC"
-                f"{est.offset_hours:+d} best (confidence {est.confidence:.2f}); fires when the "
-                f"offset is one of {offsets} with confidence {rc.min_confidence:.2f} over at least "
-                f"{rc.min_requests} requests (weak: can only flag)."
+                f"the hourly activity of {est.events} requests fits a day at {est.range_text} "
+                f"(best UTC{est.offset_hours:+d}); {mass:.0%} of the estimate lies on the "
+                f"offsets {offsets}; fires at {rc.min_confidence:.0%} over at least "
+                f"{rc.min_requests} requests (weak: can flag for review, never block; many "
+                "supported countries share these offsets, some only in summer)."
             ),
         )
     return out
 
 
+def continuity_signal(
+    ev: AccountEvidence,
+    w: list[int],
+    *,
+    at: datetime,
+    config: AccountsConfig,
+    explain: bool = True,
+    period: str = "recently",
+) -> Signal:
+    """Location continuity: an account last observed directly in an unsupported region (an
+    established location, not a one-off) whose recent traffic is hidden behind datacenters,
+    VPNs, proxies or Tor, with no direct observation in a supported region since, is still used
+    from there. A traveller who came home shows home observations after the trip and does not
+    fire; neither does an account that only ever used hiding networks (nothing to continue)."""
+    rc = config.rule("continued_unsupported")
+    req = w[REQUESTS]
+    hidden = w[HIDDEN]
+    at_epoch = int(at.timestamp())
+    at_day = at_epoch // DAY_SECONDS
+    sup_day, uns_day = ev.last_located_days(before=at_day + 1)
+    uns_all = sup_all = 0
+    for day, counts in ev.days.items():
+        if day <= at_day:
+            uns_all += counts[UNSUPPORTED]
+            sup_all += counts[SUPPORTED]
+    located_all = uns_all + sup_all
+    # The signup is an observation too: from a residential address in an unsupported region
+    # it places the account there, corroborated by the phone number, a card or a direct leak.
+    su = ev.signup if ev.signup and int(ev.signup.get("ts", 0)) <= at_epoch else None
+    su_corroborated = False
+    if su is not None and not su.get("hidden") and not su.get("anonymized") and su.get("region"):
+        su_day = int(su.get("ts", 0)) // DAY_SECONDS
+        if su.get("unsupported"):
+            uns_day = su_day if uns_day is None else max(uns_day, su_day)
+            pay_start = at_epoch - config.payment_window_days * DAY_SECONDS
+            su_corroborated = bool(
+                su.get("phone_unsupported")
+                or uns_all > 0
+                or any(v[3] and v[2] > pay_start for v in ev.payments.values())
+            )
+        else:
+            sup_day = su_day if sup_day is None else max(sup_day, su_day)
+    hidden_ok = req >= max(1, rc.min_requests) and hidden / req >= rc.min_hidden_share
+    anchored = uns_day is not None and (sup_day is None or uns_day > sup_day)
+    established = su_corroborated or (
+        uns_all >= max(1, rc.min_observations)
+        and located_all > 0
+        and uns_all / located_all >= rc.min_share
+    )
+    fired = hidden_ok and anchored and established
+    regions: tuple[str, ...] = ()
+    if fired or explain:
+        latest = max((v[1] for v in ev.regions.values() if v[2]), default=None)
+        found = {
+            r
+            for r, v in ev.regions.items()
+            if v[2] and latest is not None and v[1] >= latest - 30 * DAY_SECONDS
+        }
+        if su is not None and su.get("unsupported") and su.get("region") and not found:
+            found.add(str(su["region"]))
+        regions = tuple(sorted(found))
+
+    def text() -> str:
+        def day_text(day: int | None) -> str:
+            return (
+                "never"
+                if day is None
+                else f"{datetime.fromtimestamp(day * DAY_SECONDS, tz=at.tzinfo):%Y-%m-%d}"
+            )
+
+        return (
+            f"{hidden} of {req} requests {period} ({_pct(hidden, req)}) went through networks "
+            f"that hide the user's location; last observed directly in an unsupported region "
+            f"on {day_text(uns_day)}{_regions_text(regions)}, in a supported one on "
+            f"{day_text(sup_day)} (signup included); {uns_all} of {located_all} direct request "
+            f"observations ({_pct(uns_all, located_all)}) were in unsupported regions"
+            + (", and the signup there is corroborated" if su_corroborated else "")
+            + f". Fires when at least "
+            f"{rc.min_hidden_share:.0%} of {rc.min_requests}+ recent requests are hidden, the "
+            f"latest direct observation is unsupported with no supported one since, and at "
+            f"least {rc.min_observations} observations ({rc.min_share:.0%}), or a signup there "
+            "corroborated by the phone, a card or a direct leak, establish it "
+            "(someone who came home is seen at home; someone who hides after being told is not)."
+        )
+
+    if not explain:
+        return _signal("continued_unsupported", fired, "", config, regions)
+    return _signal("continued_unsupported", fired, text(), config, regions)
+
+
 def region_score(signals: list[Signal], config: AccountsConfig) -> float:
-    """Sum of the fired region-pointing rules' weights."""
-    return sum(s.weight for s in signals if s.fired and RULES[s.rule][1])
+    """Sum of the fired *strong* region-pointing rules' weights: what makes an account "point to
+    unsupported regions" for its egress neighbours. Language and clock never count."""
+    return sum(
+        s.weight for s in signals if s.fired and RULES[s.rule][1] and s.strength is Strength.STRONG
+    )
 
 
 def concentration_signal(
@@ -406,13 +581,16 @@ def concentration_signal(
     config: AccountsConfig,
     egress: Mapping[str, EgressStats] | None,
     self_points: bool,
+    recent_hidden: int | None = None,
 ) -> Signal:
-    """Egress concentration: the account uses an egress network where most *other* accounts'
-    evidence points to unsupported regions."""
+    """Egress concentration: the account uses an egress address or /24 (/48) where most *other*
+    accounts' strong evidence points to unsupported regions. ``recent_hidden`` (requests through
+    hiding networks in the evaluated period) must reach ``min_requests`` when given: a block
+    after the enforcement date needs the account to use such an egress after it."""
     rc = config.rule("egress_concentration")
     worst: tuple[float, str, int, int] | None = None
     for key, count in ev.egress.items():
-        if count < rc.min_requests or not egress:
+        if count < rc.min_requests or not egress or key.startswith("asn:"):
             continue
         stats = egress.get(key)
         if stats is None:
@@ -431,13 +609,128 @@ def concentration_signal(
         )
         return _signal("egress_concentration", False, text, config)
     share, key, bad, others = worst
+    recent_ok = recent_hidden is None or recent_hidden >= rc.min_requests
     return _signal(
         "egress_concentration",
-        share >= rc.min_share,
+        share >= rc.min_share and recent_ok,
         f"behind egress {key.split(':', 1)[1]}, {bad} of {others} other accounts "
-        f"({share:.0%}) have evidence pointing to unsupported regions; fires at "
-        f"{rc.min_share:.0%} with at least {rc.min_accounts} accounts.",
+        f"({share:.0%}) have strong evidence pointing to unsupported regions; fires at "
+        f"{rc.min_share:.0%} with at least {rc.min_accounts} accounts"
+        + ("" if recent_ok else ", but the account has not used such networks in the period")
+        + ".",
         config,
+    )
+
+
+def group_signal(
+    ev: AccountEvidence,
+    *,
+    config: AccountsConfig,
+    groups: Mapping[str, GroupStats] | None,
+    recent_hidden: int,
+) -> Signal:
+    """Org relay: the account belongs to an org (or shares an API key with accounts) that looks
+    like a resale relay (:meth:`GroupStats.is_relay`) and itself sent requests through hiding
+    networks in the evaluated period. The group's evidence is named in the explanation."""
+    rc = config.rule("org_relay")
+    mine = [groups[k] for k in ev.group_keys() if groups and k in groups]
+    relays = [g for g in mine if g.is_relay(config)]
+    active = recent_hidden >= max(1, rc.min_requests)
+    if relays:
+        g = max(relays, key=lambda g: (g.pointing, g.members))
+        fired = active
+        text = f"{g.describe()}. The group relays access for accounts in unsupported regions; " + (
+            f"this account sent {recent_hidden} requests through it in the period."
+            if active
+            else f"but this account sent only {recent_hidden} requests through hiding "
+            f"networks in the period (fires at {rc.min_requests})."
+        )
+        return _signal("org_relay", fired, text, config, g.regions)
+    if mine:
+        g = max(mine, key=lambda g: (g.pointing, g.members))
+        return _signal(
+            "org_relay",
+            False,
+            f"{g.describe()}; a relay needs {rc.min_accounts}+ accounts, "
+            f"{rc.min_hidden_share:.0%} hidden traffic on at most {rc.max_exits} exits, "
+            f"{rc.min_user_agents}+ client strings or {rc.min_active_hours}+ active hours, and "
+            f"{rc.min_share:.0%} (at least 2) of its members pointing to unsupported regions.",
+            config,
+        )
+    return _signal(
+        "org_relay", False, "not in an org or API-key group with other accounts.", config
+    )
+
+
+def member_points(ev: AccountEvidence, *, at: datetime, config: AccountsConfig) -> tuple[str, ...]:
+    """The unsupported regions an account's own *strong, persistent* evidence points to: its
+    signup address or phone, an unsupported card or billing country in the payment window, a
+    direct observation in an unsupported region in the retained days. Empty when none (weak
+    signals never count)."""
+    at_epoch = int(at.timestamp())
+    regions: set[str] = set()
+    su = ev.signup
+    if su and su.get("ts", 0) <= at_epoch:
+        if su.get("unsupported") and su.get("region"):
+            regions.add(str(su["region"]))
+        if su.get("phone_unsupported") and su.get("phone_country"):
+            regions.add(str(su["phone_country"]))
+    pay_start = at_epoch - config.payment_window_days * DAY_SECONDS
+    for key, v in ev.payments.items():
+        if v[3] and v[1] <= at_epoch and v[2] > pay_start:
+            regions.add(key.split(":", 1)[0])
+    for region, v in ev.regions.items():
+        if v[2] and v[1] <= at_epoch + DAY_SECONDS:
+            regions.add(region)
+    return tuple(sorted(regions))
+
+
+def group_stats(
+    key: str,
+    members: list[AccountEvidence],
+    *,
+    at: datetime,
+    config: AccountsConfig,
+    since: int | None = None,
+) -> GroupStats:
+    """Aggregate the evidence of a group's members as of ``at`` (pure; the same members give
+    the same stats in any order, whatever the ingestion batches were)."""
+    rc = config.rule("org_relay")
+    pointing = 0
+    regions: set[str] = set()
+    agents: set[int] = set()
+    hours = [0] * 24
+    req = hidden = 0
+    exits: Counter[str] = Counter()
+    for ev in members:
+        mine = member_points(ev, at=at, config=config)
+        if mine:
+            pointing += 1
+            regions.update(mine)
+        agents.update(ev.user_agents)
+        for i, c in enumerate(ev.hours):
+            hours[i] += c
+        w = ev.window(at, config.window_days, since=since)
+        req += w[REQUESTS]
+        hidden += w[HIDDEN]
+        for k, n in ev.egress.items():
+            if k.startswith("net:"):
+                exits[k.split(":", 1)[1]] += n
+    total_hours = sum(hours)
+    active = sum(1 for c in hours if c >= total_hours / 48.0) if total_hours else 0
+    top = exits.most_common(max(1, rc.max_exits))
+    egress_total = sum(exits.values())
+    return GroupStats(
+        key=key,
+        members=len(members),
+        pointing=pointing,
+        regions=tuple(sorted(regions)),
+        user_agents=len(agents),
+        active_hours=active,
+        hidden_share=hidden / req if req else 0.0,
+        requests=req,
+        exits=tuple(k for k, _ in top),
+        exit_share=sum(n for _, n in top) / egress_total if egress_total else 0.0,
     )
 
 
@@ -447,26 +740,97 @@ def assess(
     at: datetime,
     config: AccountsConfig,
     egress: Mapping[str, EgressStats] | None = None,
+    groups: Mapping[str, GroupStats] | None = None,
+    effective_of: Callable[[tuple[str, ...]], datetime | None] | None = None,
     since: int | None = None,
     explain: bool = True,
 ) -> Assessment:
-    """All rules for one account as of ``at``; ``egress`` holds the account counts behind the
-    egress keys the account uses (None: concentration and relay egress are not evaluated)."""
+    """All rules for one account as of ``at``.
+
+    ``egress`` holds the account counts behind the egress keys the account uses and ``groups``
+    the stats of its org and API-key groups (None: those cross-account rules are not
+    evaluated). ``effective_of`` gives the enforcement date for the regions the evidence
+    points to: from that date on the rules look only at evidence from on or after it, so old
+    evidence can warn but never block.
+    """
+    signals, rscore = _evaluate(
+        ev, at=at, config=config, egress=egress, groups=groups, since=since, explain=explain
+    )
+    regions = tuple(sorted({r for s in signals if s.fired for r in s.regions}))
+    effective = effective_of(regions) if effective_of is not None else None
+    if effective is None or at < effective:
+        return finish(
+            signals, at=at, config=config, region_score_value=rscore, effective_at=effective
+        )
+    post_since = int(effective.timestamp())
+    if since is not None:
+        post_since = max(post_since, since)
+    post, _ = _evaluate(
+        ev,
+        at=at,
+        config=config,
+        egress=egress,
+        groups=groups,
+        since=post_since,
+        explain=explain,
+        points=rscore,
+    )
+    return finish(
+        post,
+        at=at,
+        config=config,
+        region_score_value=rscore,
+        effective_at=effective,
+        post_date=True,
+    )
+
+
+def _evaluate(
+    ev: AccountEvidence,
+    *,
+    at: datetime,
+    config: AccountsConfig,
+    egress: Mapping[str, EgressStats] | None,
+    groups: Mapping[str, GroupStats] | None,
+    since: int | None,
+    explain: bool,
+    points: float | None = None,
+) -> tuple[list[Signal], float]:
     signals = base_signals(ev, at=at, config=config, egress=egress, since=since, explain=explain)
-    rscore = region_score(signals, config)
-    points = rscore >= config.rule("egress_concentration").account_score
-    signals.append(concentration_signal(ev, config=config, egress=egress, self_points=points))
-    return finish(signals, at=at, config=config, region_score_value=rscore)
+    rscore = region_score(signals, config) if points is None else points
+    own_points = rscore >= config.rule("egress_concentration").account_score
+    recent_hidden = ev.window(at, config.window_days, since=since)[HIDDEN]
+    signals.append(
+        concentration_signal(
+            ev,
+            config=config,
+            egress=egress,
+            self_points=own_points,
+            recent_hidden=recent_hidden if since is not None else None,
+        )
+    )
+    if groups is not None or explain:
+        sig = group_signal(ev, config=config, groups=groups, recent_hidden=recent_hidden)
+        if explain or sig.fired:
+            signals.append(sig)
+    return signals, rscore
 
 
 def finish(
-    signals: list[Signal], *, at: datetime, config: AccountsConfig, region_score_value: float
+    signals: list[Signal],
+    *,
+    at: datetime,
+    config: AccountsConfig,
+    region_score_value: float,
+    effective_at: datetime | None = None,
+    post_date: bool = False,
 ) -> Assessment:
-    """Combine signals into an :class:`Assessment`."""
+    """Combine signals into an :class:`Assessment`: block when the strong rules alone reach
+    ``block_score``, flag when all fired rules reach ``flag_score``."""
     fired = [s for s in signals if s.fired]
     score = sum(s.weight for s in fired)
-    strong = any(s.strength is Strength.STRONG for s in fired)
-    if score >= config.block_score and strong:
+    strong = sum(s.weight for s in fired if s.strength is Strength.STRONG)
+    if strong >= config.block_score and strong > 0:
         verdict = Verdict.BLOCK
     elif score >= config.flag_score and fired:
         verdict = Verdict.FLAG
@@ -481,4 +845,7 @@ def finish(
         region_score=region_score_value,
         points_unsupported=region_score_value >= config.rule("egress_concentration").account_score,
         at=at,
+        strong_score=strong,
+        effective_at=effective_at,
+        post_date=post_date,
     )

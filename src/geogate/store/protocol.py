@@ -245,6 +245,11 @@ class Store(Protocol):
         """Account counts behind egress keys, as committed (see :meth:`StoreTx.egress_stats`)."""
         ...
 
+    def egress_accounts(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        """The accounts linked to each of ``keys`` (egress networks, ``org:`` and ``key:``
+        groups), as committed."""
+        ...
+
     def count_events(self) -> int:
         """Number of stored (distinct) events."""
         ...

@@ -675,6 +675,20 @@ class SqlStore:
         with self._read() as conn:
             return SqlTx(self, conn).egress_stats(keys)
 
+    def egress_accounts(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        """The accounts linked to each of ``keys``, as committed."""
+        out: dict[str, list[str]] = {}
+        with self._read() as conn:
+            for i in range(0, len(keys), _CHUNK):
+                stmt = select(egress_accounts.c.egress, egress_accounts.c.account).where(
+                    egress_accounts.c.egress.in_(keys[i : i + _CHUNK])
+                )
+                for key, account in conn.execute(stmt):
+                    out.setdefault(key, []).append(account)
+        for accts in out.values():
+            accts.sort()
+        return out
+
     def count_events(self) -> int:
         """Stored events."""
         with self._read() as conn:
