@@ -5,15 +5,20 @@ PostgreSQL stores, the service app called in process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from tests.service.conftest import Addresses
 from tests.service.support import AsgiClient
 
+from geogate.client_ip import ClientIPHeader, TrustedProxies
 from geogate.service.app import create_app, service_of
 from geogate.service.config import ServiceConfig, load_config
 
@@ -316,3 +321,137 @@ def test_sighup_with_a_broken_policy_logs_one_line_and_counts_it(tmp_path: Path)
         server.process.stop()
     assert "Traceback" not in server.process.output()
     assert "Task exception was never retrieved" not in server.process.output()
+
+
+# ----- forwarded headers through the service -----------------------------------------------
+
+
+def test_quoted_comma_in_forwarded_cannot_pick_the_location(addresses: Addresses) -> None:
+    """``Forwarded: for=<CN>;ext="x, for=<US> y"`` was split on the quoted comma and allowed
+    as US; it is one element whose client is the CN address."""
+    config = ServiceConfig(
+        trusted_proxies=TrustedProxies.parse(["127.0.0.1/32"]),
+        client_ip_header=ClientIPHeader.FORWARDED,
+    )
+    with AsgiClient(create_app(config, handle_sighup=False)) as client:
+        header = f'for={addresses.cn4};ext="x, for={addresses.us4} y"'
+        response = client.get("/v1/auth/nginx", headers={"forwarded": header})
+        assert response.status_code == 403
+        assert response.headers["x-geogate-region"] == "CN"
+        # X-Forwarded-For is not the configured header: a client-sent one is never read.
+        both = {"forwarded": f"for={addresses.cn4}", "x-forwarded-for": addresses.us4}
+        assert client.get("/v1/auth/nginx", headers=both).status_code == 403
+        decided = client.post(
+            "/v1/decide",
+            json={"ip": "127.0.0.1", "forwarded": header, "forwarded_for": addresses.us4},
+        ).json()
+        assert (decided["client_ip"], decided["action"]) == (addresses.cn4, "deny")
+
+
+# ----- overload --------------------------------------------------------------------------
+
+
+def test_concurrency_limit_answers_503_with_retry_after_at_once(
+    tmp_path: Path, addresses: Addresses
+) -> None:
+    """With max_concurrent_requests = 1, a second request while the first one waits (here for
+    the account store's write lock) is refused at once; monitoring paths still answer."""
+    config_file = tmp_path / "geogate.toml"
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    config_file.write_text(
+        "[serve]\nmax_concurrent_requests = 1\nretry_after_seconds = 7\n"
+        f"[accounts]\ndb = {json.dumps(db)}\n"
+        f'[[accounts.tokens]]\nname = "ops"\nrole = "operator"\nsecret = "{OPERATOR}"\n',
+        encoding="utf-8",
+    )
+    app = create_app(load_config(config_file), handle_sighup=False)
+    service = service_of(app)
+    assert service.wiring is not None
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response, httpx.Response, float]:
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            service.wiring.lock.acquire()  # type: ignore[union-attr]
+            try:
+                first = asyncio.create_task(
+                    client.post("/v1/events", content=good_request(addresses), headers=auth())
+                )
+                while app.state.load.in_flight < 1:
+                    await asyncio.sleep(0.001)
+                started = time.perf_counter()
+                shed = await client.post("/v1/decide", json={"ip": addresses.us4})
+                elapsed = time.perf_counter() - started
+                health = await client.get("/healthz")
+            finally:
+                service.wiring.lock.release()  # type: ignore[union-attr]
+            return await first, shed, health, elapsed
+
+    first, shed, health, elapsed = asyncio.run(scenario())
+    assert first.status_code == 200, first.text
+    assert_error(shed, 503, "overloaded")
+    assert shed.headers["retry-after"] == "7"
+    assert elapsed < 0.5
+    assert health.status_code == 200
+    with AsgiClient(app) as client:
+        assert client.post("/v1/decide", json={"ip": addresses.us4}).status_code == 200
+        text = client.get("/metrics").text
+    assert 'geogate_shed_requests_total{reason="concurrency"} 1.0' in text
+    service.close()
+
+
+def test_queue_delay_sheds_until_the_loop_catches_up(addresses: Addresses) -> None:
+    """A stalled event loop (measured by the sampler) makes new requests 503 at once; when the
+    delay is gone they are served again."""
+    app = create_app(ServiceConfig(max_queue_delay_ms=20), handle_sighup=False)
+    monitor = app.state.load
+
+    async def scenario() -> list[int]:
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        statuses = []
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            monitor.start()
+            try:
+                await asyncio.sleep(0.02)
+                statuses.append(
+                    (await client.post("/v1/decide", json={"ip": "8.8.8.8"})).status_code
+                )
+                time.sleep(0.08)  # the loop is stuck: what a flood of requests does to it
+                await asyncio.sleep(0.01)  # the sampler wakes up 80 ms late
+                statuses.append(
+                    (await client.post("/v1/decide", json={"ip": "8.8.8.8"})).status_code
+                )
+                statuses.append((await client.get("/readyz")).status_code)
+                await asyncio.sleep(0.3)  # on-time samples: the measured delay decays
+                statuses.append(
+                    (await client.post("/v1/decide", json={"ip": "8.8.8.8"})).status_code
+                )
+            finally:
+                await monitor.stop()
+        return statuses
+
+    assert asyncio.run(scenario()) == [200, 503, 200, 200]
+
+
+def test_readyz_reports_a_stale_account_store(tmp_path: Path) -> None:
+    db_file = tmp_path / "store.db"
+    config_file = tmp_path / "geogate.toml"
+    config_file.write_text(
+        f"[accounts]\ndb = {json.dumps(f'sqlite:///{db_file}')}\n"
+        "refresh_seconds = 0.1\nmax_stale_seconds = 0.3\n",
+        encoding="utf-8",
+    )
+    app = create_app(load_config(config_file), handle_sighup=False)
+    service = service_of(app)
+    assert service.wiring is not None
+    with AsgiClient(app) as client:
+        assert client.get("/readyz").status_code == 200
+        shutil.move(db_file, tmp_path / "away.db")
+        time.sleep(0.35)
+        assert service.wiring.status.refresh() is False
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        body = response.json()
+        assert body["error"]["code"] == "accounts_stale"
+        assert body["status"] == "not_ready"
+        assert "max_stale_seconds" in body["error"]["message"]
+    service.close()

@@ -32,8 +32,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from datetime import datetime
 from typing import Any, Final
 
+from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -54,6 +56,7 @@ from geogate.service.config import ClientIPHeader, ServiceConfig
 from geogate.service.engine import Engine, EngineRef, Verdict, enforce, load_engine
 from geogate.service.metrics import CONTENT_TYPE, ServiceMetrics
 from geogate.service.openapi import openapi_document
+from geogate.service.overload import LoadMonitor, OverloadGuard
 from geogate.service.ports import AccountStatusPort, InMemoryAccountStatus
 from geogate.service.responses import (
     JSON_TYPE,
@@ -305,6 +308,21 @@ class GeoGateService:
         """Stop background work and close the account store (idempotent)."""
         if self.wiring is not None:
             self.wiring.close()
+
+    def accounts_stale(self) -> str | None:
+        """Why the account store's blocked set is past ``max_stale_seconds`` (the fail mode
+        then applies to requests naming an account), None when it is fresh or there is no
+        store. ``/readyz`` answers 503 while it is stale."""
+        if self.wiring is None:
+            return None
+        status = self.wiring.status
+        age = status.age_seconds
+        if age is None or age <= status.max_stale_seconds:
+            return None
+        return (
+            f"the blocked accounts were last read {age:.0f} s ago, more than max_stale_seconds "
+            f"({status.max_stale_seconds:g}): {status.problem or 'refresh failing'}"
+        )
 
     def accounts_status(self) -> dict[str, Any] | None:
         """The account store's state for ``/readyz``; None without a store."""
@@ -579,6 +597,7 @@ def create_app(
     service = GeoGateService(
         cfg, engine=engine, accounts=accounts, clock=clock, freeze_gc=freeze_gc
     )
+    monitor = load_monitor(cfg, service.metrics)
 
     async def healthz(request: Request) -> Response:
         return _json(200, {"status": "ok"})
@@ -586,13 +605,20 @@ def create_app(
     async def readyz(request: Request) -> Response:
         body = service.status()
         engine = service.ref.current
-        if engine.is_ready:
+        stale = service.accounts_stale()
+        if engine.is_ready and stale is None:
             return _json(200, body)
-        body |= error_body(
-            code="intel_unavailable",
-            message=f"no IP intelligence snapshot loaded: {engine.snapshot_problem}",
-            type_="service_unavailable",
-        )
+        if not engine.is_ready:
+            body |= error_body(
+                code="intel_unavailable",
+                message=f"no IP intelligence snapshot loaded: {engine.snapshot_problem}",
+                type_="service_unavailable",
+            )
+        else:
+            body |= error_body(
+                code="accounts_stale", message=stale or "", type_="service_unavailable"
+            )
+        body["status"] = "not_ready"
         return _json(503, body)
 
     async def metrics(request: Request) -> Response:
@@ -658,9 +684,11 @@ def create_app(
             except (NotImplementedError, RuntimeError, ValueError):
                 log.warning("cannot handle SIGHUP here; use POST /admin/reload")
         service.start()
+        monitor.start()
         try:
             yield
         finally:
+            await monitor.stop()
             if installed:
                 loop.remove_signal_handler(signal.SIGHUP)
             service.close()
@@ -693,10 +721,29 @@ def create_app(
             Mount("/console", app=console_app(service)),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
+        middleware=[Middleware(OverloadGuard, monitor=monitor)],
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.load = monitor
     return app
+
+
+def load_monitor(config: ServiceConfig, metrics: ServiceMetrics) -> LoadMonitor:
+    """The load-shedding state for ``config``, counting refusals in
+    ``geogate_shed_requests_total{reason}`` on the service's registry."""
+    shed = Counter(
+        "geogate_shed_requests_total",
+        "Requests refused with 503 because the service is overloaded, by reason.",
+        ("reason",),
+        registry=metrics.registry,
+    )
+    return LoadMonitor(
+        max_concurrent=config.max_concurrent_requests,
+        max_queue_delay_ms=config.max_queue_delay_ms,
+        retry_after_seconds=config.retry_after_seconds,
+        on_shed=lambda reason: shed.labels(reason).inc(),
+    )
 
 
 def _admin_denied(request: Request, config: ServiceConfig) -> tuple[int, str] | None:

@@ -85,6 +85,9 @@ class ServiceConfig:
     account_header: str = "x-geogate-account"
     admin_token: Secret | None = None
     max_body_bytes: int = 65_536
+    max_concurrent_requests: int = 1024
+    max_queue_delay_ms: float = 20.0
+    retry_after_seconds: int = 1
     max_staleness_days: float | None = None
     log_level: str = "info"
     access_log: bool = False
@@ -117,6 +120,9 @@ _SERVE_KEYS: Final = {
     "account_header",
     "admin_token",
     "max_body_bytes",
+    "max_concurrent_requests",
+    "max_queue_delay_ms",
+    "retry_after_seconds",
     "max_staleness_days",
     "log_level",
     "access_log",
@@ -254,6 +260,9 @@ def _apply(config: ServiceConfig, raw: Mapping[str, Any], *, where: str | None) 
             if not 256 <= number <= 16 * 1024 * 1024:
                 raise ConfigError("must be between 256 and 16777216", path=where, key=key)
             changes["max_body_bytes"] = number
+        elif key in _LIMITS:
+            low, high, kind = _LIMITS[key]
+            changes[key] = _bounded(value, key=key, where=where, low=low, high=high, kind=kind)
         elif key == "max_staleness_days":
             if value in (None, "", "off"):
                 changes["max_staleness_days"] = None
@@ -280,6 +289,30 @@ def _apply(config: ServiceConfig, raw: Mapping[str, Any], *, where: str | None) 
             known = ", ".join(sorted(_SERVE_KEYS))
             raise ConfigError(f"unknown setting (known: {known})", path=where, key=key)
     return replace(config, **changes)
+
+
+#: Overload settings: key -> (lowest, highest, type); 0 turns a limit off.
+_LIMITS: Final[Mapping[str, tuple[float, float, type]]] = {
+    "max_concurrent_requests": (0, 1_000_000, int),
+    "max_queue_delay_ms": (0, 60_000, float),
+    "retry_after_seconds": (1, 3600, int),
+}
+
+
+def _bounded(
+    value: object, *, key: str, where: str | None, low: float, high: float, kind: type
+) -> float:
+    """A number within [low, high]; whole when ``kind`` is int."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = kind(str(value).strip())
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"expected {what}, got {value!r}", path=where, key=key) from None
+    if not low <= number <= high:
+        raise ConfigError(f"must be between {low:g} and {high:g}", path=where, key=key)
+    return number  # type: ignore[no-any-return]
 
 
 def _seconds(value: object, *, key: str, where: str | None, low: float, high: float) -> float:
@@ -558,6 +591,9 @@ def describe(config: ServiceConfig) -> dict[str, object]:
         "account_header": config.account_header,
         "admin_token": "***" if config.admin_token else None,
         "max_body_bytes": config.max_body_bytes,
+        "max_concurrent_requests": config.max_concurrent_requests,
+        "max_queue_delay_ms": config.max_queue_delay_ms,
+        "retry_after_seconds": config.retry_after_seconds,
         "max_staleness_days": config.max_staleness_days,
         "accounts": {
             "db": db_label(config.accounts_db),
