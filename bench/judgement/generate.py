@@ -121,10 +121,11 @@ class Builder:
     records: list[Record] = field(default_factory=list)
     labels: dict[str, Label] = field(default_factory=dict)
     counter: int = 0
+    id_prefix: str = "bench"
 
     def _id(self) -> str:
         self.counter += 1
-        return f"bench-{self.seed}-{self.counter}"
+        return f"{self.id_prefix}-{self.seed}-{self.counter}"
 
     def person(
         self,
@@ -289,17 +290,32 @@ def home_user(b: Builder, i: int) -> None:
     b.activity(p, where)
 
 
-def traveller(b: Builder, i: int) -> None:
+def traveller(
+    b: Builder,
+    i: int,
+    *,
+    back_days: int | None = None,
+    next_call: int | None = None,
+    uses_vpn: bool | None = None,
+) -> None:
     """A resident of a supported country who spends a week in China (hotel and local mobile
     networks; some switch a VPN on and off there) and comes home 1-7 days before the date; half
-    of them call again only some days after the date."""
+    of them call again only some days after the date.
+
+    Options (default: drawn at random): ``back_days`` home that many days before the date;
+    ``next_call`` no request from coming home until that many days after the date (0: on the
+    date); ``uses_vpn`` whether a VPN is switched on and off on the trip.
+    """
     rng = b.rng
     h = _home(rng)
     tz = rng.choice(h.zones)
-    back = (D - timedelta(days=rng.randint(1, 7))).date()
+    back = (D - timedelta(days=rng.randint(1, 7) if back_days is None else back_days)).date()
     leave = back - timedelta(days=8)
     quiet_until = (D + timedelta(days=rng.randint(0, 10))).date() if rng.random() < 0.5 else None
-    uses_vpn = rng.random() < 0.3
+    if next_call is not None:
+        quiet_until = (D + timedelta(days=next_call)).date()
+    drawn_vpn = rng.random() < 0.3
+    uses_vpn = drawn_vpn if uses_vpn is None else uses_vpn
     p = b.person(
         f"traveller-{i:03d}",
         category="traveller",
@@ -378,10 +394,10 @@ def corporate(b: Builder, i: int, size: int) -> list[str]:
     return accounts
 
 
-def zh_speaker(b: Builder, i: int) -> None:
+def zh_speaker(b: Builder, i: int, *, vps: bool | None = None) -> None:
     """A Chinese-speaking resident of a supported country (zh-CN browser, a UTC+8-like day:
     works with Asia or keeps odd hours); a third call from their own cloud VPS in Singapore or
-    the US; one in ten kept a Chinese phone number."""
+    the US (``vps`` forces it on or off); one in ten kept a Chinese phone number."""
     rng = b.rng
     country, zones, isps = rng.choice(
         (
@@ -395,7 +411,8 @@ def zh_speaker(b: Builder, i: int) -> None:
     tz = zones[rng.randrange(len(zones))]
     clock = "Asia/Shanghai" if country != "SG" else tz
     rhythm = _rhythm(rng, clock, kinds=("office", "mixed", "late"), per_day=(8, 40))
-    vps = rng.random() < 0.35
+    drawn_vps = rng.random() < 0.35
+    vps = drawn_vps if vps is None else vps
     p = b.person(
         f"zh-speaker-{i:03d}",
         category="zh_speaker",
@@ -505,11 +522,13 @@ def direct_user(b: Builder, i: int) -> None:
     b.activity(p, line.at)
 
 
-def vpn_switcher(b: Builder, i: int) -> None:
+def vpn_switcher(b: Builder, i: int, *, leak: float | None = None) -> None:
     """A user in an unsupported region who moves to a VPN before the date; 2-10 % of the
-    requests after the date leak out directly (the VPN drops, a tool bypasses it)."""
+    requests after the date (``leak``: that share) leak out directly (the VPN drops, a tool
+    bypasses it)."""
     rng = b.rng
-    leak = rng.uniform(0.02, 0.10)
+    drawn_leak = rng.uniform(0.02, 0.10)
+    leak = drawn_leak if leak is None else leak
     p, _o, line = _evader(b, "vpn_switcher", i, f"VPN with {leak:.0%} leaks after the date")
     exits = [
         b.nets.vpn(rng.choice(VPN_COUNTRIES), VPN_HOSTS).address(rng)
@@ -541,18 +560,33 @@ def full_vpn(b: Builder, i: int) -> None:
     b.activity(p, lambda t: rng.choice(exits) if t >= switch else line.at(t))
 
 
-def reseller(b: Builder, i: int, size: int) -> list[str]:
+def reseller(
+    b: Builder,
+    i: int,
+    size: int,
+    *,
+    exits: int | None = None,
+    clients: int | None = None,
+    forwards: bool | None = None,
+) -> list[str]:
     """A relay reselling access: an org of accounts behind one to three datacenter exits in
     supported countries, carrying its customers' 10-40 client programs round the clock, shared
     API keys, members signed up from unsupported regions, half paying with unsupported cards;
-    some relays pass their customers' addresses on in X-Forwarded-For."""
+    some relays pass their customers' addresses on in X-Forwarded-For.
+
+    Options (default: drawn at random): ``exits`` datacenter exits (every member uses all of
+    them when given), ``clients`` distinct client strings, ``forwards`` whether client addresses
+    are forwarded.
+    """
     rng = b.rng
     org = f"relay-{i:02d}"
-    exits = []
-    for _ in range(rng.randint(1, 3)):
+    n_exits = rng.randint(1, 3)
+    egress = []
+    for _ in range(n_exits if exits is None else exits):
         country = rng.choice(("DE", "US", "SG", "JP", "FR", "NL"))
-        exits.append(b.nets.cloud(country, (24940, 14061, 16276, 16509, 9009)).address(rng))
+        egress.append(b.nets.cloud(country, (24940, 14061, 16276, 16509, 9009)).address(rng))
     n_clients = rng.randint(10, 40)
+    n_clients = n_clients if clients is None else clients
     client_uas = rng.sample(SDKS + BROWSERS + MOBILE_BROWSERS, min(n_clients, 26))
     while len(client_uas) < n_clients:
         client_uas.append(
@@ -560,9 +594,10 @@ def reseller(b: Builder, i: int, size: int) -> list[str]:
             f"{rng.randint(1, 3)}.{rng.randint(0, 40)}.{rng.randint(0, 9)}"
         )
     langs = (*LANGS["zh-CN"], None, None, "en-US,en;q=0.9")
-    clients = [Client(ua, rng.choice(langs), rng.uniform(0.2, 3)) for ua in client_uas]
+    programs = [Client(ua, rng.choice(langs), rng.uniform(0.2, 3)) for ua in client_uas]
     keys = [f"sk-{org}-{k}-{rng.getrandbits(48):012x}" for k in range(rng.randint(1, 2))]
-    forwards = rng.random() < 0.35
+    drawn_forwards = rng.random() < 0.35
+    forwards = drawn_forwards if forwards is None else forwards
     origin_pool = b.nets.residential("CN", (4134, 4837, 9808))
     customers = [origin_pool.address(rng) for _ in range(60)]
     accounts = []
@@ -574,11 +609,11 @@ def reseller(b: Builder, i: int, size: int) -> list[str]:
             f"{org}-acct-{m:02d}",
             category="reseller",
             should_block=True,
-            clients=clients,
+            clients=programs,
             rhythm=rhythm,
             org=org,
             api_key=rng.choice(keys),
-            note=f"relay org of {size}, {len(exits)} exits, {n_clients} clients"
+            note=f"relay org of {size}, {len(egress)} exits, {n_clients} clients"
             + (", forwards client addresses" if forwards else ""),
         )
         accounts.append(p.account)
@@ -586,7 +621,9 @@ def reseller(b: Builder, i: int, size: int) -> list[str]:
         unsupported_card = m % 2 == 0
         card = ("CN", "CN", "62284800") if unsupported_card else ("US", "US", "48495100")
         b.monthly(p, lambda _t, c=card: c)
-        my_exits = rng.sample(exits, rng.randint(1, len(exits)))
+        my_exits = rng.sample(egress, rng.randint(1, len(egress)))
+        if exits is not None:
+            my_exits = egress
         for day in local_days(rhythm.tz):
             for t in rhythm.moments(rng, day):
                 ip = rng.choice(my_exits)
@@ -708,13 +745,8 @@ def generate(seed: int, scale: float = 1.0, *, snapshot: Snapshot | None = None)
     nets = Networks(snapshot or Snapshot.embedded())
     b = Builder(seed=seed, rng=rng, nets=nets)
     n = max(1, round(PER_CATEGORY * scale))
-    carriers = {
-        c: Shared(rng, nets.residential(c, h), max(3, n // 4))
-        for c, h in (("US", (21928,)), ("DE", (3209,)))
-    }
-    relays = {
-        c: Shared(rng, nets.relay(c, RELAY_OPERATORS), max(4, n // 2)) for c in ("US", "GB", "DE")
-    }
+    carriers = _carriers(rng, nets, n)
+    relays = _relays(rng, nets, n)
     for i in range(n):
         home_user(b, i)
         traveller(b, i)
@@ -740,6 +772,89 @@ def generate(seed: int, scale: float = 1.0, *, snapshot: Snapshot | None = None)
         org += 1
     b.records.sort(key=lambda r: r["ts"])
     return Traffic(records=b.records, labels=b.labels, seed=seed, scale=scale)
+
+
+def _carriers(rng: random.Random, nets: Networks, n: int) -> dict[str, Shared]:
+    return {
+        c: Shared(rng, nets.residential(c, h), max(3, n // 4))
+        for c, h in (("US", (21928,)), ("DE", (3209,)))
+    }
+
+
+def _relays(rng: random.Random, nets: Networks, n: int) -> dict[str, Shared]:
+    return {
+        c: Shared(rng, nets.relay(c, RELAY_OPERATORS), max(4, n // 2)) for c in ("US", "GB", "DE")
+    }
+
+
+_SINGLE: dict[str, Callable[..., None]] = {
+    "home": home_user,
+    "traveller": traveller,
+    "zh_speaker": zh_speaker,
+    "kyiv_lviv": kyiv_lviv,
+    "one_off_leak": one_off_leak,
+    "card_changed": card_changed,
+    "direct": direct_user,
+    "vpn_switcher": vpn_switcher,
+    "full_vpn": full_vpn,
+    "card_payer": card_payer,
+}
+
+
+def scenario(
+    category: str,
+    *,
+    seed: int = 0,
+    count: int = 1,
+    first: int = 0,
+    snapshot: Snapshot | None = None,
+    **options: Any,
+) -> Traffic:
+    """Accounts of one category only, for a scenario test: ``count`` accounts numbered from
+    ``first`` (``corporate`` and ``reseller``: one org of ``count`` accounts, org number
+    ``first``), with the category's options, for example ``scenario("vpn_switcher",
+    leak=0.02)``, ``scenario("reseller", count=5, exits=1, clients=10)``,
+    ``scenario("zh_speaker", vps=True)``, ``scenario("traveller", back_days=1, next_call=3)``.
+
+    Cross-account rules see only what is generated together: :func:`combine` several
+    scenarios (or add :func:`generate` traffic) to give them neighbours.
+    """
+    rng = random.Random(f"{category}/{seed}/{first}")
+    nets = Networks(snapshot or Snapshot.embedded())
+    b = Builder(seed=seed, rng=rng, nets=nets, id_prefix=f"{category}-{first}")
+    if category == "corporate":
+        corporate(b, first, count, **options)
+    elif category == "reseller":
+        reseller(b, first, count, **options)
+    elif category == "mobile_cgnat":
+        carriers = _carriers(rng, nets, count)
+        for i in range(first, first + count):
+            mobile_user(b, i, carriers, **options)
+    elif category == "private_relay":
+        relays = _relays(rng, nets, count)
+        for i in range(first, first + count):
+            relay_user(b, i, relays, **options)
+    elif category in _SINGLE:
+        for i in range(first, first + count):
+            _SINGLE[category](b, i, **options)
+    else:
+        names = ", ".join(c.name for c in CATEGORIES)
+        raise ValueError(f"unknown category {category!r} (one of {names})")
+    b.records.sort(key=lambda r: r["ts"])
+    return Traffic(records=b.records, labels=b.labels, seed=seed, scale=0.0)
+
+
+def combine(*parts: Traffic) -> Traffic:
+    """Several generated traffics as one (records merged in time order); account ids must not
+    repeat (give repeated scenarios of one category different ``first`` numbers)."""
+    labels: dict[str, Label] = {}
+    for part in parts:
+        clash = labels.keys() & part.labels.keys()
+        if clash:
+            raise ValueError(f"accounts generated twice: {', '.join(sorted(clash)[:5])}")
+        labels.update(part.labels)
+    records = sorted((r for part in parts for r in part.records), key=lambda r: r["ts"])
+    return Traffic(records=records, labels=labels, seed=parts[0].seed if parts else 0, scale=0.0)
 
 
 def main() -> None:
