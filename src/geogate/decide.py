@@ -649,6 +649,12 @@ class Decider:
         self._tables: dict[int, _KeyTable] = {}
         self._combos: memoryview | None = None
 
+    def prepare(self) -> None:
+        """Build the lookup tables the first decisions would build (~10 ms), e.g. before
+        forking worker processes so that they share them."""
+        if self._combos is None:
+            self._combos = self._combo_column()
+
     def _view_at(self, at: datetime) -> _SegmentView:
         segment = self.policies.segment(at)
         view = self._views.get(segment)

@@ -80,9 +80,10 @@ def service_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def geogate_server(
     tmp_path_factory: pytest.TempPathFactory, service_config: Path
 ) -> Iterator[Geogate]:
-    """One ``geogate serve`` process with HTTP and gRPC, shared by the proxy tests."""
+    """One ``geogate serve`` with HTTP and gRPC and two worker processes, shared by the proxy
+    tests (so nginx and Envoy run against the multi-process service)."""
     workdir = tmp_path_factory.mktemp("geogate-serve")
-    server = start_geogate(workdir, "--config", str(service_config), grpc=True)
+    server = start_geogate(workdir, "--config", str(service_config), grpc=True, workers=2)
     try:
         yield server
     finally:

@@ -151,12 +151,16 @@ def start_geogate(
     grpc: bool = False,
     env: Mapping[str, str] | None = None,
     ready: bool = True,
+    workers: int = 1,
 ) -> Geogate:
     """Start ``geogate serve`` on free loopback ports and wait until it answers /healthz
-    (and /readyz with ``ready``)."""
+    (and /readyz with ``ready``). One process unless ``workers`` says otherwise (the
+    service's own default is one per core)."""
     port = free_port()
     grpc_port = free_port() if grpc else None
-    argv = geogate_argv("serve", "--host", "127.0.0.1", "--port", str(port), *args)
+    argv = geogate_argv(
+        "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), *args
+    )
     if grpc_port is not None:
         argv += ["--grpc-port", str(grpc_port)]
     process = start_process(f"geogate-{port}", argv, workdir=workdir, env=env)

@@ -62,6 +62,16 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
+        workers: Annotated[
+            int | None,
+            typer.Option(
+                "--workers",
+                "-w",
+                help="Processes serving the port (0: one per core, the default). Env: "
+                "GEOGATE_WORKERS.",
+                show_default=False,
+            ),
+        ] = None,
         check: Annotated[
             bool,
             typer.Option("--check", help="Load config, policy and snapshot, print them and exit."),
@@ -84,6 +94,7 @@ def register(app: typer.Typer) -> None:
             "trusted_proxies": list(trusted_proxy) if trusted_proxy else None,
             "fail_mode": fail_mode,
             "db": db,
+            "workers": workers,
         }
         cfg = load_config(config, env=os.environ, overrides=overrides)
         if check:

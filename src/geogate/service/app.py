@@ -43,7 +43,7 @@ from starlette.routing import Mount, Route
 from geogate import __version__
 from geogate.client_ip import parse_ip
 from geogate.clock import Clock, parse_instant
-from geogate.decide import Decision
+from geogate.decide import CacheStats, Decision
 from geogate.errors import ClientIPError, GeogateError
 from geogate.json_limits import loads_bounded
 from geogate.service.accounts import (
@@ -223,12 +223,13 @@ class GeoGateService:
         accounts: AccountStatusPort | None = None,
         clock: Clock | None = None,
         freeze_gc: bool = False,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.config = config
         self.freeze_gc = freeze_gc
         first = engine if engine is not None else load_engine(config, clock=clock)
         self.ref = EngineRef(first, loader=lambda prev: load_engine(config, previous=prev))
-        self.metrics = ServiceMetrics()
+        self.metrics = metrics if metrics is not None else ServiceMetrics()
         self.wiring: AccountsWiring | None = None
         if accounts is None and config.accounts_db is not None:
             self.wiring = wire_accounts(config, ref=self.ref, metrics=self.metrics)
@@ -238,6 +239,7 @@ class GeoGateService:
         )
         self.metrics.track(age_days=self._age_days, ready=lambda: float(self.ref.current.is_ready))
         self.metrics.generation.set_function(lambda: float(self.ref.current.generation))
+        self.metrics.track_cache(self._cache_stats)
         self.rendered = _Rendered()
         self._reload_lock = threading.Lock()
         if first.snapshot_problem:
@@ -247,6 +249,10 @@ class GeoGateService:
                 config.fail_mode.value,
             )
         self._warn_if_stale(first)
+
+    def _cache_stats(self) -> tuple[object, CacheStats] | None:
+        decider = self.ref.current.decider
+        return None if decider is None else (decider, decider.cache_stats())
 
     def _age_days(self) -> float:
         engine = self.ref.current
@@ -580,6 +586,8 @@ def create_app(
     clock: Clock | None = None,
     handle_sighup: bool = True,
     freeze_gc: bool = False,
+    service_metrics: ServiceMetrics | None = None,
+    after_reload: Callable[[], None] | None = None,
 ) -> Starlette:
     """The decision service app for ``config`` (defaults: built-in policy, embedded data).
 
@@ -590,12 +598,19 @@ def create_app(
     app's lifespan starts the blocked-set refresh and closes the store at shutdown. With
     ``handle_sighup`` the app reloads on SIGHUP while it runs (main thread only). With
     ``freeze_gc`` (for a process that only serves geogate) the loaded data is frozen out of
-    the garbage collector's reach after each load (see :func:`freeze_heap`).
+    the garbage collector's reach after each load (see :func:`freeze_heap`). ``service_metrics``
+    replaces the app's own (a worker's multiprocess metrics); ``after_reload`` is called after
+    a successful ``POST /admin/reload`` (a worker asks its supervisor to reload every worker).
     Raises PolicyError / ConfigError for a bad configuration.
     """
     cfg = config or ServiceConfig()
     service = GeoGateService(
-        cfg, engine=engine, accounts=accounts, clock=clock, freeze_gc=freeze_gc
+        cfg,
+        engine=engine,
+        accounts=accounts,
+        clock=clock,
+        freeze_gc=freeze_gc,
+        metrics=service_metrics,
     )
     monitor = load_monitor(cfg, service.metrics)
 
@@ -646,6 +661,8 @@ def create_app(
                     type_="reload_error",
                 ),
             )
+        if after_reload is not None:
+            after_reload()
         return _json(200, {"reloaded": True, **service.status()})
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -685,9 +702,19 @@ def create_app(
                 log.warning("cannot handle SIGHUP here; use POST /admin/reload")
         service.start()
         monitor.start()
+
+        async def sync_cache_metrics() -> None:
+            # Decisions count cache hits in plain integers (no lock on the hot path); copy
+            # them into the metrics every second, so every worker's share is current.
+            while True:
+                await asyncio.sleep(1.0)
+                service.metrics.sync_cache()
+
+        syncing = loop.create_task(sync_cache_metrics())
         try:
             yield
         finally:
+            syncing.cancel()
             await monitor.stop()
             if installed:
                 loop.remove_signal_handler(signal.SIGHUP)

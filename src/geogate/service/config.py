@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -91,12 +92,18 @@ class ServiceConfig:
     max_staleness_days: float | None = None
     log_level: str = "info"
     access_log: bool = False
+    workers: int = 0  # processes serving the port; 0: one per core (os.cpu_count())
     blocked_accounts: tuple[str, ...] = ()
     accounts_db: Secret | None = None
     accounts_refresh_seconds: float = 10.0
     accounts_max_stale_seconds: float = 300.0
     accounts_tokens: tuple[ApiToken, ...] = ()
     source: str | None = None  # the config file, for messages
+
+    @property
+    def worker_count(self) -> int:
+        """How many processes serve: ``workers``, or the number of cores when it is 0."""
+        return self.workers or (os.cpu_count() or 1)
 
     @property
     def grpc_address(self) -> str | None:
@@ -126,6 +133,7 @@ _SERVE_KEYS: Final = {
     "max_staleness_days",
     "log_level",
     "access_log",
+    "workers",
 }
 _ACCOUNTS_KEYS: Final = {
     "blocked",
@@ -285,6 +293,18 @@ def _apply(config: ServiceConfig, raw: Mapping[str, Any], *, where: str | None) 
             changes["log_level"] = level
         elif key == "access_log":
             changes["access_log"] = _bool(value, key=key, where=where)
+        elif key == "workers":
+            try:
+                count = int(str(value)) if not isinstance(value, bool) else -1
+            except ValueError:
+                count = -1
+            if not 0 <= count <= 512:
+                raise ConfigError(
+                    f"expected a number of processes 0-512 (0: one per core), got {value!r}",
+                    path=where,
+                    key=key,
+                )
+            changes["workers"] = count
         else:
             known = ", ".join(sorted(_SERVE_KEYS))
             raise ConfigError(f"unknown setting (known: {known})", path=where, key=key)
@@ -595,6 +615,7 @@ def describe(config: ServiceConfig) -> dict[str, object]:
         "max_queue_delay_ms": config.max_queue_delay_ms,
         "retry_after_seconds": config.retry_after_seconds,
         "max_staleness_days": config.max_staleness_days,
+        "workers": config.worker_count,
         "accounts": {
             "db": db_label(config.accounts_db),
             "refresh_seconds": config.accounts_refresh_seconds,

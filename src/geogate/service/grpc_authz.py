@@ -134,12 +134,21 @@ def _handler(servicer: AuthorizationServicer) -> grpc.GenericRpcHandler:
 class GrpcAuthzServer:
     """The gRPC server hosting :class:`AuthorizationServicer` on ``address`` (``host:port``)."""
 
-    def __init__(self, servicer: AuthorizationServicer, *, address: str, threads: int = 8) -> None:
+    def __init__(
+        self,
+        servicer: AuthorizationServicer,
+        *,
+        address: str,
+        threads: int = 8,
+        reuse_port: bool = False,
+    ) -> None:
         self.servicer = servicer
         self.address = address
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="geogate-grpc"),
-            options=[("grpc.so_reuseport", 0)],
+            # Only the workers of one service share a port (SO_REUSEPORT); otherwise a busy
+            # port must be an error, not a silently shared one.
+            options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
         )
         self._server.add_generic_rpc_handlers((_handler(servicer),))
         self.port = 0
