@@ -87,7 +87,7 @@ class ServiceConfig:
     admin_token: Secret | None = None
     max_body_bytes: int = 65_536
     max_concurrent_requests: int = 1024
-    max_queue_delay_ms: float = 20.0
+    max_queue_delay_ms: float = 200.0
     retry_after_seconds: int = 1
     max_staleness_days: float | None = None
     log_level: str = "info"

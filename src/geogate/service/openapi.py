@@ -47,14 +47,20 @@ _PROXY_PARAMETERS = [
         "name": "X-Forwarded-For",
         "in": "header",
         "required": False,
-        "description": "client chain; believed only from trusted proxies (walked right to left)",
+        "description": (
+            "client chain; read only when it is the configured client_ip_header (the default) "
+            "and believed only from trusted proxies (walked right to left)"
+        ),
         "schema": {"type": "string"},
     },
     {
         "name": "Forwarded",
         "in": "header",
         "required": False,
-        "description": "RFC 7239 chain; wins over X-Forwarded-For when both are present",
+        "description": (
+            "RFC 7239 chain; read only when client_ip_header = 'forwarded' (then "
+            "X-Forwarded-For is ignored)"
+        ),
         "schema": {"type": "string"},
     },
     {
@@ -79,7 +85,8 @@ def _proxy_operation(summary: str) -> dict[str, Any]:
             "200": {"description": "allowed (allow or warn)", "headers": _DECISION_HEADERS},
             "403": {**_json(_ref("Error"), "denied"), "headers": _DECISION_HEADERS},
             "400": _json(_ref("Error"), "malformed forwarding chain or client address"),
-            "503": _json(_ref("Error"), "no IP data loaded and fail mode is closed"),
+            "431": _json(_ref("Error"), "request headers too large"),
+            "503": _json(_ref("Error"), "no IP data loaded and fail mode is closed, or overloaded"),
         },
     }
 
@@ -97,11 +104,24 @@ def _account_operation(summary: str, role: str, *, body: bool = False) -> dict[s
             "401": _json(_ref("Error"), "missing or unknown token"),
             "403": _json(_ref("Error"), f"the token's role is below {role}"),
             "404": _json(_ref("Error"), "no such account, or the account API is off"),
+            "400": _json(_ref("Error"), "malformed body or parameter"),
+            "413": _json(_ref("Error"), "body larger than the endpoint's limit"),
+            "503": _json(_ref("Error"), "the account store is unavailable, or overloaded"),
         },
     }
     if body:
         operation["requestBody"] = {"content": {"application/json": {"schema": {}}}}
     return operation
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
 
 
 def _account_paths() -> dict[str, Any]:
@@ -123,20 +143,53 @@ def _account_paths() -> dict[str, Any]:
     shown = _account_operation("One account: state, transitions, notices", "viewer")
     shown["parameters"] = [account]
     explained = _account_operation("Why the account is in its state, in plain language", "viewer")
-    explained["parameters"] = [account]
+    explained["parameters"] = [
+        account,
+        _query("at", "judge as of this date or date-time (1970-2100)", {"type": "string"}),
+    ]
+    listed = _account_operation("List accounts", "viewer")
+    listed["parameters"] = [
+        _query("state", "only accounts in this state", {"type": "string", "maxLength": 256}),
+        _query(
+            "limit",
+            "page size",
+            {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 100},
+        ),
+        _query("after", "the previous page's next cursor", {"type": "string", "maxLength": 256}),
+    ]
+    enforced = _account_operation("Run enforcement at a date (viewers: dry_run only)", "viewer")
+    enforced["requestBody"] = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["at"],
+                    "properties": {
+                        "at": {"type": "string", "description": "date or date-time, 1970-2100"},
+                        "dry_run": {"type": "boolean", "default": False},
+                    },
+                }
+            }
+        },
+    }
+    action["requestBody"] = {
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"note": {"type": "string", "maxLength": 4096}},
+                }
+            }
+        }
+    }
     return {
         "/v1/events": {"post": events},
-        "/v1/accounts": {
-            "get": _account_operation("List accounts (?state=&limit=&after=)", "viewer")
-        },
+        "/v1/accounts": {"get": listed},
         "/v1/accounts/{account}": {"get": shown},
         "/v1/accounts/{account}/explain": {"get": explained},
         "/v1/accounts/{account}/{action}": {"post": action},
-        "/v1/enforce": {
-            "post": _account_operation(
-                "Run enforcement at a date (viewers: dry_run only)", "viewer", body=True
-            )
-        },
+        "/v1/enforce": {"post": enforced},
         "/v1/audit/verify": {"get": _account_operation("Verify the audit hash chain", "viewer")},
     }
 
@@ -224,6 +277,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                         "200": _json(_ref("Decision"), "the decision (also for a deny)"),
                         "400": _json(_ref("Error"), "malformed JSON, parameter or address"),
                         "413": _json(_ref("Error"), "body larger than max_body_bytes"),
+                        "503": _json(_ref("Error"), "overloaded: retry after Retry-After"),
                     },
                 }
             },
@@ -239,7 +293,9 @@ def openapi_document(version: str) -> dict[str, Any]:
                     "summary": "Readiness: a policy and a snapshot are loaded",
                     "responses": {
                         "200": {"description": "ready; body says what is loaded"},
-                        "503": _json(_ref("Error"), "no snapshot loaded"),
+                        "503": _json(
+                            _ref("Error"), "no snapshot loaded, or the account store is stale"
+                        ),
                     },
                 }
             },
