@@ -810,16 +810,51 @@ class Enforcer:
             review=tuple(sorted(review)),
         )
 
+    def assess_rows(self, rows: Sequence[AccountRow], *, at: datetime) -> dict[str, Assessment]:
+        """Fresh assessments of ``rows`` as of ``at``, cross-account evidence included (what
+        ``accounts list`` shows beside the state each account was frozen in)."""
+        policy = self.policies.in_force(at)
+        config = AccountsConfig.from_policy(policy)
+        evs = {r.account: AccountEvidence.from_dict(r.evidence) for r in rows}
+        stats, groups = self._cross(list(evs.values()), at=at, config=config)
+        effective_of = _effective_of(policy)
+        return {
+            a: assess(
+                ev,
+                at=at,
+                config=config,
+                egress=stats,
+                groups=groups,
+                effective_of=effective_of,
+                explain=False,
+            )
+            for a, ev in evs.items()
+        }
+
     def cross_evidence(
         self, ev: AccountEvidence, *, at: datetime, config: AccountsConfig
     ) -> tuple[dict[str, EgressStats], dict[str, GroupStats]]:
         """The egress and group evidence of one account as of ``at`` (for explanations): the
         same figures :meth:`enforce` computes, from the committed members."""
-        keys = [k for k in ev.egress if not k.startswith("asn:")]
-        groups_keys = list(ev.group_keys())
-        members = self.store.egress_accounts([*keys, *groups_keys]) if keys or groups_keys else {}
+        return self._cross([ev], at=at, config=config)
+
+    def _cross(
+        self, subjects: Sequence[AccountEvidence], *, at: datetime, config: AccountsConfig
+    ) -> tuple[dict[str, EgressStats], dict[str, GroupStats]]:
+        keys = sorted(
+            {
+                k
+                for ev in subjects
+                for k in (*ev.egress, *ev.group_keys())
+                if not k.startswith("asn:")
+            }
+        )
+        members = self.store.egress_accounts(keys) if keys else {}
         everyone = sorted({a for accts in members.values() for a in accts})
-        rows = {a: r for a in everyone if (r := self.store.get_account(a)) is not None}
+        rows: dict[str, AccountRow] = {}
+        if everyone:
+            with self.store.transaction() as tx:
+                rows = tx.load_accounts(everyone, lock=False)
         evs = {a: AccountEvidence.from_dict(r.evidence) for a, r in rows.items()}
         points = {
             a: assess(e, at=at, config=config, explain=False).points_unsupported

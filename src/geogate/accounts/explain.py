@@ -52,13 +52,32 @@ def explain_lines(
             f"{last.policy_version}, because of: {', '.join(last.rules) or 'an operator decision'}."
         )
     lines.append("")
+    eff = assessment.effective_at
+    if assessment.post_date and eff is not None:
+        lines.append(
+            f"The enforcement date {eff:%Y-%m-%d} has passed: only evidence from on or after it "
+            "counts towards a block (evidence from before it can warn, never block)."
+        )
+    elif eff is not None:
+        lines.append(
+            f"Before the enforcement date {eff:%Y-%m-%d}: evidence that would block warns."
+        )
     lines.append(
-        f"Assessment as of {at:%Y-%m-%d %H:%M} UTC: score {assessment.score:.2f} "
-        f"(flag at {config.flag_score:.2f}, block at {config.block_score:.2f} with a strong rule) "
-        f"-> {assessment.verdict.label}."
+        f"Assessment as of {at:%Y-%m-%d %H:%M} UTC: strong rules {assessment.strong_score:.2f} "
+        f"(block at {config.block_score:.2f}; weak rules never count towards it), review score "
+        f"{assessment.score:.2f} (flag at {config.flag_score:.2f}) -> {assessment.verdict.label}."
     )
     if assessment.regions:
         lines.append(f"Evidence points to: {', '.join(assessment.regions)}.")
+    if row.state == "blocked" and assessment.verdict.label != "block":
+        lines.append(
+            "REVIEW: the account is blocked, but no evidence "
+            + ("from after the enforcement date " if assessment.post_date else "")
+            + "blocks it any more. An operator should reinstate it or confirm the block."
+        )
+    elif row.state == "blocked":
+        decisive = [s.rule for s in assessment.fired if s.strength.value == "strong"]
+        lines.append(f"The block stands on: {', '.join(decisive)}.")
     lines.append("Rules (fired first):")
     for s in sorted(assessment.signals, key=lambda s: (not s.fired, s.rule)):
         mark = "FIRED " if s.fired else "not fired"
@@ -109,10 +128,13 @@ def explain_lines(
     clock = infer_clock(ev.hours)
     if clock is not None:
         lines.append(
-            f"  activity clock: best explained by UTC{clock.offset_hours:+d} "
-            f"(confidence {clock.confidence:.2f} over {clock.events} requests); active in "
+            f"  activity clock: fits {clock.range_text} (best UTC{clock.offset_hours:+d}, "
+            f"confidence {clock.confidence:.2f} over {clock.events} requests); active in "
             f"{ev.active_hours()} of 24 hours."
         )
+    groups = ev.group_keys()
+    if groups:
+        lines.append(f"  groups: {', '.join(groups)} (API keys are shown as digests).")
     lines.append(
         f"  distinct user agents: {len(ev.user_agents)}{'+' if len(ev.user_agents) >= 64 else ''}."
     )

@@ -285,6 +285,7 @@ def enforce(
                     "by_state": report.by_state,
                     "by_reason": report.by_reason,
                     "by_region": report.by_region,
+                    "review": list(report.review),
                     "changes": [
                         {
                             "account": c.account,
@@ -327,6 +328,13 @@ def enforce(
         out.print(table)
         if len(report.changes) > limit:
             out.print(f"... and {len(report.changes) - limit:,} more (use --json for all)")
+    if report.review:
+        shown = ", ".join(report.review[:20])
+        more = f" and {len(report.review) - 20:,} more" if len(report.review) > 20 else ""
+        out.print(
+            f"{len(report.review):,} blocked accounts no longer show evidence that blocks them "
+            f"(review them; `geogate accounts explain ACCOUNT`): {shown}{more}"
+        )
 
 
 # ----- accounts ------------------------------------------------------------------------
@@ -335,52 +343,101 @@ def enforce(
 def accounts_list(
     db: DbOpt = DEFAULT_DB,
     state: Annotated[str | None, typer.Option(help="Only accounts in this state.")] = None,
-    limit: Annotated[int, typer.Option(help="Most accounts to list.")] = 100,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option(help="Most accounts to list (0: all). Default: 100, or all with --json."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Every account as one JSON document.")
+    ] = False,
+    policy: PolicyOpt = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="Assess as of this time (default: now).")
+    ] = None,
 ) -> None:
-    """List accounts with their state, score and reasons."""
+    """List accounts: the state each is in (frozen at the move, with its score and reasons)
+    beside what the evidence says now. A blocked account whose evidence has gone is marked for
+    review."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from geogate.accounts.engine import Enforcer  # noqa: PLC0415
     from geogate.accounts.states import AccountState  # noqa: PLC0415
+    from geogate.cli.main import load_policies  # noqa: PLC0415
 
     if state is not None and state not in {s.value for s in AccountState}:
         raise ConfigError(
             f"unknown state {state!r} (one of {', '.join(s.value for s in AccountState)})",
             key="--state",
         )
+    if limit is not None and limit < 0:
+        raise ConfigError("must be 0 (all) or more", key="--limit")
+    cap = limit if limit is not None else (0 if as_json else 100)
+    when = _when(at) if at else datetime.now(UTC)
     store = _store(db)
     try:
         counts = store.count_accounts()
+        total = counts.get(state, 0) if state else sum(counts.values())
         rows = []
-        for row in store.iter_accounts(state=state, batch_size=min(limit, 10_000)):
+        for row in store.iter_accounts(state=state, batch_size=min(cap or 10_000, 10_000)):
             rows.append(row)
-            if len(rows) >= limit:
+            if cap and len(rows) >= cap:
                 break
+        enforcer = Enforcer(store, policies=load_policies(policy), locator=_NoLocator())
+        now = enforcer.assess_rows(rows, at=when)
     finally:
         store.close()
+    if cap and total > len(rows):
+        err.print(
+            f"listing {len(rows):,} of {total:,} accounts (--limit {cap}); --limit 0 lists all"
+        )
     if as_json:
-        for r in rows:
-            out.print_json(json.dumps(_row_dict(r)), indent=None)
+        doc = {
+            "at": when.isoformat(),
+            "counts": counts,
+            "total": total,
+            "listed": len(rows),
+            "accounts": [_row_dict(r, now.get(r.account)) for r in rows],
+        }
+        out.print_json(json.dumps(doc), indent=None)
         return
     out.print(
         "accounts by state: "
         + (", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "none")
     )
     table = Table(title_justify="left")
-    for col in ("account", "state", "since", "score", "reasons", "last seen"):
+    for col in ("account", "state", "since", "score", "reasons", "now", "last seen"):
         table.add_column(col)
     for r in rows:
         table.add_row(
             r.account,
-            r.state,
+            r.state + (" (review)" if _needs_review(r, now.get(r.account)) else ""),
             f"{r.state_since:%Y-%m-%d %H:%M}" if r.state_since else "-",
             f"{r.score:.2f}",
             ", ".join(r.reasons) or "-",
+            _now_text(now.get(r.account)),
             f"{r.last_seen:%Y-%m-%d %H:%M}" if r.last_seen else "-",
         )
     out.print(table)
 
 
-def _row_dict(r: Any) -> dict[str, Any]:
-    return {
+def _needs_review(row: Any, assessment: Any) -> bool:
+    """A blocked account whose evidence no longer blocks it: an operator should look."""
+    return bool(
+        row.state == "blocked" and assessment is not None and assessment.verdict.label != "block"
+    )
+
+
+def _now_text(assessment: Any) -> str:
+    if assessment is None:
+        return "-"
+    names = ", ".join(assessment.rule_names)
+    return f"{assessment.verdict.label} {assessment.strong_score:.2f}" + (
+        f" ({names})" if names else ""
+    )
+
+
+def _row_dict(r: Any, assessment: Any = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
         "account": r.account,
         "state": r.state,
         "state_since": r.state_since.isoformat() if r.state_since else None,
@@ -390,6 +447,17 @@ def _row_dict(r: Any) -> dict[str, Any]:
         "language": r.language,
         "last_seen": r.last_seen.isoformat() if r.last_seen else None,
     }
+    if assessment is not None:
+        doc["now"] = {
+            "verdict": assessment.verdict.label,
+            "score": round(assessment.score, 4),
+            "strong_score": round(assessment.strong_score, 4),
+            "rules": list(assessment.rule_names),
+            "regions": list(assessment.regions),
+            "post_date": assessment.post_date,
+        }
+        doc["review"] = _needs_review(r, assessment)
+    return doc
 
 
 def _require(store: SqlStore, account: str) -> Any:

@@ -86,6 +86,7 @@ class NoticeContext:
     blocked_at: datetime | None = None
     appeal_url: str | None = None
     support_email: str | None = None
+    categories: tuple[str, ...] = ()
 
     @classmethod
     def from_payload(
@@ -125,6 +126,7 @@ class NoticeContext:
             blocked_at=blocked_at,
             appeal_url=_url(payload, "appeal_url") or base.appeal_url,
             support_email=_email(payload, "support_email") or base.support_email,
+            categories=_categories(payload),
         )
 
     def variables(self, language: Language) -> dict[str, Any]:
@@ -151,6 +153,8 @@ class NoticeContext:
             "blocked_at": _fmt(self.blocked_at, language, format_datetime),
             "appeal_url": self.appeal_url,
             "support_email": self.support_email,
+            "categories": list(self.categories),
+            "evidence_text": evidence_text(self.categories, language),
         }
 
 
@@ -245,6 +249,80 @@ class NoticeRenderer:
             ) from exc
 
 
+#: What a block notice says it is based on, per evidence category and language.
+_EVIDENCE: dict[Language, tuple[str, str, dict[str, str]]] = {
+    Language.EN: (
+        "The block is based on evidence from after the enforcement date: ",
+        "; ",
+        {
+            "payment": "a payment with a card or billing address from there",
+            "direct_access": "requests made directly from there",
+            "continued_use_through_anonymizers": (
+                "continued use from there through VPNs, proxies or datacenter networks"
+            ),
+            "relay": "access relayed to users there through a shared service or proxy",
+            "signup": "the sign-up details",
+        },
+    ),
+    Language.RU: (
+        "Блокировка основана на данных, полученных после даты вступления ограничений в силу: ",
+        "; ",
+        {
+            "payment": "оплата картой или с платёжным адресом из этого региона",
+            "direct_access": "запросы напрямую из этого региона",
+            "continued_use_through_anonymizers": (
+                "продолжение использования оттуда через VPN, прокси или сети дата-центров"
+            ),
+            "relay": (
+                "перепродажа доступа пользователям в этом регионе через общий сервис или прокси"
+            ),
+            "signup": "данные регистрации",
+        },
+    ),
+    Language.ZH_HANS: (
+        "停用依据的是生效日期之后的证据：",
+        "；",
+        {
+            "payment": "使用该地区的银行卡或账单地址付款",
+            "direct_access": "直接从该地区发出的请求",
+            "continued_use_through_anonymizers": "通过 VPN、代理或数据中心网络继续从该地区使用",
+            "relay": "通过共享服务或代理向该地区用户转售访问",
+            "signup": "注册信息",
+        },
+    ),
+    Language.ZH_HANT: (
+        "停用依據的是生效日期之後的證據：",
+        "；",
+        {
+            "payment": "使用該地區的銀行卡或帳單地址付款",
+            "direct_access": "直接從該地區發出的請求",
+            "continued_use_through_anonymizers": "透過 VPN、代理或資料中心網路繼續從該地區使用",
+            "relay": "透過共用服務或代理向該地區使用者轉售存取",
+            "signup": "註冊資訊",
+        },
+    ),
+}
+EVIDENCE_CATEGORIES = frozenset(_EVIDENCE[Language.EN][2])
+
+
+def evidence_text(categories: tuple[str, ...], language: Language) -> str | None:
+    """One sentence naming what a block is based on, in ``language`` (None without categories)."""
+    if not categories:
+        return None
+    lead, sep, names = _EVIDENCE.get(language, _EVIDENCE[Language.EN])
+    end = "。" if language in (Language.ZH_HANS, Language.ZH_HANT) else "."
+    return lead + sep.join(names[c] for c in categories if c in names) + end
+
+
+def _categories(payload: Mapping[str, Any]) -> tuple[str, ...]:
+    value = payload.get("categories")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _bad("categories", "must be a list of evidence categories")
+    return tuple(v for v in value if v in EVIDENCE_CATEGORIES)
+
+
 def sample_payload(kind: NoticeKind) -> dict[str, Any]:
     """An example payload of each kind, for ``geogate notices preview`` and the docs."""
     payload: dict[str, Any] = {
@@ -256,6 +334,7 @@ def sample_payload(kind: NoticeKind) -> dict[str, Any]:
     }
     if kind is NoticeKind.BLOCKED:
         payload["blocked_at"] = "2026-03-02T09:30:00Z"
+        payload["categories"] = ["direct_access", "continued_use_through_anonymizers"]
     return payload
 
 
