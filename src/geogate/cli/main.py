@@ -21,7 +21,7 @@ from geogate import __version__
 from geogate.client_ip import parse_ip
 from geogate.clock import parse_instant
 from geogate.decide import Decider, Decision
-from geogate.errors import ClientIPError, ConfigError, GeogateError
+from geogate.errors import ClientIPError, ConfigError, GeogateError, IntelDataError
 from geogate.policy.model import Action, Mode, Policy, PolicySet
 from geogate.policy.parse import load_policy, load_policy_set, resolve_policy_path
 
@@ -295,11 +295,25 @@ def data_build(
         bool,
         typer.Option("--offline", help="Use only cached copies of URL sources; never download."),
     ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option("--verify", help="Re-read the written file and compare it with the build."),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace the snapshot even when more addresses change country than "
+            "max_country_change allows.",
+        ),
+    ] = False,
 ) -> None:
     """Compile IP intelligence sources into a snapshot file.
 
     Sources with a `url` are downloaded first (conditional GET: an unchanged feed is not
-    downloaded again); --offline builds from the cached copies only.
+    downloaded again); --offline builds from the cached copies only. When the output file
+    already holds a snapshot, the new one replaces it only if at most `max_country_change`
+    of the located IPv4 addresses change country (default 2 %; see `geogate data diff`).
     """
     from geogate.intel import build  # noqa: PLC0415
     from geogate.intel.fetch import default_cache_dir  # noqa: PLC0415
@@ -317,10 +331,60 @@ def data_build(
             cfg, cache_dir=cache or default_cache_dir(), offline=offline, report=report
         )
     snap = build.build_snapshot(cfg, report=report)
-    snap.save(output)
     for line in report.lines():
         err.print(line, markup=False, highlight=False)
+    if output.exists() and not force:
+        _gate_country_change(output, snap, limit=cfg.max_country_change)
+    staging = output.with_name(output.name + ".new")
+    snap.save(staging)
+    if verify:
+        build.verify_written(snap, staging)
+        err.print(f"verified {output}: the written file holds exactly the build")
+    staging.replace(output)
     out.print(f"wrote {output}: {snap.meta.v4_ranges} IPv4 and {snap.meta.v6_ranges} IPv6 ranges")
+
+
+def _gate_country_change(previous: Path, snap: Any, *, limit: float) -> None:
+    """Refuse to replace ``previous`` when too many addresses would change country."""
+    from geogate.intel.diff import diff_snapshots  # noqa: PLC0415
+    from geogate.intel.snapshot import Snapshot  # noqa: PLC0415
+
+    try:
+        old = Snapshot.load(previous)
+    except IntelDataError as exc:
+        err.print(f"note: not comparing with {previous}: {exc.one_line()}", markup=False)
+        return
+    change = diff_snapshots(old, snap).v4
+    share = change.country_change_share
+    if share > limit:
+        top = ", ".join(
+            f"{m.old or '-'}->{m.new or '-'} {m.units:,}" for m in change.country_movers[:3]
+        )
+        raise IntelDataError(
+            f"{100 * share:.2f} % of located IPv4 addresses would change country "
+            f"(max_country_change {100 * limit:.2f} %; top: {top}); review with "
+            "`geogate data diff`, then rebuild with --force if it is right",
+            path=str(previous),
+        )
+
+
+@data_app.command("diff")
+def data_diff(
+    old: Annotated[Path, typer.Argument(help="The snapshot in use.")],
+    new: Annotated[Path, typer.Argument(help="The candidate snapshot.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show what changed between two snapshots: addresses that changed country, subdivision
+    or network flags, and the largest moves (IPv4 by address, IPv6 by /64)."""
+    from geogate.intel.diff import diff_snapshots  # noqa: PLC0415
+    from geogate.intel.snapshot import Snapshot  # noqa: PLC0415
+
+    result = diff_snapshots(Snapshot.load(old), Snapshot.load(new))
+    if as_json:
+        out.print_json(json.dumps(result.to_dict()))
+        return
+    for line in result.lines():
+        out.print(line, markup=False, highlight=False)
 
 
 @app.command()

@@ -169,12 +169,15 @@ class BuildConfig:
     ``blank_special_purpose`` makes every field unknown in the special-purpose blocks of
     :data:`SPECIAL_PURPOSE` (private, loopback, link-local, documentation, multicast ...),
     where some sources carry stray registry data (one files 192.168.0.0/16 under AU).
+    ``max_country_change`` is the share of located IPv4 addresses that may change country
+    when ``geogate data build`` replaces an existing snapshot (see :mod:`geogate.intel.diff`).
     """
 
     sources: tuple[SourceConfig, ...]
     precedence: dict[str, tuple[str, ...]] = field(default_factory=dict)
     subdivision_countries: tuple[str, ...] | None = None
     blank_special_purpose: bool = True
+    max_country_change: float = 0.02
 
     def effective_precedence(self) -> dict[str, tuple[str, ...]]:
         """Precedence for every field, with the defaults filled in."""
@@ -219,7 +222,13 @@ def parse_build_config(
         raise fail("build", "must be a table")
     sub_countries: tuple[str, ...] | None = None
     blank_special = True
+    max_change = 0.02
     for key, value in build.items():
+        if key == "max_country_change":
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
+                raise fail("build.max_country_change", "must be a share from 0 to 1 (0.02 = 2 %)")
+            max_change = float(value)
+            continue
         if key == "blank_special_purpose":
             if not isinstance(value, bool):
                 raise fail("build.blank_special_purpose", "must be true or false")
@@ -267,6 +276,7 @@ def parse_build_config(
         precedence=precedence,
         subdivision_countries=sub_countries,
         blank_special_purpose=blank_special,
+        max_country_change=max_change,
     )
 
 
@@ -1115,6 +1125,49 @@ def _combine(
     return b_hi[keep], b_lo[keep], {k: np.ascontiguousarray(c[keep]) for k, c in cols.items()}
 
 
+def verify_written(snapshot: Snapshot, path: str | Path) -> Snapshot:
+    """Re-read the snapshot file at ``path`` and check it holds exactly ``snapshot``.
+
+    Loading checks the structure and the content digest; then every range start, every
+    column and the code tables are compared. Returns the loaded snapshot; raises
+    ``IntelDataError(path=...)`` naming the first difference.
+    """
+    loaded = Snapshot.load(path)
+    where = str(path)
+    pairs: list[tuple[str, Any, Any]] = [
+        ("IPv4 starts", snapshot.v4_starts, loaded.v4_starts),
+        ("IPv6 starts (high)", snapshot.v6_starts[0], loaded.v6_starts[0]),
+        ("IPv6 starts (low)", snapshot.v6_starts[1], loaded.v6_starts[1]),
+    ]
+    for name in (
+        "country_idx",
+        "subdivision_idx",
+        "alt_country_idx",
+        "asn",
+        "flags",
+        "location_src",
+        "subdivision_src",
+        "alt_country_src",
+        "asn_src",
+        "flags_src",
+        "anon_confidence",
+        "anon_provider_idx",
+    ):
+        pairs.append((f"column {name}", snapshot.column(name), loaded.column(name)))
+    for what, a, b in pairs:
+        if a.shape != b.shape or not np.array_equal(a, b):
+            raise IntelDataError(f"written file differs from the build in {what}", path=where)
+    for what, x, y in (
+        ("country codes", snapshot.country_codes, loaded.country_codes),
+        ("subdivision codes", snapshot.subdivision_codes, loaded.subdivision_codes),
+        ("provider names", snapshot.provider_names, loaded.provider_names),
+        ("sources", snapshot.meta.sources, loaded.meta.sources),
+    ):
+        if x != y:
+            raise IntelDataError(f"written file differs from the build in {what}", path=where)
+    return loaded
+
+
 # ----- location disagreement ------------------------------------------------------------
 
 
@@ -1331,12 +1384,17 @@ def render_build_config(config: BuildConfig, *, base_dir: Path | None = None) ->
         return p.as_posix()
 
     lines: list[str] = []
+    build_lines: list[str] = []
     if config.subdivision_countries is not None:
-        lines += [
-            "[build]",
-            f"subdivision_countries = [{', '.join(map(q, config.subdivision_countries))}]",
-            "",
-        ]
+        build_lines.append(
+            f"subdivision_countries = [{', '.join(map(q, config.subdivision_countries))}]"
+        )
+    if not config.blank_special_purpose:
+        build_lines.append("blank_special_purpose = false")
+    if config.max_country_change != 0.02:  # the default
+        build_lines.append(f"max_country_change = {config.max_country_change!r}")
+    if build_lines:
+        lines += ["[build]", *build_lines, ""]
     for s in config.sources:
         lines.append("[[sources]]")
         lines.append(f"name = {q(s.name)}")

@@ -37,6 +37,7 @@ from geogate.errors import ClientIPError, IntelDataError
 from geogate.intel.addresses import IPVersion, format_address, parse_address
 from geogate.intel.facts import IntelFacts, NetworkFlag, Provenance
 from geogate.intel.sources import ProblemLog, SourceRange
+from geogate.intel.sources.mmdb_verify import first_bad_record, verify_mmdb
 from geogate.intel.subdivisions import resolve_subdivision
 
 _VALUE_FIELDS: Final = ("location", "subdivision", "asn", "flags")
@@ -126,7 +127,13 @@ class MmdbSource:
 
     def ranges(self, problems: ProblemLog) -> Iterator[SourceRange]:
         """Yield every network in the file with the extracted values (adjacent equal
-        networks merged). Networks under ``::/96`` of an IPv6 tree are IPv4 ones."""
+        networks merged). Networks under ``::/96`` of an IPv6 tree are IPv4 ones.
+
+        The file is checked whole first (:func:`~geogate.intel.sources.mmdb_verify.verify_mmdb`)
+        and a data record that does not decode stops the build: ``IntelDataError`` naming the
+        file and the first bad offset, never a partial source.
+        """
+        check = verify_mmdb(self._path)
         where = self._path.name
         pending: list[Any] | None = None  # [version, first, last, values]
         try:
@@ -155,8 +162,14 @@ class MmdbSource:
                 if pending is not None:
                     yield _to_range(pending)
                 pending = [version, first, last, values]
-        except maxminddb.InvalidDatabaseError as exc:
-            problems.warn(where, f"MaxMind DB is corrupt, rest of file skipped: {exc}")
+        except (maxminddb.InvalidDatabaseError, ValueError, UnicodeDecodeError) as exc:
+            bad = first_bad_record(self._path, check.data_offsets, tree_bytes=check.tree_bytes)
+            at = f"first bad record at offset {bad}" if bad is not None else "offset not found"
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise IntelDataError(
+                f"corrupt MaxMind DB: a data record does not decode ({at}): {detail}",
+                path=str(self._path),
+            ) from exc
         if pending is not None:
             yield _to_range(pending)
 
