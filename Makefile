@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the tests start for real (proxies, databases, load generator).
-SYSTEM_PACKAGES := nginx wrk postgresql chromium
+SYSTEM_PACKAGES := nginx wrk postgresql chromium openjdk-17-jre-headless
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test install system-deps lint typecheck unit bench bench-judgement

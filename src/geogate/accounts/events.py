@@ -584,10 +584,25 @@ def _unexpected(exc: Exception, source: str | None, line: int | None) -> EventEr
 def read_csv(stream: Iterable[str], *, source: str) -> Iterator[ReadItem]:
     """Events from CSV with a header row naming the fields; empty cells are absent fields."""
     reader = csv.DictReader(stream)
-    if reader.fieldnames is None:
-        return
+    try:
+        if reader.fieldnames is None:
+            return
+    except csv.Error as exc:
+        raise EventError(f"unreadable CSV header: {exc}", source=source, line=1) from None
     number = 1
-    for row in reader:
+    while True:
+        before = reader.reader.line_num
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # a malformed row (stray quote, oversized field ...): only it
+            number = reader.reader.line_num  # DictReader's own count lags on errors
+            err = _fail(f"malformed CSV row: {exc}", source, number, None)
+            yield Rejected(error=err, text="")
+            if number == before:  # the reader cannot move past it
+                return
+            continue
         number = reader.line_num
         rec = {k: v for k, v in row.items() if k is not None and v not in (None, "")}
         if None in row:

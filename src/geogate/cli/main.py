@@ -426,6 +426,17 @@ def _root(
         raise typer.Exit(0)
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def scan(ctx: typer.Context) -> None:
+    """Judge access logs against a policy: Parquet tables and an HTML report (see --help)."""
+    from geogate.scan.cli import run_cli  # noqa: PLC0415 - pyarrow/plotly only when scanning
+
+    run_cli(list(ctx.args))
+
+
 # Command groups that live with their domain; each module exposes register(app).
 for _name in ("serve", "accounts", "notify"):
     try:
