@@ -1,0 +1,578 @@
+"""Access-log readers: files, directories and globs in, normalised Arrow record batches out.
+
+Every reader yields batches of :data:`RAW_SCHEMA` — when the request arrived, the address of
+the connection (``peer``), the forwarding headers as logged, and who made it — whatever the
+input looked like: JSON Lines (geogate's event format, the JSON access-log formats of the
+nginx and Envoy configurations in ``docs/scan.md``, or any field names mapped with
+``--field``), CSV, Parquet, or nginx ``combined`` with ``$http_x_forwarded_for`` appended.
+Text inputs may be plain, gzip or zstd (recognised by their first bytes, not their name).
+
+A line that cannot be read is counted and a few are kept as samples (:class:`ReadStats`); it
+never stops the scan. Memory stays bounded: text is read in blocks of a few MiB and Parquet
+row group by row group.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from geogate.errors import ConfigError
+
+RAW_SCHEMA: Final = pa.schema(
+    [
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("peer", pa.string()),
+        ("xff", pa.string()),
+        ("forwarded", pa.string()),
+        ("account", pa.string()),
+        ("org", pa.string()),
+        ("user_agent", pa.string()),
+        ("accept_language", pa.string()),
+    ]
+)
+"""Columns of every batch a reader yields. ``peer`` is the address of the connection (or the
+client address the platform already resolved); ``xff``/``forwarded`` are the raw headers."""
+
+FIELDS: Final = tuple(RAW_SCHEMA.names)
+
+#: Field names recognised without ``--field``, first match wins. They cover geogate's event
+#: format (``ts``, ``ip``, ``account``), the JSON access-log formats in docs/scan.md for nginx
+#: (``$realip_remote_addr`` as ``peer``) and Envoy (``downstream_direct_remote_address``), and
+#: common names of other log shippers.
+ALIASES: Final[Mapping[str, tuple[str, ...]]] = {
+    "ts": ("ts", "time", "timestamp", "time_iso8601", "start_time", "@timestamp", "time_local"),
+    "peer": (
+        "peer",
+        "realip_remote_addr",
+        "downstream_direct_remote_address",
+        "ip",
+        "remote_addr",
+        "client_ip",
+        "downstream_remote_address",
+    ),
+    "xff": ("xff", "x_forwarded_for", "http_x_forwarded_for", "forwarded_for"),
+    "forwarded": ("http_forwarded", "forwarded_header"),
+    "account": ("account", "http_x_geogate_account", "x_geogate_account", "account_id", "user"),
+    "org": ("org", "organization", "org_id", "http_x_geogate_org"),
+    "user_agent": ("user_agent", "http_user_agent", "ua"),
+    "accept_language": ("accept_language", "http_accept_language"),
+}
+
+FORMATS: Final = ("auto", "jsonl", "csv", "parquet", "nginx")
+_TEXT_EXT: Final = {".jsonl", ".ndjson", ".json", ".log", ".txt", ".csv", ".access"}
+_BLOCK_BYTES: Final = 1 << 20
+MAX_LINE_CHARS: Final = 65_536
+_SAMPLES: Final = 20
+
+# nginx `combined` with "$http_x_forwarded_for" (optionally more quoted fields) appended.
+_COMBINED = re.compile(
+    rb'^(\S+) \S+ (\S+) \[([^\]]+)\] "(?:[^"\\]|\\.)*" \d{3} (?:\d+|-) '
+    rb'"(?:[^"\\]|\\.)*" "((?:[^"\\]|\\.)*)"(?: "((?:[^"\\]|\\.)*)")?'
+)
+
+
+@dataclass
+class ReadStats:
+    """What reading saw: malformed lines (a count and the first few, with where they were),
+    records skipped as not requests, and input bytes consumed (for the progress bar)."""
+
+    count: int = 0
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0  # well-formed records that are not requests (payment, signup ... events)
+    bytes_read: int = 0  # of the file being read, compressed size
+
+    def add(self, source: str, line: int, error: str, raw: bytes | str = b"") -> None:
+        """Count one malformed line and keep it as a sample while there are few."""
+        self.count += 1
+        if len(self.samples) < _SAMPLES:
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+            self.samples.append({"source": source, "line": line, "error": error, "raw": text[:300]})
+
+    def merge(self, other: ReadStats) -> None:
+        """Add another collector's counts and samples (for parallel engines)."""
+        self.count += other.count
+        self.skipped += other.skipped
+        self.samples.extend(other.samples[: max(0, _SAMPLES - len(self.samples))])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadOptions:
+    """How to read inputs: the format (``auto`` detects it per file), field-name overrides
+    (canonical name -> name in the log), and the batch size in rows."""
+
+    format: str = "auto"
+    fields: Mapping[str, str] = field(default_factory=dict)
+    batch_rows: int = 262_144
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ConfigError(
+                f"unknown format {self.format!r}; use one of {', '.join(FORMATS)}", key="--format"
+            )
+        for name in self.fields:
+            if name not in FIELDS:
+                raise ConfigError(
+                    f"unknown field {name!r}; fields are {', '.join(FIELDS)}", key="--field"
+                )
+
+
+def parse_field_options(items: Sequence[str]) -> dict[str, str]:
+    """``["peer=remote", "ts=when"]`` -> ``{"peer": "remote", "ts": "when"}``."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, column = item.partition("=")
+        if not sep or not name.strip() or not column.strip():
+            raise ConfigError(f"{item!r} is not FIELD=NAME", key="--field")
+        out[name.strip()] = column.strip()
+    return out
+
+
+def expand_inputs(specs: Sequence[str]) -> list[Path]:
+    """Files named by paths, directories (all files below, sorted) and globs.
+
+    Raises :class:`ConfigError` for a name that matches nothing.
+    """
+    found: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found.extend(
+                sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            )
+        elif path.is_file():
+            found.append(path)
+        else:
+            matches = sorted(glob.glob(spec, recursive=True))
+            files = [Path(m) for m in matches if Path(m).is_file()]
+            if not files:
+                raise ConfigError("no such file, directory or matching glob", path=spec)
+            found.extend(files)
+    return found
+
+
+def _compression(path: Path) -> str | None:
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic[:2] == b"\x1f\x8b":
+        return "gzip"
+    if magic == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    return None
+
+
+def _stem(path: Path) -> Path:
+    """The name without a compression suffix (``a.jsonl.gz`` -> ``a.jsonl``)."""
+    return path.with_suffix("") if path.suffix in {".gz", ".zst", ".zstd"} else path
+
+
+def detect_format(path: Path) -> str:
+    """``parquet``, ``csv``, ``jsonl`` or ``nginx`` from the name, else from the first line."""
+    if path.suffix == ".parquet":
+        return "parquet"
+    with path.open("rb") as f:
+        if f.read(4) == b"PAR1":
+            return "parquet"
+    suffix = _stem(path).suffix
+    if suffix == ".csv":
+        return "csv"
+    if suffix in {".jsonl", ".ndjson", ".json"}:
+        return "jsonl"
+    for line in _lines(path, limit_blocks=1):
+        text = line.strip()
+        if text and not text.startswith(b"#"):
+            return "jsonl" if text.startswith(b"{") else "nginx"
+    return "jsonl"
+
+
+def _open_stream(path: Path) -> pa.NativeFile:
+    return pa.input_stream(str(path), compression=_compression(path))
+
+
+def _lines(
+    path: Path, *, limit_blocks: int | None = None, stats: ReadStats | None = None
+) -> Iterator[bytes]:
+    """Lines of a (possibly compressed) text file, without their end of line."""
+    codec = _compression(path)
+    with path.open("rb") as raw:
+        stream = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), codec) if codec else None
+        tail = b""
+        blocks = 0
+        while True:
+            try:
+                block = stream.read(_BLOCK_BYTES) if stream is not None else raw.read(_BLOCK_BYTES)
+            except (OSError, pa.ArrowInvalid) as exc:
+                # A truncated or corrupt gzip/zstd stream: keep what was read before it.
+                if stats is not None:
+                    stats.add(str(path), 0, f"read stopped: {exc}")
+                break
+            if not block:
+                break
+            if stats is not None:
+                stats.bytes_read = raw.tell()
+            blocks += 1
+            lines = (tail + block).split(b"\n")
+            tail = lines.pop()
+            yield from lines
+            if limit_blocks is not None and blocks >= limit_blocks:
+                return
+        if tail:
+            yield tail
+
+
+class _Columns:
+    """Column builders for one batch of :data:`RAW_SCHEMA` (timestamps still as text/numbers)."""
+
+    def __init__(self) -> None:
+        self.cols: dict[str, list[Any]] = {name: [] for name in FIELDS}
+        self.lines: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def add(self, line: int, values: Mapping[str, Any]) -> None:
+        for name in FIELDS:
+            self.cols[name].append(values.get(name))
+        self.lines.append(line)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value if value not in {"", "-"} else None
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or None
+    return str(value)
+
+
+def _parse_ts_values(values: Sequence[Any], fmt: str | None) -> tuple[pa.Array, list[int]]:
+    """Timestamps from text (RFC 3339, or ``fmt`` for strptime) or epoch seconds.
+
+    Returns the array (null where unreadable) and the positions that were unreadable.
+    """
+    if all(isinstance(v, str) for v in values):
+        texts = pa.array(values, pa.string())
+        try:
+            if fmt is None:
+                return pc.cast(texts, pa.timestamp("us", tz="UTC")), []
+            parsed = pc.strptime(texts, format=fmt, unit="us", error_is_null=False)
+            return pc.cast(parsed, pa.timestamp("us", tz="UTC")), []
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # some value is malformed: find it one by one below
+    out: list[datetime | None] = []
+    bad: list[int] = []
+    for i, v in enumerate(values):
+        out.append(_one_ts(v, fmt))
+        if out[-1] is None:
+            bad.append(i)
+    return pa.array(out, pa.timestamp("us", tz="UTC")), bad
+
+
+def _one_ts(value: Any, fmt: str | None) -> datetime | None:
+    try:
+        if isinstance(value, bool) or value is None:
+            return None
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(float(value), UTC)
+        text = str(value).strip()
+        if fmt is not None:
+            parsed = datetime.strptime(text, fmt)
+        else:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            return None  # a time without an offset is ambiguous: rejected, like events
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _finish(
+    cols: _Columns, source: str, malformed: ReadStats, *, ts_format: str | None = None
+) -> pa.RecordBatch | None:
+    """Turn collected values into a RAW_SCHEMA batch; rows without a readable time or peer
+    are counted as malformed."""
+    if not len(cols):
+        return None
+    ts, bad = _parse_ts_values(cols.cols["ts"], ts_format)
+    arrays = [ts] + [pa.array(cols.cols[n], pa.string()) for n in FIELDS[1:]]
+    batch = pa.RecordBatch.from_arrays(arrays, schema=RAW_SCHEMA)
+    for i in bad:
+        malformed.add(source, cols.lines[i], f"ts: unreadable time {cols.cols['ts'][i]!r}")
+    if bad:
+        keep = pc.is_valid(batch.column(0))
+        batch = batch.filter(keep)
+    return batch
+
+
+def _resolve_names(names: Sequence[str], overrides: Mapping[str, str]) -> dict[str, str]:
+    """Canonical field -> column name present in ``names``."""
+    present = set(names)
+    out: dict[str, str] = {}
+    for canon in FIELDS:
+        if canon in overrides:
+            out[canon] = overrides[canon]
+            continue
+        for alias in ALIASES[canon]:
+            if alias in present:
+                out[canon] = alias
+                break
+    return out
+
+
+def read_jsonl(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterator[pa.RecordBatch]:
+    """JSON Lines: one object per line. Objects with a ``type`` other than ``request``
+    (geogate's payment, signup ... events) are skipped and counted as such."""
+    source = str(path)
+    cols = _Columns()
+    names_cache: dict[tuple[str, ...], dict[str, str]] = {}
+    loads = orjson.loads
+    for lineno, raw in enumerate(_lines(path, stats=malformed), start=1):
+        line = raw.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        if len(line) > MAX_LINE_CHARS:
+            malformed.add(source, lineno, f"line longer than {MAX_LINE_CHARS} characters", line)
+            continue
+        try:
+            obj = loads(line)
+        except orjson.JSONDecodeError as exc:
+            malformed.add(source, lineno, f"not JSON: {exc}", line)
+            continue
+        if not isinstance(obj, dict):
+            malformed.add(source, lineno, "not a JSON object", line)
+            continue
+        kind = obj.get("type")
+        if kind is not None and kind != "request":
+            malformed.skipped += 1
+            continue
+        keys = tuple(obj)
+        names = names_cache.get(keys)
+        if names is None:
+            names = _resolve_names(keys, opts.fields)
+            names_cache[keys] = names
+        peer = _text(obj.get(names.get("peer", "")))
+        if peer is None:
+            malformed.add(source, lineno, "no client address (peer/ip field)", line)
+            continue
+        ts = obj.get(names.get("ts", ""))
+        if ts is None:
+            malformed.add(source, lineno, "no time (ts field)", line)
+            continue
+        values = {n: _text(obj.get(c)) for n, c in names.items() if n != "ts"}
+        values["ts"] = ts
+        values["peer"] = peer
+        cols.add(lineno, values)
+        if len(cols) >= opts.batch_rows:
+            batch = _finish(cols, source, malformed)
+            if batch is not None:
+                yield batch
+            cols = _Columns()
+    batch = _finish(cols, source, malformed)
+    if batch is not None:
+        yield batch
+
+
+def _unescape(value: bytes) -> str | None:
+    text = value.decode("utf-8", "replace")
+    if "\\x" in text:
+        text = re.sub(r"\\x([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), text)
+    return None if text in {"", "-"} else text
+
+
+def read_nginx(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterator[pa.RecordBatch]:
+    """nginx ``combined`` + ``"$http_x_forwarded_for"``: ``$remote_addr`` is the peer,
+    ``$remote_user`` (when not ``-``) the account, ``$time_local`` the time."""
+    source = str(path)
+    cols = _Columns()
+    match = _COMBINED.match
+    for lineno, raw in enumerate(_lines(path, stats=malformed), start=1):
+        line = raw.rstrip(b"\r")
+        if not line.strip():
+            continue
+        m = match(line) if len(line) <= MAX_LINE_CHARS else None
+        if m is None:
+            malformed.add(source, lineno, "not an nginx combined line", line)
+            continue
+        peer, user, when, agent, xff = m.groups()
+        cols.add(
+            lineno,
+            {
+                "ts": when.decode("ascii", "replace"),
+                "peer": peer.decode("ascii", "replace"),
+                "account": _unescape(user),
+                "user_agent": _unescape(agent),
+                "xff": _unescape(xff) if xff is not None else None,
+            },
+        )
+        if len(cols) >= opts.batch_rows:
+            batch = _finish(cols, source, malformed, ts_format="%d/%b/%Y:%H:%M:%S %z")
+            if batch is not None:
+                yield batch
+            cols = _Columns()
+    batch = _finish(cols, source, malformed, ts_format="%d/%b/%Y:%H:%M:%S %z")
+    if batch is not None:
+        yield batch
+
+
+def _normalise_table(
+    table: pa.Table | pa.RecordBatch,
+    names: Mapping[str, str],
+    source: str,
+    malformed: ReadStats,
+    first_line: int,
+) -> pa.RecordBatch | None:
+    """Columnar inputs (CSV, Parquet): pick and convert the mapped columns."""
+    n = table.num_rows
+    if n == 0:
+        return None
+    arrays: list[pa.Array] = []
+    ts_col = table.column(names["ts"])
+    if isinstance(ts_col, pa.ChunkedArray):
+        ts_col = ts_col.combine_chunks()
+    if pa.types.is_timestamp(ts_col.type):
+        ts = ts_col if ts_col.type.tz else pc.assume_timezone(ts_col, "UTC")
+        ts = pc.cast(ts, pa.timestamp("us", tz="UTC"))
+        bad: list[int] = []
+    else:
+        ts, bad = _parse_ts_values(ts_col.to_pylist(), None)
+    arrays.append(ts)
+    for canon in FIELDS[1:]:
+        col = names.get(canon)
+        if col is None:
+            arrays.append(pa.nulls(n, pa.string()))
+            continue
+        values = table.column(col)
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        if pa.types.is_dictionary(values.type):
+            values = values.cast(pa.string()) if canon != "peer" else values
+        if canon == "peer" and pa.types.is_dictionary(values.type):
+            arrays.append(values)
+            continue
+        if not pa.types.is_string(values.type):
+            values = pc.cast(values, pa.string())
+        arrays.append(values)
+    peer = arrays[1]
+    if pa.types.is_dictionary(peer.type):
+        schema = RAW_SCHEMA.set(1, pa.field("peer", peer.type))
+    else:
+        schema = RAW_SCHEMA
+    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    missing = pc.or_(pc.is_null(batch.column(0)), pc.is_null(batch.column(1)))
+    if bad or pc.any(missing).as_py():
+        idx = pc.indices_nonzero(missing).to_pylist()
+        for i in idx[:_SAMPLES]:
+            what = "ts: unreadable time" if not ts[i].is_valid else "no client address"
+            malformed.add(source, first_line + i, what)
+        malformed.count += max(0, len(idx) - _SAMPLES)
+        batch = batch.filter(pc.invert(missing))
+    return batch
+
+
+def _need(names: Mapping[str, str], source: str) -> None:
+    for canon in ("ts", "peer"):
+        if canon not in names:
+            raise ConfigError(f"no {canon} column (map it with --field {canon}=NAME)", path=source)
+
+
+def read_csv(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterator[pa.RecordBatch]:
+    """CSV with a header row; columns named as in the JSON formats or mapped with ``--field``."""
+    source = str(path)
+
+    def on_invalid(row: Any) -> str:
+        malformed.add(
+            source,
+            int(row.number or 0),
+            f"CSV: {row.text and 'wrong column count'}",
+            row.text or "",
+        )
+        return "skip"
+
+    with _open_stream(path) as stream:
+        head = pcsv.open_csv(stream, read_options=pcsv.ReadOptions(block_size=1 << 16))
+        columns = head.schema.names
+    names = _resolve_names(columns, opts.fields)
+    _need(names, source)
+    types = dict.fromkeys(columns, pa.string())
+    codec = _compression(path)
+    raw = path.open("rb")
+    stream = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), codec) if codec else raw
+    try:
+        reader = pcsv.open_csv(
+            stream,
+            read_options=pcsv.ReadOptions(block_size=8 << 20),
+            parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
+            convert_options=pcsv.ConvertOptions(
+                column_types=types, strings_can_be_null=True, null_values=["", "-"]
+            ),
+        )
+        line = 2
+        for batch in reader:
+            out = _normalise_table(batch, names, source, malformed, line)
+            line += batch.num_rows
+            malformed.bytes_read = raw.tell()
+            if out is not None:
+                yield out
+    finally:
+        raw.close()
+
+
+def read_parquet(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterator[pa.RecordBatch]:
+    """Parquet, row group by row group; the address column is read dictionary-encoded so
+    that each distinct address is parsed and looked up once per batch."""
+    source = str(path)
+    try:
+        pf = pq.ParquetFile(str(path), read_dictionary=None)
+    except (pa.ArrowInvalid, OSError) as exc:
+        malformed.add(source, 0, f"not a readable Parquet file: {exc}")
+        return
+    names = _resolve_names(pf.schema_arrow.names, opts.fields)
+    _need(names, source)
+    wanted = sorted(set(names.values()))
+    peer_col = names["peer"]
+    pf = pq.ParquetFile(str(path), read_dictionary=[peer_col])
+    size = os.path.getsize(path)
+    total = pf.metadata.num_rows
+    row = 1
+    for batch in pf.iter_batches(batch_size=opts.batch_rows, columns=wanted):
+        out = _normalise_table(batch, names, source, malformed, row)
+        row += batch.num_rows
+        malformed.bytes_read = int(size * min(1.0, (row - 1) / max(1, total)))
+        if out is not None:
+            yield out
+
+
+_READERS: Final = {
+    "jsonl": read_jsonl,
+    "nginx": read_nginx,
+    "csv": read_csv,
+    "parquet": read_parquet,
+}
+
+
+def read_file(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterator[pa.RecordBatch]:
+    """Batches of one input file, in its format (``opts.format`` or detected)."""
+    fmt = opts.format if opts.format != "auto" else detect_format(path)
+    try:
+        yield from _READERS[fmt](path, opts, malformed)
+    except OSError as exc:
+        # A truncated gzip/zstd stream: keep what was read, record where it stopped.
+        malformed.add(str(path), 0, f"read stopped: {exc}")
+
+
+def input_bytes(paths: Sequence[Path]) -> int:
+    """Total size on disk of the inputs (for the progress bar's ETA)."""
+    return sum(os.path.getsize(p) for p in paths)

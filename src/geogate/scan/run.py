@@ -1,0 +1,219 @@
+"""Run a scan: inputs -> judged batches -> aggregate tables in ``DIR`` -> the report.
+
+:func:`scan` is the library entry point behind ``geogate scan``; the local engine streams
+batches in this process, the Spark engine (:mod:`geogate.scan.spark`) distributes the same
+reading and judging over a cluster. Either way the output directory holds the same Parquet
+tables (see docs/scan.md), ``summary.json`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from geogate.client_ip import TrustedProxies
+from geogate.errors import ConfigError
+from geogate.policy.model import PolicySet
+from geogate.scan.aggregate import Accumulator, derive_tables
+from geogate.scan.judge import Judge, Scenario
+from geogate.scan.readers import ReadOptions, ReadStats, expand_inputs, read_file
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScanConfig:
+    """Everything a scan needs. ``at`` judges every request as of that instant (None: each at
+    its own time); ``compare`` is the scenario to compare with (another policy and/or
+    instant); ``pivot`` splits before/after (default: ``at``, else the first enforcement
+    date of the policy)."""
+
+    inputs: Sequence[str]
+    out: Path
+    policies: PolicySet
+    snapshot: Any
+    snapshot_path: Path | None = None  # the file ``snapshot`` came from (None: embedded)
+    read: ReadOptions = field(default_factory=ReadOptions)
+    trusted: TrustedProxies = field(default_factory=TrustedProxies)
+    at: datetime | None = None
+    compare: Scenario | None = None
+    pivot: datetime | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    report: bool = True
+
+    def judge(self) -> Judge:
+        """The batch judge of this scan."""
+        return Judge(
+            self.snapshot,
+            Scenario(policies=self.policies, at=self.at),
+            trusted=self.trusted,
+            pivot=self.effective_pivot(),
+            compare=self.compare,
+        )
+
+    def effective_pivot(self) -> datetime:
+        """The before/after date."""
+        if self.pivot is not None:
+            return self.pivot
+        if self.at is not None:
+            return self.at
+        dates = self.policies.latest.boundaries()
+        return dates[0] if dates else datetime.now(UTC)
+
+
+@dataclass
+class ScanResult:
+    """What a scan did: rows judged, the read statistics, the tables written, the time taken."""
+
+    rows: int
+    stats: ReadStats
+    tables: dict[str, pa.Table]
+    seconds: float
+    engine: str
+    files: int
+
+    @property
+    def rows_per_second(self) -> float:
+        """Judged rows per wall-clock second (reading included)."""
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+ProgressFn = Callable[[int, int], None]  # (rows judged so far, input bytes consumed so far)
+
+
+def filter_window(
+    batch: pa.RecordBatch, since: datetime | None, until: datetime | None
+) -> pa.RecordBatch:
+    """Rows with ``since <= ts < until``."""
+    if since is None and until is None:
+        return batch
+    ts = batch.column("ts")
+    mask = None
+    if since is not None:
+        mask = pc.greater_equal(ts, pa.scalar(since, pa.timestamp("us", tz="UTC")))
+    if until is not None:
+        upper = pc.less(ts, pa.scalar(until, pa.timestamp("us", tz="UTC")))
+        mask = upper if mask is None else pc.and_(mask, upper)
+    return batch.filter(mask)
+
+
+def judged_batches(
+    config: ScanConfig, paths: Sequence[Path], stats: ReadStats, progress: ProgressFn | None
+) -> Iterator[pa.RecordBatch]:
+    """Judged batches of all inputs, in order (the local engine's stream)."""
+    judge = config.judge()
+    rows = 0
+    done_bytes = 0
+    for path in paths:
+        stats.bytes_read = 0
+        for raw in read_file(path, config.read, stats):
+            batch = filter_window(raw, config.since, config.until)
+            if batch.num_rows:
+                rows += batch.num_rows
+                yield judge.judge(batch)
+            if progress is not None:
+                progress(rows, done_bytes + stats.bytes_read)
+        done_bytes += path.stat().st_size
+        if progress is not None:
+            progress(rows, done_bytes)
+
+
+def write_tables(out: Path, tables: dict[str, pa.Table]) -> None:
+    """Each table as ``out/NAME.parquet`` (zstd)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        pq.write_table(table, out / f"{name}.parquet", compression="zstd")
+
+
+def write_summary(config: ScanConfig, result: ScanResult) -> dict[str, Any]:
+    """``summary.json``: the scan's parameters, counts and malformed-line samples."""
+    daily = result.tables["daily"]
+    totals = {
+        str(k["action"]): int(k["requests_sum"])
+        for k in daily.group_by("action").aggregate([("requests", "sum")]).to_pylist()
+    }
+    summary: dict[str, Any] = {
+        "engine": result.engine,
+        "files": result.files,
+        "rows": result.rows,
+        "seconds": round(result.seconds, 3),
+        "rows_per_second": round(result.rows_per_second),
+        "actions": totals,
+        "malformed": result.stats.count,
+        "malformed_samples": result.stats.samples,
+        "skipped_non_request": result.stats.skipped,
+        "policy": config.policies.latest.label,
+        "at": config.at.isoformat() if config.at else None,
+        "pivot": config.effective_pivot().isoformat(),
+        "since": config.since.isoformat() if config.since else None,
+        "until": config.until.isoformat() if config.until else None,
+        "compare": (
+            {
+                "policy": config.compare.policies.latest.label,
+                "at": config.compare.at.isoformat() if config.compare.at else None,
+            }
+            if config.compare
+            else None
+        ),
+        "snapshot_built": config.snapshot.meta.built_at.isoformat(),
+        "territory_rules": [
+            {
+                "rule": r.id,
+                "region": str(g),
+                "effective_at": (r.effective_at.isoformat() if r.effective_at else None),
+            }
+            for r in config.policies.latest.rules
+            for g in sorted(r.regions, key=str)
+            if g.is_subdivision
+        ],
+    }
+    config.out.mkdir(parents=True, exist_ok=True)
+    (config.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def finish(
+    config: ScanConfig, result: ScanResult, *, written: frozenset[str] | set[str] = frozenset()
+) -> ScanResult:
+    """Derive the remaining tables, write those not ``written`` yet, and render the report."""
+    as_org = getattr(config.snapshot, "as_org", None)
+    result.tables.update(derive_tables(result.tables, as_org=as_org))
+    write_tables(config.out, {k: v for k, v in result.tables.items() if k not in written})
+    summary = write_summary(config, result)
+    if config.report:
+        from geogate.scan.report import write_report  # noqa: PLC0415 - plotly is large
+
+        write_report(config.out, result.tables, summary)
+    return result
+
+
+def scan_local(config: ScanConfig, *, progress: ProgressFn | None = None) -> ScanResult:
+    """Scan with the in-process engine (streaming; memory holds the output's distinct keys)."""
+    paths = expand_inputs(config.inputs)
+    if not paths:
+        raise ConfigError("no input files", key="LOGS")
+    stats = ReadStats()
+    acc = Accumulator(compare=config.compare is not None)
+    start = time.perf_counter()
+    rows = 0
+    for judged in judged_batches(config, paths, stats, progress):
+        rows += judged.num_rows
+        acc.add(judged)
+    tables = acc.result()
+    result = ScanResult(
+        rows=rows,
+        stats=stats,
+        tables=tables,
+        seconds=time.perf_counter() - start,
+        engine="local",
+        files=len(paths),
+    )
+    return finish(config, result)

@@ -1,0 +1,125 @@
+"""Scanned requests get exactly the service's client address and decision."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from geogate.client_ip import TrustedProxies
+from geogate.decide import Decider
+from geogate.errors import ClientIPError
+from geogate.policy.model import PolicySet
+from geogate.policy.parse import load_policy_set
+from geogate.scan.judge import Judge, Scenario
+from geogate.scan.readers import RAW_SCHEMA
+
+TRUSTED = TrustedProxies.parse(["10.0.0.0/8", "fd00::/8"])
+BEFORE = datetime(2024, 7, 1, tzinfo=UTC)
+AFTER = datetime(2024, 7, 20, tzinfo=UTC)
+
+
+def _raw(rows: list[dict]) -> pa.RecordBatch:
+    cols = {name: [r.get(name) for r in rows] for name in RAW_SCHEMA.names}
+    return pa.RecordBatch.from_pydict(cols, schema=RAW_SCHEMA)
+
+
+def _rows(c: dict[str, str]) -> list[dict]:
+    cn, us, ru = c["CN"], c["US"], c["RU"]
+    lb, lb2 = "10.0.0.7", "10.1.2.3"
+    cases = [
+        {"peer": cn},  # direct
+        {"peer": us, "xff": cn},  # untrusted peer: its header is ignored
+        {"peer": lb, "xff": cn},  # behind the load balancer
+        {"peer": lb, "xff": f"{us}, {cn}, {lb2}"},  # walked right to left past trusted hops
+        {"peer": lb, "xff": f"{cn}, {lb2}, 10.9.9.9"},
+        {"peer": lb, "forwarded": f'for="{ru}:443";proto=https', "xff": us},  # Forwarded wins
+        {"peer": lb, "xff": "unknown"},  # hides the client: invalid
+        {"peer": lb, "xff": "not-an-ip"},
+        {"peer": lb},  # trusted peer without headers: the peer itself
+        {"peer": "2001:db8::1"},
+        {"peer": "::ffff:" + cn},
+        {"peer": "bogus"},
+        {"peer": lb, "xff": "2a00:1450:4001::1"},
+        {"peer": us, "account": "partner-1"},
+        {"peer": cn, "account": "partner-1"},
+    ]
+    out = []
+    for ts in (BEFORE, AFTER):
+        for case in cases:
+            out.append({"ts": ts, "account": "acct-1", **case})
+    return out
+
+
+def _service(decider: Decider, row: dict, at: datetime) -> tuple[str, frozenset[str], str]:
+    try:
+        _, d = decider.decide_request(
+            row["peer"],
+            x_forwarded_for=row.get("xff"),
+            forwarded=row.get("forwarded"),
+            account=row.get("account"),
+            at=at,
+        )
+    except ClientIPError:
+        return "invalid", frozenset({"invalid_address"}), ""
+    return d.action.label, frozenset(r.value for r in d.reasons), d.region or ""
+
+
+@pytest.fixture
+def exempt_policies(tmp_path: Path) -> PolicySet:
+    text = Path("policies/unsupported-regions.toml").read_text()
+    text = text.replace("accounts = []", 'accounts = ["partner-1"]', 1)
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    return load_policy_set([path])
+
+
+@pytest.mark.parametrize("at", [None, AFTER])
+def test_scan_decisions_equal_the_services_request_by_request(
+    snapshot, clients, exempt_policies: PolicySet, at: datetime | None
+) -> None:
+    rows = _rows(clients)
+    judge = Judge(snapshot, Scenario(policies=exempt_policies, at=at), trusted=TRUSTED, pivot=AFTER)
+    judged = judge.judge(_raw(rows)).to_pylist()
+    decider = Decider(exempt_policies, snapshot, trusted=TRUSTED)
+    for row, got in zip(rows, judged, strict=True):
+        action, reasons, region = _service(decider, row, at or row["ts"])
+        assert (
+            got["action"],
+            frozenset(filter(None, got["reasons"].split(","))),
+            got["region"],
+        ) == (action, reasons, region), row
+
+
+def test_a_header_from_an_untrusted_peer_never_moves_the_request(
+    snapshot, clients, policies: PolicySet
+) -> None:
+    c = clients
+    rows = [{"ts": AFTER, "peer": c["US"], "xff": c["CN"]}]
+    for trusted in (TrustedProxies(), TRUSTED):
+        judged = (
+            Judge(snapshot, Scenario(policies=policies), trusted=trusted, pivot=AFTER)
+            .judge(_raw(rows))
+            .to_pylist()
+        )
+        assert (judged[0]["region"], judged[0]["action"]) == ("US", "allow")
+
+
+def test_comparison_marks_newly_denied_and_released_requests(
+    snapshot, clients, policies: PolicySet
+) -> None:
+    c = clients
+    rows = [{"ts": AFTER, "peer": c["CN"]}, {"ts": AFTER, "peer": c["US"]}]
+    judge = Judge(
+        snapshot,
+        Scenario(policies=policies, at=BEFORE),
+        pivot=AFTER,
+        compare=Scenario(policies=policies, at=AFTER),
+    )
+    got = judge.judge(_raw(rows)).to_pylist()
+    assert [(g["action"], g["action_b"], g["change"]) for g in got] == [
+        ("warn", "deny", "newly_denied"),
+        ("allow", "allow", "same"),
+    ]

@@ -1,0 +1,129 @@
+"""Every input format, plain and compressed, reads to the same requests and the same tables."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from tests.scan.logfiles import TEXT_FORMATS, write_parquet, write_text
+
+from geogate.errors import ConfigError
+from geogate.policy.model import PolicySet
+from geogate.scan.readers import ReadOptions, ReadStats, expand_inputs, read_file
+from geogate.scan.run import ScanConfig, scan_local
+
+
+def _read_all(path: Path, opts: ReadOptions | None = None) -> tuple[pa.Table, ReadStats]:
+    stats = ReadStats()
+    batches = list(read_file(path, opts or ReadOptions(), stats))
+    return pa.Table.from_batches(batches), stats
+
+
+def _scan(tmp_path: Path, inputs: list[str], snapshot, policies: PolicySet, **kw) -> dict:
+    out = tmp_path / "out"
+    cfg = ScanConfig(
+        inputs=inputs, out=out, policies=policies, snapshot=snapshot, report=False, **kw
+    )
+    return scan_local(cfg).tables
+
+
+@pytest.mark.parametrize("compression", [None, "gzip", "zstd"])
+@pytest.mark.parametrize("fmt", sorted(TEXT_FORMATS))
+def test_each_text_format_reads_every_request_with_its_time_and_client(
+    tmp_path: Path, requests: pa.Table, fmt: str, compression: str | None
+) -> None:
+    suffix, render = TEXT_FORMATS[fmt]
+    path = write_text(tmp_path / f"log{suffix}", render(requests), compression)
+    table, stats = _read_all(path)
+    assert stats.count == 0
+    assert table.num_rows == requests.num_rows
+    assert table.column("ts").to_pylist() == requests.column("ts").to_pylist()
+    assert (
+        pc.cast(table.column("peer"), pa.string()).to_pylist() == requests.column("ip").to_pylist()
+    )
+    assert table.column("account").to_pylist() == requests.column("account").to_pylist()
+
+
+def test_parquet_reads_like_the_text_formats(tmp_path: Path, requests: pa.Table) -> None:
+    table, stats = _read_all(write_parquet(tmp_path / "log.parquet", requests))
+    assert stats.count == 0
+    assert (
+        pc.cast(table.column("peer"), pa.string()).to_pylist() == requests.column("ip").to_pylist()
+    )
+    assert table.column("ts").to_pylist() == requests.column("ts").to_pylist()
+
+
+@pytest.mark.parametrize("fmt", ["events", "nginx-json", "envoy-json", "nginx-combined", "csv"])
+def test_tables_equal_across_formats(
+    tmp_path: Path, requests: pa.Table, snapshot, policies: PolicySet, fmt: str
+) -> None:
+    baseline = _scan(
+        tmp_path / "p",
+        [str(write_parquet(tmp_path / "log.parquet", requests))],
+        snapshot,
+        policies,
+    )
+    suffix, render = TEXT_FORMATS[fmt]
+    path = write_text(tmp_path / f"log{suffix}", render(requests), "gzip")
+    tables = _scan(tmp_path / "t", [str(path)], snapshot, policies)
+    assert tables["daily"].equals(baseline["daily"])
+    keys = ["account", "region", "phase"]
+    got = tables["accounts"].group_by(keys).aggregate([("requests", "sum")])
+    want = baseline["accounts"].group_by(keys).aggregate([("requests", "sum")])
+    order = [(k, "ascending") for k in keys]
+    assert got.sort_by(order).equals(want.sort_by(order))
+
+
+def test_field_names_are_mapped_by_options(tmp_path: Path, requests: pa.Table) -> None:
+    renamed = requests.rename_columns(["when", "client", "who", "team", "agent", "lang"])
+    path = write_parquet(tmp_path / "custom.parquet", renamed)
+    with pytest.raises(ConfigError, match="no ts column"):
+        _read_all(path)
+    opts = ReadOptions(fields={"ts": "when", "peer": "client", "account": "who", "org": "team"})
+    table, _ = _read_all(path, opts)
+    assert table.column("account").to_pylist() == requests.column("account").to_pylist()
+    assert table.column("org").to_pylist() == requests.column("org").to_pylist()
+
+
+def test_malformed_lines_are_counted_and_sampled_never_fatal(tmp_path: Path) -> None:
+    lines = [
+        b'{"ts": "2024-07-10T00:00:00Z", "ip": "8.8.8.8", "account": "a"}',
+        b"not json at all",
+        b'{"ts": "2024-07-10", "ip": "8.8.8.8"}',  # a date without a time of day and offset
+        b"[1, 2]",
+        b'{"ip": "8.8.8.8"}',
+        b'{"type": "payment", "ts": "2024-07-10T00:00:00Z", "account": "a"}',
+        b'{"ts": "2024-07-10T01:00:00+08:00", "ip": "1.1.1.1"}',
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    table, stats = _read_all(path)
+    assert table.num_rows == 2
+    assert stats.count == 4
+    assert stats.skipped == 1
+    assert [s["line"] for s in stats.samples] == [2, 4, 5, 3]
+    assert all(s["source"] == str(path) for s in stats.samples)
+
+
+def test_a_truncated_gzip_keeps_what_was_read(tmp_path: Path, requests: pa.Table) -> None:
+    _, render = TEXT_FORMATS["events"]
+    data = gzip.compress(render(requests) * 40, compresslevel=1)  # several read blocks
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    table, stats = _read_all(path)
+    assert 0 < table.num_rows < 40 * requests.num_rows
+    assert stats.count >= 1
+    assert any("read stopped" in s["error"] for s in stats.samples)
+
+
+def test_directories_and_globs_expand_to_files(tmp_path: Path) -> None:
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    for name in ("d/a.jsonl", "d/e/b.log.gz", "c.csv"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in expand_inputs([str(tmp_path / "d")])] == ["a.jsonl", "b.log.gz"]
+    assert [p.name for p in expand_inputs([str(tmp_path / "*.csv")])] == ["c.csv"]
+    with pytest.raises(ConfigError, match="no such file"):
+        expand_inputs([str(tmp_path / "nothing-*.log")])
