@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from geogate.intel.snapshot import Snapshot
 
-from .networks import Line, Networks, Shared
+from .networks import DualStack, Line, Line6, Networks, NoRangeError, Shared, home_line
 from .people import (
     BROWSERS,
     CLOUDS,
@@ -276,7 +276,7 @@ def home_user(b: Builder, i: int) -> None:
         rhythm=_rhythm(rng, tz),
         note=f"at home in {h.country}",
     )
-    line = Line(rng, start=START, pool=b.nets.residential(h.country, h.isps))
+    line = home_line(rng, b.nets, h.country, h.isps, start=START)
     mobile = Shared(rng, b.nets.residential(h.country, h.mobile), 8) if h.mobile else None
     on_phone = 0.15 if mobile and rng.random() < 0.5 else 0.0
     b.signup(p, _signup_time(rng), line.at(START), h.country)
@@ -326,7 +326,7 @@ def traveller(
         + (f", quiet until {quiet_until}" if quiet_until else "")
         + (", VPN on the trip" if uses_vpn else ""),
     )
-    line = Line(rng, start=START, pool=b.nets.residential(h.country, h.isps))
+    line = home_line(rng, b.nets, h.country, h.isps, start=START)
     hotel = Line(rng, start=START, pool=b.nets.residential("CN", (4134, 4837)))
     cn_mobile = Shared(rng, b.nets.residential("CN", (9808, 56040, 4837)), 6)
     vpn = b.nets.vpn(rng.choice(("US", "DE", "GB", "NL", "JP")), VPN_HOSTS).address(rng)
@@ -389,7 +389,7 @@ def corporate(b: Builder, i: int, size: int) -> list[str]:
             p, _signup_time(rng), b.nets.residential(h.country, h.isps).address(rng), h.country
         )
         b.monthly(p, card, day=1)
-        remote = Line(rng, start=START, pool=b.nets.residential(h.country, h.isps))
+        remote = home_line(rng, b.nets, h.country, h.isps, start=START)
         b.activity(p, lambda t, r=remote: rng.choice(nats) if rng.random() < 0.9 else r.at(t))
     return accounts
 
@@ -421,7 +421,7 @@ def zh_speaker(b: Builder, i: int, *, vps: bool | None = None) -> None:
         rhythm=rhythm,
         note=f"lives in {country}, zh-CN, China-hours day" + (", own cloud VPS" if vps else ""),
     )
-    line = Line(rng, start=START, pool=b.nets.residential(country, isps))
+    line = home_line(rng, b.nets, country, isps, start=START)
     server = None
     if vps:
         where_vps = rng.choice(("SG", "US", "SG"))
@@ -433,8 +433,9 @@ def zh_speaker(b: Builder, i: int, *, vps: bool | None = None) -> None:
 
 
 def mobile_user(b: Builder, i: int, carriers: dict[str, Shared]) -> None:
-    """A customer of a mobile carrier whose traffic leaves through a handful of CGNAT addresses
-    shared with many unrelated customers."""
+    """A customer of a mobile carrier whose IPv4 traffic leaves through a handful of CGNAT
+    addresses shared with many unrelated customers; where the carrier has IPv6 in the data,
+    part of it goes over the phone's own /64, renewed on reconnect."""
     rng = b.rng
     country = rng.choice(tuple(carriers))
     h = next(x for x in HOMES if x.country == country)
@@ -447,9 +448,12 @@ def mobile_user(b: Builder, i: int, carriers: dict[str, Shared]) -> None:
         note=f"mobile only, {country} carrier CGNAT",
     )
     cg = carriers[country]
+    v6_pool = b.nets.residential6(country, h.mobile)
+    phone = Line6(rng, v6_pool, start=START, daily_prefix=True) if v6_pool else None
+    share6 = rng.uniform(0.2, 0.6) if phone else 0.0
     b.signup(p, _signup_time(rng), cg.pick(rng), country)
     b.monthly(p, _home_card(country))
-    b.activity(p, lambda _t: cg.pick(rng))
+    b.activity(p, lambda t: phone.at(t) if phone and rng.random() < share6 else cg.pick(rng))
 
 
 def kyiv_lviv(b: Builder, i: int) -> None:
@@ -466,7 +470,9 @@ def kyiv_lviv(b: Builder, i: int) -> None:
         rhythm=_rhythm(rng, "Europe/Kyiv"),
         note=f"lives in {sub}, language {lang}",
     )
-    line = Line(rng, start=START, pool=b.nets.subdivision(sub, (15895, 6849, 21497, 34058, 3255)))
+    line = home_line(
+        rng, b.nets, "UA", (15895, 6849, 21497, 34058, 3255), start=START, subdivision=sub
+    )
     b.signup(p, _signup_time(rng), line.at(START), "UA")
     b.monthly(p, _home_card("UA"))
     b.activity(p, line.at)
@@ -486,7 +492,7 @@ def one_off_leak(b: Builder, i: int) -> None:
         rhythm=_rhythm(rng, tz),
         note=f"at home in {h.country}; 1-2 requests from CN/RU before the date",
     )
-    line = Line(rng, start=START, pool=b.nets.residential(h.country, h.isps))
+    line = home_line(rng, b.nets, h.country, h.isps, start=START)
     b.signup(p, _signup_time(rng), line.at(START), h.country)
     b.monthly(p, _home_card(h.country))
     b.activity(p, line.at)
@@ -497,7 +503,7 @@ def one_off_leak(b: Builder, i: int) -> None:
         b.request(p, t + timedelta(seconds=40 * k), leak_ip)
 
 
-def _evader(b: Builder, category: str, i: int, note: str) -> tuple[Person, Origin, Line]:
+def _evader(b: Builder, category: str, i: int, note: str) -> tuple[Person, Origin, DualStack]:
     rng = b.rng
     o = _origin(rng)
     lang = rng.choice(o.langs)
@@ -509,7 +515,7 @@ def _evader(b: Builder, category: str, i: int, note: str) -> tuple[Person, Origi
         rhythm=_rhythm(rng, o.zone, per_day=(6, 40)),
         note=f"in {o.country}, {note}",
     )
-    line = Line(rng, start=START, pool=b.nets.residential(o.country, o.isps))
+    line = home_line(rng, b.nets, o.country, o.isps, start=START)
     card = rng.choice(o.cards)
     b.signup(p, _signup_time(rng), line.at(START), o.country if rng.random() < 0.8 else "US")
     b.monthly(p, lambda _t: card)
@@ -560,6 +566,10 @@ def full_vpn(b: Builder, i: int) -> None:
     b.activity(p, lambda t: rng.choice(exits) if t >= switch else line.at(t))
 
 
+#: Hosts relays rent from: Hetzner, DigitalOcean, OVH, AWS, M247.
+RELAY_HOSTS = (24940, 14061, 16276, 16509, 9009)
+
+
 def reseller(
     b: Builder,
     i: int,
@@ -576,7 +586,7 @@ def reseller(
 
     Options (default: drawn at random): ``exits`` datacenter exits (every member uses all of
     them when given), ``clients`` distinct client strings, ``forwards`` whether client addresses
-    are forwarded.
+    are forwarded. A quarter of the relays also send from a rotating address of an IPv6 /64.
     """
     rng = b.rng
     org = f"relay-{i:02d}"
@@ -584,7 +594,14 @@ def reseller(
     egress = []
     for _ in range(n_exits if exits is None else exits):
         country = rng.choice(("DE", "US", "SG", "JP", "FR", "NL"))
-        egress.append(b.nets.cloud(country, (24940, 14061, 16276, 16509, 9009)).address(rng))
+        egress.append(b.nets.cloud(country, RELAY_HOSTS).address(rng))
+    v6_pool, v6_net = None, 0
+    if rng.random() < 0.25 and exits is None:
+        try:
+            v6_pool = b.nets.cloud(rng.choice(("DE", "US")), RELAY_HOSTS, family=6)
+            v6_net = v6_pool.prefix64(rng)
+        except NoRangeError:
+            v6_pool = None
     n_clients = rng.randint(10, 40)
     n_clients = n_clients if clients is None else clients
     client_uas = rng.sample(SDKS + BROWSERS + MOBILE_BROWSERS, min(n_clients, 26))
@@ -614,7 +631,8 @@ def reseller(
             org=org,
             api_key=rng.choice(keys),
             note=f"relay org of {size}, {len(egress)} exits, {n_clients} clients"
-            + (", forwards client addresses" if forwards else ""),
+            + (", forwards client addresses" if forwards else "")
+            + (", also an IPv6 /64" if v6_pool else ""),
         )
         accounts.append(p.account)
         b.signup(p, _signup_time(rng), origin_pool.address(rng), "CN")
@@ -627,6 +645,8 @@ def reseller(
         for day in local_days(rhythm.tz):
             for t in rhythm.moments(rng, day):
                 ip = rng.choice(my_exits)
+                if v6_pool is not None and rng.random() < 0.4:
+                    ip = v6_pool.host64(rng, v6_net)
                 fwd = f"{rng.choice(customers)}, {ip}" if forwards else None
                 b.request(p, t, ip, forwarded=fwd)
     return accounts
@@ -649,7 +669,7 @@ def card_payer(b: Builder, i: int) -> None:
         note=f"at home in {h.country}, pays with a {country} card"
         + (" after the date" if from_date else ""),
     )
-    line = Line(rng, start=START, pool=b.nets.residential(h.country, h.isps))
+    line = home_line(rng, b.nets, h.country, h.isps, start=START)
     b.signup(p, _signup_time(rng), line.at(START), h.country)
 
     def card(t: datetime) -> tuple[str, str, str]:
@@ -675,7 +695,7 @@ def relay_user(b: Builder, i: int, relays: dict[str, Shared]) -> None:
         rhythm=_rhythm(rng, rng.choice(h.zones)),
         note=f"in {country} behind a private relay",
     )
-    line = Line(rng, start=START, pool=b.nets.residential(country, h.isps))
+    line = home_line(rng, b.nets, country, h.isps, start=START)
     b.signup(p, _signup_time(rng), line.at(START), country)
     b.monthly(p, _home_card(country))
     relay = relays[country]
@@ -696,7 +716,7 @@ def card_changed(b: Builder, i: int) -> None:
         rhythm=_rhythm(rng, tz),
         note=f"at home in {h.country}; CN card before the date, local card after",
     )
-    line = Line(rng, start=START, pool=b.nets.residential(h.country, h.isps))
+    line = home_line(rng, b.nets, h.country, h.isps, start=START)
     b.signup(p, _signup_time(rng), line.at(START), h.country)
     local = HOME_CARDS.get(h.country, "41472000")
     b.monthly(

@@ -40,17 +40,18 @@ class NoRangeError(LookupError):
 class Query:
     """What a pool of addresses must be: any of ``asns`` (empty: any ASN), in ``country``
     and/or ``subdivision``, with at least one of ``flags_any`` set (0: no requirement) and none
-    of ``flags_none``."""
+    of ``flags_none``, of address ``family`` 4 or 6."""
 
     asns: tuple[int, ...] = ()
     country: str | None = None
     subdivision: str | None = None
     flags_any: int = 0
     flags_none: int = 0
+    family: int = 4
 
     def describe(self) -> str:
         """Plain words for error messages."""
-        parts = []
+        parts = [f"IPv{self.family}"]
         if self.asns:
             parts.append("AS" + "/".join(str(a) for a in self.asns))
         if self.country:
@@ -61,43 +62,63 @@ class Query:
             parts.append("flags " + "|".join(NetworkFlag(self.flags_any).names()))
         if self.flags_none:
             parts.append("not " + "|".join(NetworkFlag(self.flags_none).names()))
-        return " ".join(parts) or "any range"
+        return " ".join(parts)
 
 
 class RangeIndex:
-    """The IPv4 ranges of a snapshot as arrays that can be filtered by ASN, place and flags."""
+    """The ranges of a snapshot as arrays that can be filtered by ASN, place and flags. Keys
+    are the snapshot's range keys: IPv4 ranges first, then IPv6."""
 
     def __init__(self, snapshot: Snapshot) -> None:
         n4 = snapshot.n4
+        self.n4 = n4
         self.snapshot = snapshot
         self.starts: npt.NDArray[np.int64] = np.asarray(snapshot.v4_starts, dtype=np.int64)
         self.sizes: npt.NDArray[np.int64] = np.diff(np.append(self.starts, np.int64(2**32)))
-        self.asn = np.asarray(snapshot.asn[:n4])
-        self.flags = np.asarray(snapshot.flags[:n4]).astype(np.int64)
-        self.country = np.asarray(snapshot.country_idx[:n4])
-        self.subdivision = np.asarray(snapshot.subdivision_idx[:n4])
+        hi, lo = snapshot.v6_starts
+        self.hi6 = np.asarray(hi, dtype=np.uint64)
+        self.lo6 = np.asarray(lo, dtype=np.uint64)
+        # Whole /64 networks in each IPv6 range (ranges rarely start inside a /64).
+        nxt = np.append(self.hi6[1:], np.uint64(2**64 - 1))
+        self.nets64: npt.NDArray[np.int64] = (nxt - self.hi6).astype(np.int64)
+        self.asn = np.asarray(snapshot.asn)
+        self.flags = np.asarray(snapshot.flags).astype(np.int64)
+        self.country = np.asarray(snapshot.country_idx)
+        self.subdivision = np.asarray(snapshot.subdivision_idx)
         self.country_codes = snapshot.country_codes
         self.subdivision_codes = snapshot.subdivision_codes
 
+    def first6(self, key: int) -> int:
+        """First address of IPv6 range ``key`` as an integer."""
+        i = key - self.n4
+        return (int(self.hi6[i]) << 64) | int(self.lo6[i])
+
     def select(self, query: Query, *, min_size: int = 64) -> npt.NDArray[np.int64]:
-        """Keys (range indexes) matching ``query`` with at least ``min_size`` addresses, in
-        address order."""
-        mask = self.sizes >= min_size
+        """Keys matching ``query`` with at least ``min_size`` addresses (IPv4) or one whole /64
+        (IPv6), in address order."""
+        if query.family == 6:
+            part = slice(self.n4, None)
+            mask = (self.nets64 >= 1) & (self.lo6 == 0)
+        else:
+            part = slice(0, self.n4)
+            mask = self.sizes >= min_size
+        mask = mask.copy()
         if query.asns:
-            mask &= np.isin(self.asn, np.array(query.asns, dtype=self.asn.dtype))
+            mask &= np.isin(self.asn[part], np.array(query.asns, dtype=self.asn.dtype))
         if query.country is not None:
             if query.country not in self.country_codes:
                 return np.zeros(0, dtype=np.int64)
-            mask &= self.country == self.country_codes.index(query.country)
+            mask &= self.country[part] == self.country_codes.index(query.country)
         if query.subdivision is not None:
             if query.subdivision not in self.subdivision_codes:
                 return np.zeros(0, dtype=np.int64)
-            mask &= self.subdivision == self.subdivision_codes.index(query.subdivision)
+            mask &= self.subdivision[part] == self.subdivision_codes.index(query.subdivision)
         if query.flags_any:
-            mask &= (self.flags & query.flags_any) != 0
+            mask &= (self.flags[part] & query.flags_any) != 0
         if query.flags_none:
-            mask &= (self.flags & query.flags_none) == 0
-        return np.nonzero(mask)[0].astype(np.int64)
+            mask &= (self.flags[part] & query.flags_none) == 0
+        keys = np.nonzero(mask)[0].astype(np.int64)
+        return keys + self.n4 if query.family == 6 else keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,13 +136,27 @@ class Pool:
 
     def address(self, rng: random.Random, key: int | None = None) -> str:
         """A host address of range ``key`` (default: a random range of the pool), checked
-        against the snapshot."""
+        against the snapshot. IPv6: a random interface of a random /64 of the range."""
         k = self.range_of(rng) if key is None else key
+        if self.query.family == 6:
+            return self.host64(rng, self.prefix64(rng, k))
         first = int(self.index.starts[k])
         size = int(self.index.sizes[k])
         # Skip the first and last address of the range (network/broadcast in small blocks).
         offset = 1 + rng.randrange(max(1, size - 2)) if size > 2 else 0
         ip = str(ipaddress.IPv4Address(first + offset))
+        self.check(ip)
+        return ip
+
+    def prefix64(self, rng: random.Random, key: int | None = None) -> int:
+        """A /64 network (its first address as an integer) of IPv6 range ``key``."""
+        k = self.range_of(rng) if key is None else key
+        nets = int(self.index.nets64[k - self.index.n4])
+        return self.index.first6(k) + (rng.randrange(min(nets, 1 << 40)) << 64)
+
+    def host64(self, rng: random.Random, prefix: int) -> str:
+        """A random (privacy-extension style) interface address in the /64 ``prefix``."""
+        ip = str(ipaddress.IPv6Address(prefix | rng.randrange(1, 1 << 64)))
         self.check(ip)
         return ip
 
@@ -168,13 +203,30 @@ class Networks:
 
     # ----- the kinds of network the traffic uses ----------------------------------------
 
-    def residential(self, country: str, asns: Sequence[int] = ()) -> Pool:
+    def residential(self, country: str, asns: Sequence[int] = (), *, family: int = 4) -> Pool:
         """Home or mobile lines of ``asns`` in ``country`` (any such ISP if none matches)."""
         return self.pool(
             f"residential {country}",
-            Query(asns=tuple(asns), country=country, flags_none=NOT_RESIDENTIAL),
-            Query(country=country, flags_none=NOT_RESIDENTIAL),
+            Query(asns=tuple(asns), country=country, flags_none=NOT_RESIDENTIAL, family=family),
+            Query(country=country, flags_none=NOT_RESIDENTIAL, family=family),
         )
+
+    def residential6(
+        self, country: str, asns: Sequence[int], *, subdivision: str | None = None
+    ) -> Pool | None:
+        """IPv6 lines of exactly ``asns`` in ``country`` (and ``subdivision``), or None when the
+        snapshot has none (the ISP does not deploy IPv6 there, or the data does not say)."""
+        q = Query(
+            asns=tuple(asns),
+            country=country,
+            subdivision=subdivision,
+            flags_none=NOT_RESIDENTIAL,
+            family=6,
+        )
+        try:
+            return self.pool(f"residential6 {country} {subdivision}", q)
+        except NoRangeError:
+            return None
 
     def subdivision(self, code: str, asns: Sequence[int] = ()) -> Pool:
         """Residential lines in an ISO 3166-2 subdivision (Kyiv is UA-30, Lviv UA-46)."""
@@ -184,12 +236,13 @@ class Networks:
             Query(subdivision=code, flags_none=NOT_RESIDENTIAL),
         )
 
-    def cloud(self, country: str, asns: Sequence[int]) -> Pool:
+    def cloud(self, country: str, asns: Sequence[int], *, family: int = 4) -> Pool:
         """Datacenter ranges of cloud providers ``asns`` in ``country``."""
+        flags = {"flags_any": HOSTING, "flags_none": TOR | RELAY, "family": family}
         return self.pool(
             f"cloud {country}",
-            Query(asns=tuple(asns), country=country, flags_any=HOSTING, flags_none=TOR | RELAY),
-            Query(country=country, flags_any=HOSTING, flags_none=TOR | RELAY),
+            Query(asns=tuple(asns), country=country, **flags),
+            Query(country=country, **flags),
         )
 
     def vpn(self, country: str, hosts: Sequence[int]) -> Pool:
@@ -242,3 +295,73 @@ class Shared:
     def pick(self, rng: random.Random) -> str:
         """One of the shared addresses."""
         return self.ips[rng.randrange(len(self.ips))]
+
+
+class Line6:
+    """A household's IPv6: a /64 from one range of the ISP, kept for one to three weeks (some
+    ISPs renew it daily: ``daily_prefix``), and one to three devices whose privacy addresses
+    change every day."""
+
+    def __init__(
+        self, rng: random.Random, pool: Pool, *, start: datetime, daily_prefix: bool = False
+    ) -> None:
+        self.rng = rng
+        self.pool = pool
+        self.key = pool.range_of(rng)
+        self.daily_prefix = daily_prefix
+        self.devices = rng.randint(1, 3)
+        self.prefix = pool.prefix64(rng, self.key)
+        self.until = start + timedelta(days=rng.uniform(0, 21))
+        self.day: tuple[int, int, int] | None = None
+        self.hosts: list[str] = []
+
+    def at(self, t: datetime) -> str:
+        """The address of one of the household's devices at ``t``."""
+        day = (t.year, t.month, t.day)
+        if day != self.day:
+            renew = self.daily_prefix or t >= self.until
+            while t >= self.until:
+                self.until += timedelta(days=self.rng.uniform(7, 21))
+            if renew:
+                self.prefix = self.pool.prefix64(self.rng, self.key)
+            self.hosts = [self.pool.host64(self.rng, self.prefix) for _ in range(self.devices)]
+            self.day = day
+        return self.hosts[self.rng.randrange(len(self.hosts))]
+
+
+class DualStack:
+    """A line with IPv4 and, when the ISP has IPv6 in the data, IPv6 too: a share of the
+    requests (happy eyeballs prefers IPv6 where it works) goes over IPv6."""
+
+    def __init__(self, v4: Line, v6: Line6 | None, share6: float) -> None:
+        self.v4 = v4
+        self.v6 = v6
+        self.share6 = share6 if v6 is not None else 0.0
+
+    def at(self, t: datetime) -> str:
+        """The address a request at ``t`` comes from."""
+        if self.v6 is not None and self.v4.rng.random() < self.share6:
+            return self.v6.at(t)
+        return self.v4.at(t)
+
+
+def home_line(
+    rng: random.Random,
+    nets: Networks,
+    country: str,
+    asns: Sequence[int],
+    *,
+    start: datetime,
+    subdivision: str | None = None,
+) -> DualStack:
+    """A residential line of one of ``asns`` in ``country`` (or ``subdivision``); about half
+    of such lines are dual-stack when the ISP has IPv6 ranges in the data."""
+    pool = nets.subdivision(subdivision, asns) if subdivision else nets.residential(country, asns)
+    v4 = Line(rng, start=start, pool=pool)
+    isp = nets.index.asn[v4.key]
+    dual = rng.random() < 0.5
+    v6_pool = nets.residential6(country, (int(isp),), subdivision=subdivision) if dual else None
+    if v6_pool is None:
+        return DualStack(v4, None, 0.0)
+    v6 = Line6(rng, v6_pool, start=start, daily_prefix=rng.random() < 0.3)
+    return DualStack(v4, v6, rng.uniform(0.3, 0.8))
