@@ -10,10 +10,13 @@ Two limits, both configurable (``[serve]`` ``max_concurrent_requests``,
   not pile up *inside* the app: they queue in front of it, in the event loop's ready queue (and
   then in the kernel's accept queue). A sampler task measures how late a 5 ms timer fires —
   the time a request now waits before it is even looked at; it rises at once and decays by a
-  fifth per on-time sample — and while that delay is above
-  ``max_queue_delay_ms`` new requests are refused at once. A refused request costs a few
-  microseconds instead of a decision, the queue drains, and the requests that are admitted
-  keep a bounded latency.
+  fifth per on-time sample. While that delay is above ``max_queue_delay_ms`` the share of new
+  requests admitted shrinks (by 30 % per 5 ms sample, down to 1/32), and grows back by 5 points
+  per sample once it is under; the others are refused at once, so the queue drains and the
+  admitted requests keep a bounded latency. A refused request still costs the HTTP parsing
+  (with uvicorn, over half the cost of a decision: see ``bench/RESULTS.md``), so shedding in
+  the process bounds latency only up to a few times its capacity; a proxy in front should
+  limit connections too.
 
 Monitoring paths (``/healthz``, ``/readyz``, ``/metrics``) are never shed: an overloaded
 service must still say so. Refusals are counted in ``geogate_shed_requests_total{reason}``.
@@ -38,6 +41,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 NEVER_SHED: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 SAMPLE_SECONDS: Final = 0.005
 DECAY: Final = 0.8
+MIN_ADMIT: Final = 1 / 32
+"""Share of requests still admitted at the worst: the service never goes fully dark."""
 
 
 class LoadMonitor:
@@ -65,6 +70,9 @@ class LoadMonitor:
         self.in_flight = 0
         self.queue_delay = 0.0
         """The latest measured queue delay (seconds)."""
+        self.admit = 1.0
+        """Share of new requests admitted (1.0 unless the queue delay is over the limit)."""
+        self.credit = 0.0
         self._sampler: asyncio.Task[None] | None = None
 
     async def _sample(self) -> None:
@@ -76,6 +84,23 @@ class LoadMonitor:
             # Up at once, down gradually: one on-time sample between two slow loop iterations
             # must not reopen the gate (about 30 ms to fall from 80 ms to 20 ms).
             self.queue_delay = max(late, self.queue_delay * DECAY)
+            # Admission control, multiplicative decrease and additive increase (as TCP): while
+            # the delay is over the limit admit fewer requests, then open up step by step.
+            if self.queue_delay > self.max_queue_delay:
+                self.admit = max(MIN_ADMIT, self.admit * 0.7)
+            elif self.admit < 1.0:
+                self.admit = min(1.0, self.admit + 0.05)
+
+    def admits(self) -> bool:
+        """Whether to admit one more request at the current admission share (spread evenly:
+        with a share of 1/4, every fourth request)."""
+        if self.admit >= 1.0:
+            return True
+        self.credit += self.admit
+        if self.credit >= 1.0:
+            self.credit -= 1.0
+            return True
+        return False
 
     def start(self) -> None:
         """Start measuring the queue delay (no-op when that limit is off or already running)."""
@@ -86,6 +111,7 @@ class LoadMonitor:
         """Stop the sampler task."""
         task, self._sampler = self._sampler, None
         self.queue_delay = 0.0
+        self.admit = 1.0
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -125,7 +151,7 @@ class OverloadGuard:
         if scope["type"] != "http" or scope["path"] in NEVER_SHED:
             await self.app(scope, receive, send)
             return
-        if monitor.max_queue_delay and monitor.queue_delay > monitor.max_queue_delay:
+        if monitor.admit < 1.0 and not monitor.admits():
             await self._refuse(send, "queue_delay")
             return
         if monitor.max_concurrent and monitor.in_flight >= monitor.max_concurrent:
