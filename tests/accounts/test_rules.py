@@ -60,6 +60,50 @@ def test_activity_clock_recovers_the_offset(offset: int) -> None:
     assert est.confidence > 0.8
 
 
+def _office_hours(offsets: tuple[int, ...], days: int, seed: int = 0) -> list[int]:
+    """An office worker's UTC histogram: 9-17 local with a lunch dip, almost nothing outside,
+    one offset per day in turn (a summer and a winter clock across the year)."""
+    rng = random.Random(seed)
+    hours = [0] * 24
+    weights = [0, 0, 0, 0, 0, 0, 0, 1, 6, 9, 9, 9, 4, 8, 9, 9, 7, 3, 1, 0, 0, 0, 0, 0]
+    for d in range(days):
+        off = offsets[d % len(offsets)]
+        for _ in range(rng.randint(8, 20)):
+            local = rng.choices(range(24), weights=weights)[0]
+            hours[(local - off) % 24] += 1
+    return hours
+
+
+@pytest.mark.parametrize("offsets", [(1,), (2,), (1, 2)])
+def test_office_hours_in_central_europe_are_not_read_as_utc_plus_3(
+    offsets: tuple[int, ...],
+) -> None:
+    """German and Dutch office days (UTC+1 in winter, +2 in summer) once came out at UTC+3 with
+    confidence 0.98. Now the estimate's mass on +3 stays below the rule's threshold, and the
+    range it reports includes the true offset."""
+    est = infer_clock(_office_hours(offsets, 60))
+    assert est is not None
+    assert est.mass([3.0]) < 0.6
+    assert est.mass([8.0, 3.0]) < AccountsConfig.default().rule("activity_clock").min_confidence
+    assert est.low <= min(offsets) <= est.high or est.low <= max(offsets) <= est.high
+    ev = AccountEvidence()
+    ev.hours = _office_hours(offsets, 60)
+    signals = {s.rule: s for s in assess(ev, at=D, config=AccountsConfig.default()).signals}
+    assert not signals["activity_clock"].fired
+    assert "UTC" in signals["activity_clock"].text
+
+
+def test_a_china_day_reads_as_a_range_around_utc_plus_8() -> None:
+    """The day shape of a person is not known exactly: the estimate is a range (here +8..+9),
+    which is why the clock is weak evidence and fires only on a clear majority."""
+    est = infer_clock(_human_hours(8, 600))
+    assert est is not None
+    assert est.low <= 8 <= est.high
+    assert est.high - est.low <= 2
+    assert est.mass([8.0, 9.0]) > 0.9
+    assert est.mass([3.0]) < 0.01
+
+
 def test_round_the_clock_traffic_has_no_confident_clock() -> None:
     est = infer_clock([100] * 24)
     assert est is not None
