@@ -77,3 +77,28 @@ def test_policy_check_out_of_range_date_is_one_line(tmp_path: Path) -> None:
         f"geogate: error: {path}:3: policy.effective: 0001-01-01T00:00:00+01:00 is outside "
         "the years 1970 to 2100"
     )
+
+
+@pytest.mark.parametrize("value", ["9" * 400, "inf", "nan", "1e300"])
+def test_huge_or_non_finite_accounts_numbers_are_policy_errors(tmp_path: Path, value: str) -> None:
+    """Found by the fuzz suite: a 400-digit weight overflowed float() (OverflowError)."""
+    path = tmp_path / "policy.toml"
+    path.write_text(HEAD + f"[accounts.rules.language]\nweight = {value}\n", encoding="utf-8")
+    r = policy_check(path)
+    assert r.returncode == 2, r.stdout
+    assert "accounts.rules.language.weight" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "text", ["[serve]\nport = " + "9" * 5000 + "\n", "x = " + "[" * 3000 + "]" * 3000 + "\n"]
+)
+def test_service_config_blow_ups_are_config_errors(tmp_path: Path, text: str) -> None:
+    """Found by the fuzz suite: tomllib's ValueError and RecursionError escaped load_config."""
+    from geogate.errors import ConfigError  # noqa: PLC0415
+    from geogate.service.config import load_config  # noqa: PLC0415
+
+    path = tmp_path / "geogate.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(path, env={})

@@ -190,6 +190,8 @@ def _number(value: object, key: str, path: str, *, integer: bool) -> float:
         raise PolicySyntaxError("must be a whole number", path=path, key=key)
     if value < 0:
         raise PolicySyntaxError("must not be negative", path=path, key=key)
+    if not value <= 1e12:  # also NaN and inf; float() of a huge integer would overflow
+        raise PolicySyntaxError("must be a number up to 1e12", path=path, key=key)
     return float(value)
 
 

@@ -526,6 +526,11 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", path=str(p)) from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError("invalid TOML: nested too deeply", path=str(p)) from None
+    except ValueError as exc:  # an integer beyond the interpreter's 4,300-digit limit
+        detail = str(exc).split(";")[0].splitlines()[0] if str(exc) else "bad value"
+        raise ConfigError(f"invalid TOML: {detail}", path=str(p)) from None
     serve = data.get("serve", {})
     accounts = data.get("accounts", {})
     for name, table in (("serve", serve), ("accounts", accounts)):
