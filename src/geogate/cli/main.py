@@ -11,7 +11,7 @@ import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import typer
 from rich.console import Console
@@ -438,18 +438,36 @@ def scan(ctx: typer.Context) -> None:
 
 
 # Command groups that live with their domain; each module exposes register(app).
-for _name in ("serve", "accounts", "notify"):
-    try:
-        _module = importlib.import_module(f"geogate.cli.{_name}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"geogate.cli.{_name}":
-            raise
-    else:
-        _module.register(app)
+_GROUPS: Final = ("serve", "accounts", "notify")
+# Commands defined in this module: running one of them needs none of the groups' modules
+# (the account store, notices, the web service), which cost more start-up time than a check.
+_OWN_COMMANDS: Final = frozenset({"check", "policy", "data", "demo", "scan"})
+_registered: list[str] = []
+
+
+def register_groups() -> None:
+    """Add the command groups of the other CLI modules to ``app`` (once)."""
+    for name in _GROUPS:
+        if name in _registered:
+            continue
+        try:
+            module = importlib.import_module(f"geogate.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"geogate.cli.{name}":
+                raise
+        else:
+            module.register(app)
+        _registered.append(name)
+
+
+def _command_of(args: list[str]) -> str | None:
+    return next((a for a in args if not a.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``geogate`` script; returns the exit code."""
+    if _command_of(sys.argv[1:] if argv is None else argv) not in _OWN_COMMANDS:
+        register_groups()  # --help, the groups' own commands, or an unknown one
     try:
         # Without standalone mode, click returns the code of a typer.Exit instead of raising.
         result = app(args=argv, standalone_mode=False)
