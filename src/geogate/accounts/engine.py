@@ -172,7 +172,7 @@ class Enforcer:
         policies: PolicySet,
         locator: Locator,
         bins: BinTable | None = None,
-        cache_accounts: int = 200_000,
+        cache_accounts: int = 50_000,
     ) -> None:
         self.store = store
         self.policies = policies
@@ -337,9 +337,15 @@ class Enforcer:
         if pending is None:
             return
         saved, work = pending
-        if len(self._cache) + len(saved) > self.cache_accounts:
-            self._cache.clear()
-            self._evidence.clear()
+        excess = len(self._cache) + len(saved) - self.cache_accounts
+        if excess > 0:
+            # Forget the accounts cached longest ago (dicts keep insertion order), never all at
+            # once: memory stays bounded by the cache size whatever the number of accounts an
+            # ingestion touches, and the accounts of recent batches stay warm.
+            drop = min(len(self._cache), max(excess, self.cache_accounts // 4))
+            for account in list(self._cache)[:drop]:
+                del self._cache[account]
+                self._evidence.pop(account, None)
         for row in saved:
             self._cache[row.account] = row
             self._evidence[row.account] = work[row.account].evidence
@@ -698,7 +704,8 @@ class Enforcer:
         effective_of = _effective_of(policy)
         skip_frozen = {AccountState.EXEMPT.value, AccountState.APPEALED.value}
         evaluated = 0
-        changes: list[tuple[Change, Assessment | None]] = []
+        changes: list[Change] = []
+        pending: list[tuple[Change, Assessment]] = []
         review: list[str] = []
         stash: dict[str, tuple[AccountRow, AccountEvidence, bool]] = {}
         stats: dict[str, EgressStats] = {}
@@ -724,27 +731,27 @@ class Enforcer:
             )
             if move is None:
                 return
-            full = (
-                None
-                if dry_run
-                else self._explained(
-                    ev, at, config, policy, stats if cross else None, groups if cross else None
-                )
+            change = Change(
+                account=row.account,
+                from_state=state,
+                to_state=move.to,
+                rules=assessment.rule_names,
+                regions=assessment.regions,
+                policy_version=policy.label,
+                note=move.rule,
             )
-            changes.append(
-                (
-                    Change(
-                        account=row.account,
-                        from_state=state,
-                        to_state=move.to,
-                        rules=assessment.rule_names,
-                        regions=assessment.regions,
-                        policy_version=policy.label,
-                        note=move.rule,
-                    ),
-                    full,
-                )
+            changes.append(change)
+            if dry_run:
+                return
+            # Applied in chunks as they are found: the explained assessments (several KB each)
+            # are never all held at once.
+            full = self._explained(
+                ev, at, config, policy, stats if cross else None, groups if cross else None
             )
+            pending.append((change, full))
+            if len(pending) >= chunk:
+                self._apply_changes(pending, at=at, policy=policy, config=config)
+                pending.clear()
 
         skippable = {AccountState.ACTIVE.value, AccountState.REINSTATED.value}
         for scan in self.store.scan_accounts():
@@ -788,14 +795,12 @@ class Enforcer:
                 continue
             decide(row, ev, True)
 
-        if not dry_run:
-            for i in range(0, len(changes), chunk):
-                applied = [(c, a) for c, a in changes[i : i + chunk] if a is not None]
-                self._apply_changes(applied, at=at, policy=policy, config=config)
+        if pending:
+            self._apply_changes(pending, at=at, policy=policy, config=config)
         by_reason: Counter[str] = Counter()
         by_region: Counter[str] = Counter()
         by_state: Counter[str] = Counter()
-        for change, _ in changes:
+        for change in changes:
             by_reason.update(change.rules or (change.note,))
             by_region.update(change.regions or ("(none)",))
             by_state[change.to_state.value] += 1
@@ -803,7 +808,7 @@ class Enforcer:
             at=at,
             dry_run=dry_run,
             evaluated=evaluated,
-            changes=tuple(c for c, _ in changes),
+            changes=tuple(changes),
             by_reason=dict(by_reason.most_common()),
             by_region=dict(by_region.most_common()),
             by_state=dict(by_state.most_common()),
