@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -112,30 +113,75 @@ def _normalise(table: pa.Table, spec: TableSpec) -> pa.Table:
     return pa.Table.from_arrays(cols, names=[*spec.keys, *(m.name for m in spec.measures)])
 
 
+def _codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Integer codes of a key column (nulls get the last code) and the values they stand for
+    (with a trailing null)."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not pa.types.is_dictionary(array.type):
+        array = pc.dictionary_encode(array)
+    values = pa.concat_arrays([array.dictionary, pa.nulls(1, array.dictionary.type)])
+    codes = array.indices.fill_null(len(array.dictionary)).to_numpy().astype(np.int64)
+    return codes, values
+
+
 def group(table: pa.Table, spec: TableSpec, *, merging: bool) -> pa.Table:
-    """Group ``table`` by the spec's keys (``merging``: combine partial results)."""
+    """Group ``table`` by the spec's keys (``merging``: combine partial results).
+
+    The keys are folded into one int64 (mixed radix over each key's distinct values) before
+    the hash aggregation and unfolded after it: measured several times faster than hashing
+    several string or dictionary columns.
+    """
     aggs = [(m.name if merging else m.source, m.merge if merging else m.agg) for m in spec.measures]
-    out = table.group_by(list(spec.keys), use_threads=False).aggregate(aggs)
     rename = {f"{src}_{fn}": m.name for (src, fn), m in zip(aggs, spec.measures, strict=True)}
+    coded = [_codes(table.column(k)) for k in spec.keys]
+    radices = [len(values) for _, values in coded]
+    if float(np.prod(np.array(radices, np.float64))) >= 2.0**62:
+        out = table.group_by(list(spec.keys), use_threads=False).aggregate(aggs)
+    else:
+        composite = np.zeros(table.num_rows, np.int64)
+        for codes, radix in zip((c for c, _ in coded), radices, strict=True):
+            composite = composite * radix + codes
+        narrow = pa.table({"__key": composite, **{src: table.column(src) for src, _ in aggs}})
+        grouped = narrow.group_by(["__key"], use_threads=False).aggregate(aggs)
+        key = grouped.column("__key").to_numpy()
+        columns: dict[str, pa.Array] = {}
+        for name, (_, values), radix in reversed(list(zip(spec.keys, coded, radices, strict=True))):
+            columns[name] = values.take(pa.array(key % radix))
+            key = key // radix
+        out = pa.table(
+            {
+                **{k: columns[k] for k in spec.keys},
+                **{c: grouped.column(c) for c in grouped.column_names if c != "__key"},
+            }
+        )
     out = out.rename_columns([rename.get(c, c) for c in out.column_names])
     return _normalise(out, spec)
+
+
+def _not_equal(column: pa.ChunkedArray | pa.Array, value: str) -> pa.Array:
+    """``column != value`` for a dictionary column, computed on the dictionary."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(array.type):
+        return pc.fill_null(pc.not_equal(array.dictionary, value).take(array.indices), False)
+    return pc.fill_null(pc.not_equal(array, value), False)
 
 
 def _with_filters(batch: pa.RecordBatch) -> pa.Table:
     table = pa.Table.from_batches([batch])
     table = table.append_column("has_account", pc.is_valid(table.column("account")))
-    egress = pc.cast(table.column("egress"), pa.string())
     table = table.append_column(
-        "has_egress", pc.and_(pc.is_valid(table.column("account")), pc.not_equal(egress, ""))
+        "has_egress",
+        pc.and_(pc.is_valid(table.column("account")), _not_equal(table.column("egress"), "")),
     )
     if "change" in table.column_names:
-        change = pc.cast(table.column("change"), pa.string())
-        table = table.append_column("changed", pc.not_equal(change, "same"))
+        table = table.append_column("changed", _not_equal(table.column("change"), "same"))
     # Account ids repeat within a batch: grouping on dictionary codes is several times faster
     # than hashing the strings.
     for name in ("account", "org"):
         i = table.column_names.index(name)
-        table = table.set_column(i, name, pc.dictionary_encode(table.column(name)))
+        column = table.column(name)
+        if not pa.types.is_dictionary(column.type):
+            table = table.set_column(i, name, pc.dictionary_encode(column))
     return table
 
 
@@ -152,7 +198,10 @@ class Accumulator:
         """Group one judged batch and keep its partial results."""
         table = _with_filters(batch)
         for spec in self.specs:
-            rows = table.filter(table.column(spec.where)) if spec.where else table
+            needed = list(dict.fromkeys([*spec.keys, *(m.source for m in spec.measures)]))
+            rows = table.select(needed)
+            if spec.where:
+                rows = rows.filter(table.column(spec.where))
             if rows.num_rows == 0:
                 continue
             part = group(rows, spec, merging=False)

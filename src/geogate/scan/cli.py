@@ -120,7 +120,7 @@ def scan_command(
     ats = at or []
     if len(ats) > 2:
         raise ConfigError("give --at at most twice", key="--at")
-    read = ReadOptions(format=fmt, fields=parse_field_options(field or []))
+    read = ReadOptions(format=fmt, fields=parse_field_options(field or []), client_hints=False)
     policies = load_policies(policy)
     when = _when(ats[0], "--at") if ats else None
     scenario_b = None

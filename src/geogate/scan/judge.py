@@ -200,8 +200,28 @@ class Judge:
 
     # ----- decisions ----------------------------------------------------------------------
 
+    @staticmethod
+    def _parse_uniques(uniq: pa.Array) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]]:
+        """Positions of the plain IPv4 addresses among ``uniq`` and their values (vectorised:
+        the text is validated by a regular expression, then split into octets)."""
+        if len(uniq) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.uint32)
+        is_v4 = pc.fill_null(pc.match_substring_regex(uniq, _V4_TEXT), False)
+        v4_pos = np.nonzero(is_v4.to_numpy(zero_copy_only=False))[0]
+        if not len(v4_pos):
+            return v4_pos, np.zeros(0, np.uint32)
+        v4 = pc.take(uniq, pa.array(v4_pos))
+        parts = pc.list_flatten(pc.split_pattern(v4, "."))
+        octets = pc.cast(parts, pa.uint32()).to_numpy().reshape(-1, 4)
+        ints = (octets[:, 0] << 24) | (octets[:, 1] << 16) | (octets[:, 2] << 8) | octets[:, 3]
+        return v4_pos, ints.astype(np.uint32)
+
     def _decide_uniques(
-        self, decider: Decider, uniq: pa.Array, at: datetime
+        self,
+        decider: Decider,
+        uniq: pa.Array,
+        parsed: tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]],
+        at: datetime,
     ) -> tuple[npt.NDArray[Any], ...]:
         """actions, reasons, regions, keys for each distinct address."""
         n = len(uniq)
@@ -211,18 +231,15 @@ class Judge:
         keys = np.full(n, -1, np.int64)
         if n == 0:
             return actions, reasons, regions, keys
-        is_v4 = pc.fill_null(pc.match_substring_regex(uniq, _V4_TEXT), False)
-        v4_pos = np.nonzero(is_v4.to_numpy(zero_copy_only=False))[0]
-        other_pos = np.nonzero(~is_v4.to_numpy(zero_copy_only=False))[0]
+        v4_pos, ints = parsed
         if len(v4_pos):
-            v4 = pc.take(uniq, pa.array(v4_pos))
-            parts = pc.list_flatten(pc.split_pattern(v4, "."))
-            octets = pc.cast(parts, pa.uint32()).to_numpy().reshape(-1, 4)
-            ints = (octets[:, 0] << 24) | (octets[:, 1] << 16) | (octets[:, 2] << 8) | octets[:, 3]
-            b = decider.decide_many(ints.astype(np.uint32), at=at)
+            b = decider.decide_many(ints, at=at)
             actions[v4_pos], reasons[v4_pos] = b.actions, b.reasons
             regions[v4_pos], keys[v4_pos] = b.regions, b.keys
-        if len(other_pos):
+        if len(v4_pos) < n:
+            other = np.ones(n, bool)
+            other[v4_pos] = False
+            other_pos = np.nonzero(other)[0]
             texts = pc.take(uniq, pa.array(other_pos)).to_pylist()
             b = decider.decide_many([t if t is not None else "" for t in texts], at=at)
             actions[other_pos], reasons[other_pos] = b.actions, b.reasons
@@ -235,6 +252,7 @@ class Judge:
         clients: pa.DictionaryArray,
         ts_us: npt.NDArray[np.int64],
         accounts: pa.Array,
+        parsed: tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]],
     ) -> tuple[npt.NDArray[Any], ...]:
         """Per-row actions, reasons, regions and keys under ``scenario``."""
         decider = self._decider(scenario)
@@ -260,7 +278,7 @@ class Judge:
         valid = idx >= 0
         safe = np.where(valid, idx, 0)
         for at, rows in segments:
-            a, r, g, k = self._decide_uniques(decider, uniq, at)
+            a, r, g, k = self._decide_uniques(decider, uniq, parsed, at)
             take = rows & valid
             actions[take] = a[safe[take]]
             reasons[take] = r[safe[take]]
@@ -303,7 +321,10 @@ class Judge:
         ts = batch.column("ts")
         ts_us = ts.cast(pa.int64()).to_numpy(zero_copy_only=False)
         accounts = batch.column("account")
-        a_act, a_rsn, a_reg, keys = self._decide_rows(self.scenario, clients, ts_us, accounts)
+        parsed = self._parse_uniques(clients.dictionary)
+        a_act, a_rsn, a_reg, keys = self._decide_rows(
+            self.scenario, clients, ts_us, accounts, parsed
+        )
 
         valid = keys >= 0
         safe = np.where(valid, keys, 0)
@@ -319,7 +340,9 @@ class Judge:
         )
         cols: dict[str, pa.Array] = {
             "ts": ts,
-            "day": pc.cast(ts, pa.date32()),
+            "day": pa.array((ts_us // 86_400_000_000).astype(np.int32), pa.int32()).cast(
+                pa.date32()
+            ),
             "phase": _dict(
                 (ts_us >= int(self.pivot.timestamp() * 1_000_000)).astype(np.int8),
                 pa.array(["before", "after"]),
@@ -333,7 +356,7 @@ class Judge:
             "kind": _dict(kind, pa.array(KINDS)),
             "action": _dict(_ACTION_INDEX[a_act], pa.array(ACTIONS)),
             "reasons": self._reason_dict(a_rsn),
-            "egress": self._egress(clients, kind),
+            "egress": self._egress(clients, kind, parsed),
             "asn": pa.array(asn),
             "anonymized": pa.array(anonymized),
             "hosting": pa.array(kind == 1),
@@ -342,7 +365,9 @@ class Judge:
             "warned": pa.array(a_act == int(Action.WARN)),
         }
         if self.compare is not None:
-            b_act, b_rsn, b_reg, _ = self._decide_rows(self.compare, clients, ts_us, accounts)
+            b_act, b_rsn, b_reg, _ = self._decide_rows(
+                self.compare, clients, ts_us, accounts, parsed
+            )
             ai = _ACTION_INDEX[a_act]
             bi = _ACTION_INDEX[b_act]
             change = np.zeros(len(ai), np.int8)
@@ -359,34 +384,52 @@ class Judge:
 
     @staticmethod
     def _reason_dict(mask: npt.NDArray[np.uint32]) -> pa.DictionaryArray:
-        values, inverse = np.unique(mask, return_inverse=True)
-        return _dict(inverse, pa.array([reason_names(int(v)) for v in values], pa.string()))
+        codes = pc.dictionary_encode(pa.array(mask, pa.uint32()))  # hashing: no sort
+        names = pa.array([reason_names(int(v)) for v in codes.dictionary.to_pylist()], pa.string())
+        return pa.DictionaryArray.from_arrays(codes.indices, names)
 
     @staticmethod
-    def _egress(clients: pa.DictionaryArray, kind: npt.NDArray[np.int8]) -> pa.DictionaryArray:
+    def _egress(
+        clients: pa.DictionaryArray,
+        kind: npt.NDArray[np.int8],
+        parsed: tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]],
+    ) -> pa.DictionaryArray:
         """The egress network of rows on tracked kinds: the client's /24 (IPv4) or /48
         (IPv6), as the account engine keys its egress evidence; empty otherwise."""
         idx = clients.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         tracked = (kind >= 1) & (kind <= 4) & (idx >= 0)
         if not tracked.any():
             return _dict(np.zeros(len(idx), np.int32), pa.array([""], pa.string()))
-        uniq = clients.dictionary.to_pylist()
-        wanted = np.zeros(len(uniq), bool)
+        n = len(clients.dictionary)
+        wanted = np.zeros(n, bool)
         wanted[np.unique(idx[tracked])] = True
+        code = np.zeros(n + 1, np.int64)  # per distinct address (+1: null), 0 = no egress
         names = [""]
-        code = np.zeros(len(uniq) + 1, np.int32)
-        seen: dict[str, int] = {"": 0}
-        for i in np.nonzero(wanted)[0].tolist():
-            try:
-                ip = parse_ip(uniq[i])
-            except ClientIPError:
-                continue
-            prefix = 24 if ip.version == 4 else 48
-            net = str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
-            j = seen.get(net)
-            if j is None:
-                j = seen[net] = len(names)
-                names.append(net)
-            code[i + 1] = j
+        v4_pos, ints = parsed
+        is_v4 = np.zeros(n, bool)
+        is_v4[v4_pos] = True
+        sel = wanted[v4_pos]
+        if sel.any():
+            prefixes, inverse = np.unique(ints[sel] & np.uint32(0xFFFFFF00), return_inverse=True)
+            names.extend(
+                f"{p >> 24}.{(p >> 16) & 255}.{(p >> 8) & 255}.0/24" for p in prefixes.tolist()
+            )
+            code[v4_pos[sel] + 1] = inverse + 1
+        rest = np.nonzero(wanted & ~is_v4)[0]
+        if len(rest):
+            texts = pc.take(clients.dictionary, pa.array(rest)).to_pylist()
+            seen: dict[str, int] = {}
+            for i, text in zip(rest.tolist(), texts, strict=True):
+                try:
+                    ip = parse_ip(text)
+                except ClientIPError:
+                    continue
+                prefix = 24 if ip.version == 4 else 48
+                net = str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+                j = seen.get(net)
+                if j is None:
+                    j = seen[net] = len(names)
+                    names.append(net)
+                code[i + 1] = j
         row_code = np.where(tracked, code[idx + 1], 0)
         return _dict(row_code, pa.array(names, pa.string()))

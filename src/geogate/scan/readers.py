@@ -116,6 +116,9 @@ class ReadOptions:
     format: str = "auto"
     fields: Mapping[str, str] = field(default_factory=dict)
     batch_rows: int = 262_144
+    #: Read the user agent and Accept-Language (only the account preview needs them; columnar
+    #: inputs skip the columns otherwise).
+    client_hints: bool = True
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -237,14 +240,16 @@ class _Columns:
 
     def __init__(self) -> None:
         self.cols: dict[str, list[Any]] = {name: [] for name in FIELDS}
+        self._lists = tuple(self.cols.items())
         self.lines: list[int] = []
 
     def __len__(self) -> int:
         return len(self.lines)
 
     def add(self, line: int, values: Mapping[str, Any]) -> None:
-        for name in FIELDS:
-            self.cols[name].append(values.get(name))
+        get = values.get
+        for name, column in self._lists:
+            column.append(get(name))
         self.lines.append(line)
 
 
@@ -337,7 +342,9 @@ def read_jsonl(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterator[
     (geogate's payment, signup ... events) are skipped and counted as such."""
     source = str(path)
     cols = _Columns()
-    names_cache: dict[tuple[str, ...], dict[str, str]] = {}
+    # Per set of keys seen (log lines of one format share it): where each field comes from.
+    plans: dict[tuple[str, ...], tuple[str, str, tuple[tuple[str, str], ...]]] = {}
+    skip = set() if opts.client_hints else {"user_agent", "accept_language"}
     loads = orjson.loads
     for lineno, raw in enumerate(_lines(path, stats=malformed), start=1):
         line = raw.strip()
@@ -359,21 +366,32 @@ def read_jsonl(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterator[
             malformed.skipped += 1
             continue
         keys = tuple(obj)
-        names = names_cache.get(keys)
-        if names is None:
+        plan = plans.get(keys)
+        if plan is None:
             names = _resolve_names(keys, opts.fields)
-            names_cache[keys] = names
-        peer = _text(obj.get(names.get("peer", "")))
-        if peer is None:
-            malformed.add(source, lineno, "no client address (peer/ip field)", line)
-            continue
-        ts = obj.get(names.get("ts", ""))
+            plan = (
+                names.get("ts", ""),
+                names.get("peer", ""),
+                tuple(
+                    (n, c) for n, c in names.items() if n not in {"ts", "peer"} and n not in skip
+                ),
+            )
+            plans[keys] = plan
+        ts_key, peer_key, others = plan
+        peer = obj.get(peer_key)
+        if peer.__class__ is not str or peer in {"", "-"}:
+            peer = _text(peer)
+            if peer is None:
+                malformed.add(source, lineno, "no client address (peer/ip field)", line)
+                continue
+        ts = obj.get(ts_key)
         if ts is None:
             malformed.add(source, lineno, "no time (ts field)", line)
             continue
-        values = {n: _text(obj.get(c)) for n, c in names.items() if n != "ts"}
-        values["ts"] = ts
-        values["peer"] = peer
+        values = {"ts": ts, "peer": peer}
+        for n, c in others:
+            v = obj.get(c)
+            values[n] = v if v.__class__ is str and v not in {"", "-"} else _text(v)
         cols.add(lineno, values)
         if len(cols) >= opts.batch_rows:
             batch = _finish(cols, source, malformed)
@@ -458,18 +476,17 @@ def _normalise_table(
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
         if pa.types.is_dictionary(values.type):
-            values = values.cast(pa.string()) if canon != "peer" else values
-        if canon == "peer" and pa.types.is_dictionary(values.type):
-            arrays.append(values)
-            continue
+            if canon in {"peer", "account", "org"}:
+                arrays.append(values)
+                continue
+            values = values.cast(pa.string())
         if not pa.types.is_string(values.type):
             values = pc.cast(values, pa.string())
         arrays.append(values)
-    peer = arrays[1]
-    if pa.types.is_dictionary(peer.type):
-        schema = RAW_SCHEMA.set(1, pa.field("peer", peer.type))
-    else:
-        schema = RAW_SCHEMA
+    schema = RAW_SCHEMA
+    for i, array in enumerate(arrays):
+        if pa.types.is_dictionary(array.type):
+            schema = schema.set(i, pa.field(RAW_SCHEMA.names[i], array.type))
     batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
     missing = pc.or_(pc.is_null(batch.column(0)), pc.is_null(batch.column(1)))
     if bad or pc.any(missing).as_py():
@@ -541,9 +558,13 @@ def read_parquet(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterato
         return
     names = _resolve_names(pf.schema_arrow.names, opts.fields)
     _need(names, source)
+    if not opts.client_hints:
+        names = {k: v for k, v in names.items() if k not in {"user_agent", "accept_language"}}
     wanted = sorted(set(names.values()))
-    peer_col = names["peer"]
-    pf = pq.ParquetFile(str(path), read_dictionary=[peer_col])
+    # Addresses and account ids repeat: read them dictionary-encoded (no string copies, and
+    # each distinct value is parsed and hashed once per batch).
+    as_dict = [names[k] for k in ("peer", "account", "org") if k in names]
+    pf = pq.ParquetFile(str(path), read_dictionary=as_dict)
     size = os.path.getsize(path)
     total = pf.metadata.num_rows
     row = 1
