@@ -101,6 +101,14 @@ def scan_command(
         typer.Option("--trusted-proxy", help="CIDR whose forwarding headers are believed."),
     ] = None,
     engine: Annotated[str, typer.Option("--engine", help="local or spark.")] = "local",
+    preview_accounts: Annotated[
+        bool,
+        typer.Option(
+            "--preview-accounts",
+            help="Also feed the requests through the account engine and list the accounts it "
+            "would flag, warn and block at --at (exact, but at the engine's ingestion rate).",
+        ),
+    ] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Tables only.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
 ) -> None:
@@ -120,7 +128,11 @@ def scan_command(
     ats = at or []
     if len(ats) > 2:
         raise ConfigError("give --at at most twice", key="--at")
-    read = ReadOptions(format=fmt, fields=parse_field_options(field or []), client_hints=False)
+    if preview_accounts and engine == "spark":
+        raise ConfigError("--preview-accounts runs with the local engine only", key="--engine")
+    read = ReadOptions(
+        format=fmt, fields=parse_field_options(field or []), client_hints=preview_accounts
+    )
     policies = load_policies(policy)
     when = _when(ats[0], "--at") if ats else None
     scenario_b = None
@@ -143,6 +155,7 @@ def scan_command(
         since=_when(since, "--since"),
         until=_when(until, "--until"),
         report=not no_report,
+        preview_accounts=preview_accounts,
     )
     if engine == "spark":
         from geogate.scan.spark import scan_spark  # noqa: PLC0415

@@ -9,6 +9,7 @@ tables (see docs/scan.md), ``summary.json`` and ``report.html``.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class ScanConfig:
     since: datetime | None = None
     until: datetime | None = None
     report: bool = True
+    preview_accounts: bool = False  # also run the account engine (slow: see scan/preview.py)
 
     def judge(self) -> Judge:
         """The batch judge of this scan."""
@@ -204,10 +206,20 @@ def scan_local(config: ScanConfig, *, progress: ProgressFn | None = None) -> Sca
     acc = Accumulator(compare=config.compare is not None)
     start = time.perf_counter()
     rows = 0
-    for judged in judged_batches(config, paths, stats, progress):
-        rows += judged.num_rows
-        acc.add(judged)
-    tables = acc.result()
+    with tempfile.TemporaryDirectory(prefix="geogate-preview-") as tmp:
+        preview = None
+        if config.preview_accounts:
+            from geogate.scan.preview import AccountPreview  # noqa: PLC0415
+
+            preview = AccountPreview(config.policies, config.snapshot, db=Path(tmp) / "a.db")
+        for judged in judged_batches(config, paths, stats, progress):
+            rows += judged.num_rows
+            acc.add(judged)
+            if preview is not None:
+                preview.add(judged)
+        tables = acc.result()
+        if preview is not None:
+            tables["account_preview"] = preview.result(config.at or config.effective_pivot())
     result = ScanResult(
         rows=rows,
         stats=stats,
