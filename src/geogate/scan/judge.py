@@ -29,28 +29,45 @@ from geogate.errors import ClientIPError
 from geogate.intel.facts import NetworkFlag
 from geogate.policy.model import Action, PolicySet
 
-KINDS: Final = ("unflagged", "hosting", "vpn", "proxy", "tor", "relay", "invalid")
+KINDS: Final = (
+    "unflagged",
+    "hosting",
+    "vpn",
+    "proxy",
+    "tor",
+    "relay",
+    "invalid",
+    "residential_proxy",
+    "anonymous",
+)
 """Network kind of a request, one per row: the strongest flag of its network (Tor, VPN,
-proxy, hosting, relay in that order), ``unflagged`` for none, ``invalid`` for no address."""
-ANONYMIZING: Final = frozenset({"tor", "vpn", "proxy"})
+residential proxy, proxy, anonymous, hosting, relay in that order), ``unflagged`` for none,
+``invalid`` for no address."""
+ANONYMIZING: Final = frozenset({"tor", "vpn", "proxy", "residential_proxy", "anonymous"})
 """Kinds whose exit says nothing about where the user is (as in the account engine)."""
-EGRESS_KINDS: Final = frozenset({"hosting", "vpn", "proxy", "tor"})
+EGRESS_KINDS: Final = frozenset({"hosting", *ANONYMIZING})
 """Kinds whose networks are tracked as egress networks (accounts behind them)."""
 ACTIONS: Final = ("allow", "warn", "deny", "invalid")
 CHANGES: Final = ("same", "newly_denied", "released", "newly_warned", "warning_lifted", "other")
 
+_KIND_CODE = {name: i for i, name in enumerate(KINDS)}
+_PRIORITY = [
+    (flag, _KIND_CODE[name])
+    for name in ("tor", "vpn", "residential_proxy", "proxy", "anonymous", "hosting", "relay")
+    if (flag := getattr(NetworkFlag, name.upper(), None)) is not None
+]
 _KIND_OF_FLAGS = np.zeros(256, np.int8)
 for _v in range(256):
-    for _flag, _kind in (
-        (NetworkFlag.TOR, 4),
-        (NetworkFlag.VPN, 2),
-        (NetworkFlag.PROXY, 3),
-        (NetworkFlag.HOSTING, 1),
-        (NetworkFlag.RELAY, 5),
-    ):
+    for _flag, _kind in _PRIORITY:
         if _v & int(_flag):
             _KIND_OF_FLAGS[_v] = _kind
             break
+_ANONYMIZING_CODE = np.zeros(len(KINDS), bool)
+_ANONYMIZING_CODE[[_KIND_CODE[k] for k in ANONYMIZING]] = True
+_EGRESS_CODE = np.zeros(len(KINDS), bool)
+_EGRESS_CODE[[_KIND_CODE[k] for k in EGRESS_KINDS]] = True
+_INVALID_KIND = _KIND_CODE["invalid"]
+_HOSTING_KIND = _KIND_CODE["hosting"]
 _ACTION_INDEX = np.full(256, 3, np.int8)
 _ACTION_INDEX[int(Action.ALLOW)] = 0
 _ACTION_INDEX[int(Action.WARN)] = 1
@@ -329,9 +346,9 @@ class Judge:
         valid = keys >= 0
         safe = np.where(valid, keys, 0)
         flags = np.where(valid, snap.flags[safe], 0).astype(np.uint8)
-        kind = np.where(valid, _KIND_OF_FLAGS[flags], 6).astype(np.int8)
+        kind = np.where(valid, _KIND_OF_FLAGS[flags], _INVALID_KIND).astype(np.int8)
         asn = np.where(valid, snap.asn[safe], 0).astype(np.int64)
-        anonymized = (kind == 2) | (kind == 3) | (kind == 4)
+        anonymized = _ANONYMIZING_CODE[kind]
         unsupported = ((a_rsn & _UNSUPPORTED_BIT) != 0) & ~anonymized & valid
 
         region_values = pa.array(
@@ -359,7 +376,7 @@ class Judge:
             "egress": self._egress(clients, kind, parsed),
             "asn": pa.array(asn),
             "anonymized": pa.array(anonymized),
-            "hosting": pa.array(kind == 1),
+            "hosting": pa.array(kind == _HOSTING_KIND),
             "unsupported": pa.array(unsupported),
             "denied": pa.array(a_act == int(Action.DENY)),
             "warned": pa.array(a_act == int(Action.WARN)),
@@ -397,7 +414,7 @@ class Judge:
         """The egress network of rows on tracked kinds: the client's /24 (IPv4) or /48
         (IPv6), as the account engine keys its egress evidence; empty otherwise."""
         idx = clients.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        tracked = (kind >= 1) & (kind <= 4) & (idx >= 0)
+        tracked = _EGRESS_CODE[kind] & (idx >= 0)
         if not tracked.any():
             return _dict(np.zeros(len(idx), np.int32), pa.array([""], pa.string()))
         n = len(clients.dictionary)

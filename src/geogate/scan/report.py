@@ -155,7 +155,7 @@ def _anonymizers(daily: pa.Table) -> str:
         totals[r["region"]] = totals.get(r["region"], 0) + int(r["requests"])
     top = sorted(totals, key=lambda k: -totals[k])[:20]
     fig = go.Figure()
-    for kind in ("tor", "vpn", "proxy", "hosting", "relay"):
+    for kind in ("tor", "vpn", "residential_proxy", "proxy", "anonymous", "hosting", "relay"):
         share = {
             r["region"]: r["requests"] / totals[r["region"]] for r in rows if r["kind"] == kind
         }
