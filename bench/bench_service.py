@@ -206,6 +206,21 @@ def start_geogate(
     return proc, port
 
 
+def tree_memory(pid: int) -> tuple[int, float, float]:
+    """(processes, summed PSS MB, summed RSS MB) of ``pid`` and its children."""
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    ).stdout
+    pids = [pid, *(int(x) for x in out.split())]
+    pss = rss = 0.0
+    for p in pids:
+        text = Path(f"/proc/{p}/smaps_rollup").read_text(encoding="utf-8")
+        fields = {m[1]: int(m[2]) for m in re.finditer(r"(?m)^(\w+):\s+(\d+) kB", text)}
+        pss += fields["Pss"] / 1024
+        rss += fields["Rss"] / 1024
+    return len(pids), pss, rss
+
+
 def start_envoy(
     workdir: Path, mode: str, *, geogate_port: int, api_port: int
 ) -> tuple[subprocess.Popen[bytes], int]:
@@ -251,6 +266,7 @@ def main() -> int:
     half = max(1, args.connections // 2)
     results: list[Result] = []
     started: list[subprocess.Popen[bytes]] = []
+    memory: list[tuple[str, int, float, float]] = []
 
     def measure(name: str, url: str, body: str, connections: int | None = None) -> None:
         script = lua_script(workdir, re.sub(r"\W+", "_", name), ips, body)
@@ -281,6 +297,7 @@ def main() -> int:
             wait_for(f"http://127.0.0.1:{sport}/", proxy, "nginx")
             gurl = f"http://127.0.0.1:{gport}"
             measure("geogate POST /v1/decide, 1 worker", gurl, DECIDE)
+            memory.append(("1 worker (after the /v1/decide run)", *tree_memory(geogate.pid)))
             measure(
                 "geogate GET /v1/auth/nginx (direct), 1 worker", gurl, FORWARDED % "/v1/auth/nginx"
             )
@@ -328,6 +345,7 @@ def main() -> int:
             started.append(two)
             turl = f"http://127.0.0.1:{tport}"
             measure("geogate POST /v1/decide, 2 workers", turl, DECIDE)
+            memory.append(("2 workers + supervisor (same point)", *tree_memory(two.pid)))
             measure(
                 "geogate GET /v1/auth/nginx (direct), 2 workers", turl, FORWARDED % "/v1/auth/nginx"
             )
@@ -366,6 +384,11 @@ def main() -> int:
         f"{TARGET_P99_MS:g} ms: {'met' if ok else 'NOT met'}."
     )
     print("non-2xx counts denied requests on the proxy paths (403 is a decision, not an error).")
+    print()
+    print("| service | processes | summed PSS | summed RSS |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, count, pss, rss in memory:
+        print(f"| {name} | {count} | {pss:.0f} MB | {rss:.0f} MB |")
     return 0
 
 
