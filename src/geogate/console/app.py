@@ -166,7 +166,6 @@ class _Console:
         self.index: EventIndex | None = None
         if wiring is not None:
             self.index = EventIndex(wiring.store)
-            self.index.start()
         country_paths()  # decode the map once, at start, not on a request
         static = resources.files("geogate.console").joinpath("static")
         g = self._guard
@@ -274,6 +273,8 @@ class _Console:
         self, handler: Callable[[Request], Awaitable[Response]]
     ) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
+            if self.index is not None:
+                self.index.start()  # the first request of this process starts the index
             try:
                 return await handler(request)
             except Forbidden as exc:
@@ -398,7 +399,7 @@ class _Console:
         def read() -> dict[str, Any]:
             if wiring is None:
                 return {"by_state": {}, "queue": 0, "egress": []}
-            by_state = wiring.store.count_accounts()
+            by_state = queries.accounts_by_state(wiring.store)
             return {
                 "by_state": by_state,
                 "queue": by_state.get("flagged", 0),
@@ -628,7 +629,7 @@ class _Console:
             index.catch_up()
             ids = index.accounts_of_org(org)[:24]
             out = []
-            for summary in queries.accounts_by_id(wiring.store, ids):
+            for summary in queries.accounts_by_id(wiring.store, ids, with_last_seen=True):
                 seqs = index.recent_seqs(summary.account, 2_000)
                 days = views.timeline(engine, queries.events_by_seq(wiring.store, seqs))
                 regions: dict[str, int] = {}

@@ -2,7 +2,8 @@
 
 Organisation ids and addresses live only in the events' records (the account rows hold
 aggregated evidence), and the event table has no index on them. The console reads the events
-once, in insertion order, and then only those added since (``seq`` is the table's primary
+once, in insertion order (in the background, from the first console request), and then only
+those added since (``seq`` is the table's primary
 key, so a catch-up is one range query); it is a cache derived from the store, never written
 back. Until the first pass is done, searches by organisation or address say so.
 
@@ -46,6 +47,7 @@ class EventIndex:
         self.org_of: dict[str, str] = {}
         self.seqs: dict[str, array[int]] = {}
         self.problem: str | None = None
+        self._started = False
 
     def _rows(self, after: int) -> Iterator[list[tuple[int, str, str]]]:
         last = after
@@ -82,11 +84,18 @@ class EventIndex:
         finally:
             self._catching.release()
 
-    def start(self) -> threading.Thread:
-        """Run the first pass in a background thread."""
-        thread = threading.Thread(target=self.catch_up, name="console-index", daemon=True)
-        thread.start()
-        return thread
+    def start(self) -> None:
+        """Run the first pass in a background thread (once; later calls do nothing).
+
+        Called on the first console request, not when the app is made: a supervisor process
+        makes an app only to check the configuration before forking its workers, and a
+        SQLite connection in use across ``fork()`` breaks the database for the children.
+        """
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        threading.Thread(target=self.catch_up, name="console-index", daemon=True).start()
 
     def _add(self, seq: int, account: str, data: str) -> None:
         self.events += 1

@@ -9,12 +9,14 @@ with many accounts (``bench/bench_console.py``).
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.pool import QueuePool
 
 from geogate.store.schema import accounts, audit, egress_accounts, events
 from geogate.store.sql import SqlStore
@@ -22,7 +24,7 @@ from geogate.store.sql import SqlStore
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccountSummary:
-    """One line of a list of accounts (no evidence)."""
+    """One line of a list of accounts (no evidence; ``last_seen`` None unless asked for)."""
 
     account: str
     state: str
@@ -32,34 +34,70 @@ class AccountSummary:
     last_seen: datetime | None
 
 
+# ``last_seen`` is stored after the (large) evidence column: reading it makes SQLite walk the
+# evidence's overflow pages, which made the review queue 5x slower at 100,000 accounts. Lists
+# leave it out; :func:`accounts_by_id` reads it for the few accounts of an organisation.
 _SUMMARY_COLS = (
     accounts.c.account,
     accounts.c.state,
     accounts.c.score,
     accounts.c.reasons,
     accounts.c.state_since,
-    accounts.c.last_seen,
 )
 
 
-def _summaries(store: SqlStore, stmt: Any) -> list[AccountSummary]:
-    with store.engine.connect() as conn:
+_READERS: dict[int, tuple[SqlStore, Engine]] = {}
+_READERS_LOCK = threading.Lock()
+
+
+def reader(store: SqlStore) -> Engine:
+    """The engine the console reads ``store`` with.
+
+    On PostgreSQL the store's own (pooled) engine. On SQLite the store opens a new connection
+    for every unit of work, so each query starts with an empty page cache; the console's reads
+    go through a small pool of read-only connections with a 64 MiB page cache instead (the
+    review queue at 100,000 accounts: 118 ms -> 35 ms). Each read is its own transaction, so
+    it sees every commit made before it.
+    """
+    if store.engine.dialect.name != "sqlite":
+        return store.engine
+    with _READERS_LOCK:
+        held = _READERS.get(id(store))
+        if held is not None and held[0] is store:
+            return held[1]
+        engine = create_engine(
+            store.engine.url,
+            poolclass=QueuePool,
+            pool_size=2,
+            max_overflow=4,
+            connect_args={"check_same_thread": False},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA busy_timeout = 5000")
+            cursor.execute("PRAGMA query_only = 1")
+            cursor.execute("PRAGMA cache_size = -65536")
+            cursor.close()
+
+        _READERS[id(store)] = (store, engine)
+        return engine
+
+
+def _summaries(store: SqlStore, stmt: Any, *, with_last_seen: bool = False) -> list[AccountSummary]:
+    with reader(store).connect() as conn:
         return [
             AccountSummary(
-                account=a,
-                state=s,
-                score=float(sc),
-                reasons=tuple(json.loads(r)) if r and r != "[]" else (),
-                state_since=store_time(since),
-                last_seen=store_time(seen),
+                account=row[0],
+                state=row[1],
+                score=float(row[2]),
+                reasons=tuple(json.loads(row[3])) if row[3] and row[3] != "[]" else (),
+                state_since=row[4],
+                last_seen=row[5] if with_last_seen else None,
             )
-            for a, s, sc, r, since, seen in conn.execute(stmt)
+            for row in conn.execute(stmt)
         ]
-
-
-def store_time(value: datetime | None) -> datetime | None:
-    """A time read from the store (already aware UTC through the column type)."""
-    return value
 
 
 def review_queue(store: SqlStore, *, limit: int = 50, offset: int = 0) -> list[AccountSummary]:
@@ -82,20 +120,31 @@ def accounts_with_prefix(store: SqlStore, prefix: str, *, limit: int = 50) -> li
     return _summaries(store, stmt)
 
 
-def accounts_by_id(store: SqlStore, ids: Sequence[str]) -> list[AccountSummary]:
-    """The summaries of the given accounts that exist, in id order."""
+def accounts_by_id(
+    store: SqlStore, ids: Sequence[str], *, with_last_seen: bool = False
+) -> list[AccountSummary]:
+    """The summaries of the given accounts that exist, in id order (``last_seen`` only when
+    asked: it costs a read of each account's evidence)."""
     out: list[AccountSummary] = []
+    cols = (*_SUMMARY_COLS, accounts.c.last_seen) if with_last_seen else _SUMMARY_COLS
     for i in range(0, len(ids), 500):
         chunk = list(ids[i : i + 500])
-        stmt = select(*_SUMMARY_COLS).where(accounts.c.account.in_(chunk))
-        out.extend(_summaries(store, stmt))
+        stmt = select(*cols).where(accounts.c.account.in_(chunk))
+        out.extend(_summaries(store, stmt, with_last_seen=with_last_seen))
     return sorted(out, key=lambda s: s.account)
+
+
+def accounts_by_state(store: SqlStore) -> dict[str, int]:
+    """Accounts per state (one grouped query over the state index)."""
+    stmt = select(accounts.c.state, func.count()).group_by(accounts.c.state)
+    with reader(store).connect() as conn:
+        return {str(s): int(n) for s, n in conn.execute(stmt)}
 
 
 def count_flagged(store: SqlStore) -> int:
     """Size of the review queue."""
     stmt = select(func.count()).select_from(accounts).where(accounts.c.state == "flagged")
-    with store.engine.connect() as conn:
+    with reader(store).connect() as conn:
         return int(conn.execute(stmt).scalar_one())
 
 
@@ -112,7 +161,7 @@ def top_egress(store: SqlStore, *, limit: int = 10) -> list[tuple[str, int]]:
         .order_by(n.desc(), key)
         .limit(limit)
     )
-    with store.engine.connect() as conn:
+    with reader(store).connect() as conn:
         return [(str(k), int(c)) for k, c in conn.execute(stmt)]
 
 
@@ -135,7 +184,7 @@ def recent_audit(
     if account is not None:
         stmt = stmt.where(audit.c.account == account)
     stmt = stmt.order_by(audit.c.seq.desc()).limit(limit)
-    with store.engine.connect() as conn:
+    with reader(store).connect() as conn:
         rows = list(conn.execute(stmt))
     out = []
     for seq, at, acct, action, body in rows:
@@ -163,7 +212,7 @@ def events_by_seq(store: SqlStore, seqs: Sequence[int]) -> list[tuple[str, datet
         stmt = select(events.c.seq, events.c.kind, events.c.ts, events.c.data).where(
             events.c.seq.in_(chunk)
         )
-        with store.engine.connect() as conn:
+        with reader(store).connect() as conn:
             out.extend((int(s), str(k), ts, str(d)) for s, k, ts, d in conn.execute(stmt))
     out.sort()
     return [(k, ts, d) for _, k, ts, d in out]
