@@ -727,6 +727,58 @@ def card_changed(b: Builder, i: int) -> None:
     b.activity(p, line.at)
 
 
+def relocated(b: Builder, i: int) -> None:
+    """Someone who moved from China or Russia to a supported country one to three weeks before
+    the date: signed up there with a local phone number, keeps their language, paid with a card
+    from there until the move and with a local one since; their day follows the new zone."""
+    rng = b.rng
+    o = rng.choice(ORIGINS[:1] * 3 + ORIGINS[2:3])
+    h = rng.choice([x for x in HOMES if x.country in ("US", "DE", "GB", "CA", "AU", "JP")])
+    tz = rng.choice(h.zones)
+    moved = D - timedelta(days=rng.uniform(7, 21))
+    lang = o.langs[0]
+    p = b.person(
+        f"relocated-{i:03d}",
+        category="relocated",
+        should_block=False,
+        clients=clients_for(rng, lang),
+        rhythm=_rhythm(rng, tz),
+        note=f"moved from {o.country} to {h.country} on {moved:%Y-%m-%d}, language {lang}",
+    )
+    before = home_line(rng, b.nets, o.country, o.isps, start=START)
+    after = home_line(rng, b.nets, h.country, h.isps, start=moved)
+    old_card = next(c for c in o.cards if c[0] == o.country)
+    local = (h.country, h.country, HOME_CARDS.get(h.country, "41472000"))
+    b.signup(p, _signup_time(rng), before.at(START), o.country)
+    b.monthly(p, lambda t: old_card if t < moved else local)
+    there = Rhythm(o.zone, p.rhythm.hours, p.rhythm.per_day, p.rhythm.weekday, p.rhythm.weekend)
+    b.activity(p, lambda t: before.at(t) if t < moved - timedelta(days=2) else None, rhythm=there)
+    b.activity(p, lambda t: after.at(t) if t >= moved else None)
+
+
+def privacy_vpn(b: Builder, i: int) -> None:
+    """A resident of a supported country who keeps a commercial VPN on for privacy (exits in
+    their own or a neighbouring supported country) for 40-100 % of requests."""
+    rng = b.rng
+    h = _home(rng)
+    tz = rng.choice(h.zones)
+    share = rng.uniform(0.4, 1.0)
+    p = b.person(
+        f"privacy-vpn-{i:03d}",
+        category="privacy_vpn",
+        should_block=False,
+        clients=clients_for(rng, h.lang),
+        rhythm=_rhythm(rng, tz),
+        note=f"at home in {h.country}, {share:.0%} through a VPN",
+    )
+    line = home_line(rng, b.nets, h.country, h.isps, start=START)
+    near = h.country if h.country in VPN_COUNTRIES else rng.choice(("US", "DE", "GB", "NL"))
+    exits = [b.nets.vpn(near, VPN_HOSTS).address(rng) for _ in range(rng.randint(1, 4))]
+    b.signup(p, _signup_time(rng), line.at(START), h.country)
+    b.monthly(p, _home_card(h.country))
+    b.activity(p, lambda t: rng.choice(exits) if rng.random() < share else line.at(t))
+
+
 @dataclass(frozen=True, slots=True)
 class Category:
     """A kind of account, whether its accounts should be blocked, and what it is."""
@@ -748,6 +800,8 @@ CATEGORIES: tuple[Category, ...] = tuple(
         ("one_off_leak", False, one_off_leak),
         ("private_relay", False, relay_user),
         ("card_changed", False, card_changed),
+        ("relocated", False, relocated),
+        ("privacy_vpn", False, privacy_vpn),
         ("direct", True, direct_user),
         ("vpn_switcher", True, vpn_switcher),
         ("full_vpn", True, full_vpn),
@@ -760,38 +814,48 @@ CATEGORIES: tuple[Category, ...] = tuple(
 def generate(seed: int, scale: float = 1.0, *, snapshot: Snapshot | None = None) -> Traffic:
     """Labelled traffic for ``seed``: ``round(20 * scale)`` accounts per category (at least one;
     companies and relay orgs are whole, so those categories may have a few more), over
-    START .. END, on real ranges of ``snapshot`` (default: the embedded one)."""
-    rng = random.Random(seed)
+    START .. END, on real ranges of ``snapshot`` (default: the embedded one). Each category
+    draws from its own random stream, so adding a category leaves the others' traffic as it
+    was."""
     nets = Networks(snapshot or Snapshot.embedded())
-    b = Builder(seed=seed, rng=rng, nets=nets)
+    b = Builder(seed=seed, rng=random.Random(seed), nets=nets)
     n = max(1, round(PER_CATEGORY * scale))
-    carriers = _carriers(rng, nets, n)
-    relays = _relays(rng, nets, n)
-    for i in range(n):
-        home_user(b, i)
-        traveller(b, i)
-        zh_speaker(b, i)
-        mobile_user(b, i, carriers)
-        kyiv_lviv(b, i)
-        one_off_leak(b, i)
-        relay_user(b, i, relays)
-        card_changed(b, i)
-        direct_user(b, i)
-        vpn_switcher(b, i)
-        full_vpn(b, i)
-        card_payer(b, i)
-    made = org = 0
-    while made < n:
-        size = min(rng.randint(8, 14), max(n - made, 2))
-        made += len(corporate(b, org, size))
-        org += 1
-    made = org = 0
-    while made < n:
-        size = rng.randint(5, 9)
-        made += len(reseller(b, org, size))
-        org += 1
+    for category in CATEGORIES:
+        b.rng = random.Random(f"{seed}/{category.name}")
+        _build(b, category.name, n, whole_orgs=True)
     b.records.sort(key=lambda r: r["ts"])
     return Traffic(records=b.records, labels=b.labels, seed=seed, scale=scale)
+
+
+def _build(
+    b: Builder, category: str, count: int, *, first: int = 0, whole_orgs: bool, **options: Any
+) -> None:
+    rng = b.rng
+    if category in ("corporate", "reseller"):
+        if not whole_orgs:
+            (corporate if category == "corporate" else reseller)(b, first, count, **options)
+            return
+        made = org = 0
+        while made < count:
+            if category == "corporate":
+                made += len(corporate(b, org, min(rng.randint(8, 14), max(count - made, 2))))
+            else:
+                made += len(reseller(b, org, rng.randint(5, 9)))
+            org += 1
+    elif category == "mobile_cgnat":
+        carriers = _carriers(rng, b.nets, count)
+        for i in range(first, first + count):
+            mobile_user(b, i, carriers, **options)
+    elif category == "private_relay":
+        relays = _relays(rng, b.nets, count)
+        for i in range(first, first + count):
+            relay_user(b, i, relays, **options)
+    elif category in _SINGLE:
+        for i in range(first, first + count):
+            _SINGLE[category](b, i, **options)
+    else:
+        names = ", ".join(c.name for c in CATEGORIES)
+        raise ValueError(f"unknown category {category!r} (one of {names})")
 
 
 def _carriers(rng: random.Random, nets: Networks, n: int) -> dict[str, Shared]:
@@ -814,6 +878,8 @@ _SINGLE: dict[str, Callable[..., None]] = {
     "kyiv_lviv": kyiv_lviv,
     "one_off_leak": one_off_leak,
     "card_changed": card_changed,
+    "relocated": relocated,
+    "privacy_vpn": privacy_vpn,
     "direct": direct_user,
     "vpn_switcher": vpn_switcher,
     "full_vpn": full_vpn,
@@ -839,27 +905,10 @@ def scenario(
     Cross-account rules see only what is generated together: :func:`combine` several
     scenarios (or add :func:`generate` traffic) to give them neighbours.
     """
-    rng = random.Random(f"{category}/{seed}/{first}")
+    rng = random.Random(f"{seed}/{category}/{first}")
     nets = Networks(snapshot or Snapshot.embedded())
     b = Builder(seed=seed, rng=rng, nets=nets, id_prefix=f"{category}-{first}")
-    if category == "corporate":
-        corporate(b, first, count, **options)
-    elif category == "reseller":
-        reseller(b, first, count, **options)
-    elif category == "mobile_cgnat":
-        carriers = _carriers(rng, nets, count)
-        for i in range(first, first + count):
-            mobile_user(b, i, carriers, **options)
-    elif category == "private_relay":
-        relays = _relays(rng, nets, count)
-        for i in range(first, first + count):
-            relay_user(b, i, relays, **options)
-    elif category in _SINGLE:
-        for i in range(first, first + count):
-            _SINGLE[category](b, i, **options)
-    else:
-        names = ", ".join(c.name for c in CATEGORIES)
-        raise ValueError(f"unknown category {category!r} (one of {names})")
+    _build(b, category, count, first=first, whole_orgs=False, **options)
     b.records.sort(key=lambda r: r["ts"])
     return Traffic(records=b.records, labels=b.labels, seed=seed, scale=0.0)
 
