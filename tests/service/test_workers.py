@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import httpx
 from tests.service.conftest import Addresses
-from tests.service.support import Geogate, start_geogate, wait_until
+from tests.service.support import Geogate, geogate_argv, start_geogate, wait_until
 
 from geogate.service import envoy_proto as pb
 
@@ -121,3 +121,19 @@ def test_two_workers_share_port_memory_metrics_and_reloads(
     assert server.process.proc.returncode in (0, -signal.SIGTERM)
     assert not children(master)
     assert "Traceback" not in server.process.output()
+
+
+def test_bad_worker_count_is_one_line_at_start(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*geogate_argv("serve", "--check"), "--workers", "-3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "geogate: error: command line:workers: expected a number of processes 0-512 "
+        "(0: one per core), got -3"
+    ]
