@@ -7,8 +7,8 @@ Both steps work on the *distinct* values of a batch: the walk runs once per dist
 parsed vectorised into ``uint32``). Rows then gather their results by dictionary index, so a
 log whose clients repeat costs a few array operations per row.
 
-:class:`Judge` is picklable (it carries only values and re-opens nothing): the Spark engine
-ships it to executors and applies :meth:`Judge.judge` to each Arrow batch.
+The Spark engine builds the same :class:`Judge` on each executor (from the shipped policy and
+snapshot files) and applies :meth:`Judge.judge` to each Arrow batch inside ``mapInArrow``.
 """
 
 from __future__ import annotations
@@ -146,19 +146,6 @@ class Judge:
         self.pivot = pivot
         self.compare = compare
         self._deciders: dict[int, Decider] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {
-            "snapshot": self.snapshot,
-            "scenario": self.scenario,
-            "trusted": self.trusted,
-            "pivot": self.pivot,
-            "compare": self.compare,
-        }
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._deciders = {}
 
     def _decider(self, scenario: Scenario) -> Decider:
         d = self._deciders.get(id(scenario))
