@@ -457,6 +457,7 @@ class Enforcer:
                 at=at,
                 config=config,
                 effective_of=_effective_of(policy),
+                uniform_effective=uniform_effective(policy),
                 explain=False,
             )
             w.points = assessment.points_unsupported
@@ -702,6 +703,7 @@ class Enforcer:
             for a in accts:
                 account_keys.setdefault(a, []).append(key)
         effective_of = _effective_of(policy)
+        uniform = uniform_effective(policy)
         skip_frozen = {AccountState.EXEMPT.value, AccountState.APPEALED.value}
         evaluated = 0
         changes: list[Change] = []
@@ -719,6 +721,7 @@ class Enforcer:
                 egress=stats if cross else None,
                 groups=groups if cross else None,
                 effective_of=effective_of,
+                uniform_effective=uniform,
                 explain=False,
             )
             state = AccountState(row.state)
@@ -775,7 +778,14 @@ class Enforcer:
             if not in_egress:
                 decide(row, ev, False)
                 continue
-            points = assess(ev, at=at, config=config, explain=False).points_unsupported
+            points = assess(
+                ev,
+                at=at,
+                config=config,
+                effective_of=effective_of,
+                uniform_effective=uniform,
+                explain=False,
+            ).points_unsupported
             stash[row.account] = (row, ev, points)
         # Cross-account evidence, from every member as of the same time.
         for key, accts in members.items():
@@ -861,8 +871,18 @@ class Enforcer:
             with self.store.transaction() as tx:
                 rows = tx.load_accounts(everyone, lock=False)
         evs = {a: AccountEvidence.from_dict(r.evidence) for a, r in rows.items()}
+        policy = self.policies.in_force(at)
+        effective_of = _effective_of(policy)
+        uniform = uniform_effective(policy)
         points = {
-            a: assess(e, at=at, config=config, explain=False).points_unsupported
+            a: assess(
+                e,
+                at=at,
+                config=config,
+                effective_of=effective_of,
+                uniform_effective=uniform,
+                explain=False,
+            ).points_unsupported
             for a, e in evs.items()
         }
         stats: dict[str, EgressStats] = {}
@@ -912,6 +932,17 @@ class Enforcer:
             if work:
                 tx.save_accounts([self._row(a, w) for a, w in work.items()])
                 tx.add_transitions([t for w in work.values() for t in w.transitions])
+
+
+def uniform_effective(policy: Policy) -> datetime | None:
+    """The enforcement date shared by every deny of ``policy`` (and its own date), or None when
+    they differ or one denies immediately."""
+    dates = {r.effective_at for r in policy.rules if r.action is Action.DENY}
+    if policy.mode is Mode.ALLOW_LIST or not dates:
+        dates.add(policy.effective_at)
+    if len(dates) != 1:
+        return None
+    return next(iter(dates))
 
 
 def _effective_of(policy: Policy) -> Callable[[tuple[str, ...]], datetime | None]:

@@ -14,6 +14,7 @@ the :class:`Locator` port (:class:`DeciderLocator` adapts :class:`geogate.decide
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import zlib
@@ -324,8 +325,8 @@ class ClockEstimate:
         the nearer whole hours both ways)."""
         if not self.posterior:
             return 0.0
-        picked = {o for off in offsets for o in _OFFSETS if abs(o - off) <= 0.5}
-        return float(sum(self.posterior[o - _OFFSETS[0]] for o in picked))
+        post = self.posterior
+        return float(sum(post[i] for i in _offset_indices(tuple(offsets))))
 
     @property
     def range_text(self) -> str:
@@ -333,6 +334,12 @@ class ClockEstimate:
         if self.low == self.high:
             return f"UTC{self.low:+d}"
         return f"UTC{self.low:+d}..{self.high:+d}"
+
+
+@functools.lru_cache(maxsize=64)
+def _offset_indices(offsets: tuple[float, ...]) -> tuple[int, ...]:
+    picked = {o for off in offsets for o in _OFFSETS if abs(o - off) <= 0.5}
+    return tuple(sorted(o - _OFFSETS[0] for o in picked))
 
 
 def infer_clock(hours: Iterable[int]) -> ClockEstimate | None:
@@ -370,7 +377,7 @@ def infer_clock(hours: Iterable[int]) -> ClockEstimate | None:
         events=int(total),
         low=wrap(lo),
         high=wrap(hi),
-        posterior=tuple(round(float(p), 4) for p in post),
+        posterior=tuple(np.round(post, 4).tolist()),
     )
 
 

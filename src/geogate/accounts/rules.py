@@ -250,7 +250,9 @@ def base_signals(
     w = ev.window(at, days, since=since)
     window_start = at_epoch - days * DAY_SECONDS
     out = _Signals(config, explain=explain)
-    if since is not None and since > window_start:
+    if not explain:
+        period = ""
+    elif since is not None and since > window_start:
         period = (
             f"since {datetime.fromtimestamp(since, tz=at.tzinfo or None):%Y-%m-%d} "
             f"(the last {days} days, on or after the enforcement date)"
@@ -744,6 +746,7 @@ def assess(
     effective_of: Callable[[tuple[str, ...]], datetime | None] | None = None,
     since: int | None = None,
     explain: bool = True,
+    uniform_effective: datetime | None = None,
 ) -> Assessment:
     """All rules for one account as of ``at``.
 
@@ -751,8 +754,32 @@ def assess(
     the stats of its org and API-key groups (None: those cross-account rules are not
     evaluated). ``effective_of`` gives the enforcement date for the regions the evidence
     points to: from that date on the rules look only at evidence from on or after it, so old
-    evidence can warn but never block.
+    evidence can warn but never block. ``uniform_effective``: the one date every region of the
+    policy shares, when it has one; from it on the evaluation goes straight to the evidence
+    from on or after it (the regions cannot change the date), which halves the work of a run
+    over every account.
     """
+    if uniform_effective is not None and at >= uniform_effective:
+        since_u = int(uniform_effective.timestamp())
+        if since is not None:
+            since_u = max(since_u, since)
+        post, rs = _evaluate(
+            ev,
+            at=at,
+            config=config,
+            egress=egress,
+            groups=groups,
+            since=since_u,
+            explain=explain,
+        )
+        return finish(
+            post,
+            at=at,
+            config=config,
+            region_score_value=rs,
+            effective_at=uniform_effective,
+            post_date=True,
+        )
     signals, rscore = _evaluate(
         ev, at=at, config=config, egress=egress, groups=groups, since=since, explain=explain
     )
