@@ -41,6 +41,7 @@ from geogate.errors import (
     PolicySyntaxError,
 )
 from geogate.json_limits import loads_bounded
+from geogate.notify.config import load_notify_config
 from geogate.policy.parse import parse_policy
 from geogate.service.config import load_config
 
@@ -118,6 +119,12 @@ def _service_config(text: str) -> object:
     path = _scratch() / "geogate.toml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     return load_config(path, env={})
+
+
+def _notify_config(text: str) -> object:
+    path = _scratch() / "notify.toml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    return load_notify_config(path, env={})
 
 
 _SCRATCH: list[Path] = []
@@ -208,6 +215,15 @@ TARGETS: tuple[Target, ...] = (
         _service_config,
         (ConfigError,),
         ('[serve]\nport = 8300\ntrusted_proxies = ["10.0.0.0/8"]\nmax_queue_delay_ms = 20\n',),
+    ),
+    Target(
+        "notify_config",
+        _notify_config,
+        (ConfigError,),
+        (
+            '[notify]\nservice_name = "x"\n[notify.smtp]\nhost = "127.0.0.1"\nport = 25\n'
+            'from = "a@example.com"\n[notify.retry]\nmax_attempts = 3\n',
+        ),
     ),
 )
 """Every parser of outside input; keep in step with ``docs/service.md`` and ``SECURITY.md``."""

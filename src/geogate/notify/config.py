@@ -231,6 +231,11 @@ def load_notify_config(path: Path, *, env: Mapping[str, str] | None = None) -> N
         raise ConfigError(f"cannot read: {exc.strerror}", path=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", path=str(path)) from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError("not valid TOML: nested too deeply", path=str(path)) from None
+    except ValueError as exc:  # an integer beyond the interpreter's 4,300-digit limit
+        detail = str(exc).split(";")[0].splitlines()[0] if str(exc) else "bad value"
+        raise ConfigError(f"not valid TOML: {detail}", path=str(path)) from None
     return parse_notify_config(document, path=str(path), env=env, base_dir=path.parent)
 
 
