@@ -134,7 +134,10 @@ def _scratch() -> Path:
     if not _SCRATCH:
         import tempfile  # noqa: PLC0415
 
-        _SCRATCH.append(Path(tempfile.mkdtemp(prefix="geogate-fuzz-")))
+        # A RAM file system where there is one: the long run writes a file per input.
+        shm = Path("/dev/shm")
+        base = str(shm) if shm.is_dir() else None
+        _SCRATCH.append(Path(tempfile.mkdtemp(prefix="geogate-fuzz-", dir=base)))
     return _SCRATCH[0]
 
 
