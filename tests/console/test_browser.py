@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import httpx
 from playwright.sync_api import Browser, Page, expect
 from tests.console.conftest import (
     OPERATOR_TOKEN,
@@ -154,3 +155,18 @@ def _axe(page: Page, name: str) -> None:
         ]
         assert not serious, f"{name} at {width}px: {serious}"
     page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_the_overview_counts_decisions_live(page: Page, console: Console) -> None:
+    """The decisions table follows the service's own counters without a reload (htmx, served
+    by geogate under the console's CSP)."""
+    base = console.url
+    sign_in_with_token(page, base, VIEWER_TOKEN)
+    deny_total = page.locator("#rates tr.act-deny td").nth(1)
+    before = int(deny_total.inner_text().replace(",", ""))
+    with httpx.Client(base_url=console.server.url, timeout=10) as client:
+        for _ in range(7):
+            answer = client.post("/v1/decide", json={"ip": "59.224.0.1"})
+            assert answer.json()["action"] == "deny"
+    expect(deny_total).to_have_text(str(before + 7), timeout=15_000)
+    assert page.url == f"{base}/"  # no navigation: the fragment was swapped in
