@@ -31,6 +31,9 @@ from geogate.scan.readers import ReadOptions, ReadStats, read_file
 from geogate.scan.run import ScanConfig, scan_local
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "scan.md"
+_API = "type.googleapis.com/envoy.extensions"
+_HCM = f"{_API}.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_XFF = f"{_API}.http.original_ip_detection.xff.v3.XffConfig"
 
 
 def _doc_block(language: str, must_contain: str) -> str:
@@ -149,12 +152,12 @@ static_resources:
     - filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          "@type": {_HCM}
           stat_prefix: api
           original_ip_detection_extensions:
           - name: envoy.extensions.http.original_ip_detection.xff
             typed_config:
-              "@type": type.googleapis.com/envoy.extensions.http.original_ip_detection.xff.v3.XffConfig
+              "@type": {_XFF}
               xff_trusted_cidrs:
                 cidrs: [{{address_prefix: 127.0.0.1, prefix_len: 32}}]
 {indented}
