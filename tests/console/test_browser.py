@@ -170,3 +170,40 @@ def test_the_overview_counts_decisions_live(page: Page, console: Console) -> Non
             assert answer.json()["action"] == "deny"
     expect(deny_total).to_have_text(str(before + 7), timeout=15_000)
     assert page.url == f"{base}/"  # no navigation: the fragment was swapped in
+
+
+CANDIDATE = """
+[policy]
+id = "stricter"
+version = "2024-07-10"
+mode = "deny-list"
+effective = 2024-07-01T00:00:00Z
+
+[[rules]]
+id = "china"
+regions = ["CN", "HK", "MO"]
+
+[[rules]]
+id = "germany"
+regions = ["DE"]
+"""
+
+
+def test_impact_preview_of_a_pasted_candidate_policy(page: Page, console: Console) -> None:
+    base = console.url
+    sign_in_with_token(page, base, VIEWER_TOKEN)  # a preview changes nothing: viewers may
+    page.goto(f"{base}/policy")
+    page.get_by_label("Candidate", exact=True).select_option("pasted")
+    page.get_by_label("Candidate policy (TOML").fill(CANDIDATE)
+    page.get_by_label("Window from (UTC date)").fill("2024-07-01")
+    page.get_by_label("to (exclusive)").fill("2024-07-11")
+    page.get_by_role("button", name="Preview").click()
+    status = page.locator("#preview [role=status]")
+    # The German accounts' requests (acct-de and acct-flagged) would newly be denied.
+    expect(status).to_contain_text("2 accounts would newly be denied")
+    expect(page.locator("#preview")).to_contain_text("allow → deny")
+    screenshot(page, "policy-preview")
+    # A broken candidate is one line naming where.
+    page.get_by_label("Candidate policy (TOML").fill("[policy]\nid = 1\n")
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator("#preview [role=alert]")).to_contain_text("pasted policy")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs, quote, urlsplit
@@ -51,6 +51,7 @@ from geogate.console.sessions import (
 )
 from geogate.console.worldmap import country_paths, world_svg
 from geogate.errors import GeogateError, StateConflict
+from geogate.policy.parse import parse_policy
 
 if TYPE_CHECKING:
     from geogate.service.app import GeoGateService
@@ -61,6 +62,7 @@ PREFIX: Final = "/console"
 MAX_FORM_BYTES: Final = 16 * 1024
 MAX_REASON_CHARS: Final = 2_000
 TIMELINE_EVENTS: Final = 5_000
+PREVIEW_REQUESTS: Final = 200_000
 CSP: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -181,6 +183,7 @@ class _Console:
             Route("/orgs/{org:path}", g(self.org), methods=["GET"]),
             Route("/lookup", g(self.lookup), methods=["GET"]),
             Route("/policy", g(self.policy), methods=["GET"]),
+            Route("/policy/preview", g(self.preview), methods=["POST"]),
             Route("/audit", g(self.audit), methods=["GET"]),
             Mount("/static", app=StaticFiles(directory=str(static)), name="static"),
         ]
@@ -694,8 +697,14 @@ class _Console:
             trusted=[str(n) for n in self.service.ref.current.trusted.networks],
         )
 
-    async def policy(self, request: Request) -> Response:
-        session = self._need(request)
+    async def policy(
+        self,
+        request: Request,
+        *,
+        preview: dict[str, Any] | None = None,
+        session: Session | None = None,
+    ) -> Response:
+        session = session or self._need(request)
         engine = self.service.ref.current
         now = self._now()
         versions = views.policy_views(engine, now)
@@ -719,7 +728,53 @@ class _Console:
             versions=versions,
             maps=maps,
             now=now,
+            preview=preview or {},
+            max_requests=PREVIEW_REQUESTS,
         )
+
+    async def preview(self, request: Request) -> Response:
+        """The impact of a candidate policy (a loaded version, or pasted TOML) on the stored
+        requests of a window, against the policy in force (read-only; a form with CSRF)."""
+        session, form = await self._checked_form(request, Role.VIEWER)
+        wiring = self._wiring()
+        engine = self.service.ref.current
+        choice = form.get("candidate", "")
+        text = form.get("toml", "")
+        state: dict[str, Any] = {
+            "candidate": choice,
+            "toml": text,
+            "start": form.get("start", ""),
+            "end": form.get("end", ""),
+            "at": form.get("at", ""),
+        }
+        try:
+            if choice == "pasted":
+                if len(text) > MAX_FORM_BYTES:
+                    raise ValueError("the pasted policy is too long")
+                candidate = parse_policy(text, path="pasted policy")
+            else:
+                found = [v for v in engine.policies.versions if v.label == choice]
+                if not found:
+                    raise ValueError("choose a loaded policy version or paste one")
+                candidate = found[0]
+
+            def run() -> views.Impact:
+                last = queries.last_event_time(wiring.store) or self._now()
+                end = _parse_at(state["end"]) if state["end"] else last + timedelta(seconds=1)
+                start = _parse_at(state["start"]) if state["start"] else end - timedelta(days=7)
+                begins = candidate.valid_from or candidate.effective_at or end
+                at = _parse_at(state["at"]) if state["at"] else max(end, begins)
+                rows, truncated = queries.request_window(
+                    wiring.store, start=start, end=end, limit=PREVIEW_REQUESTS
+                )
+                state.update(start=f"{start:%Y-%m-%d}", end=f"{end:%Y-%m-%d}")
+                return views.impact(engine, candidate, rows, at=at, truncated=truncated)
+
+            state["result"] = await run_in_threadpool(run)
+        except (GeogateError, ValueError) as exc:
+            message = exc.one_line() if isinstance(exc, GeogateError) else str(exc)
+            state["error"] = message
+        return await self.policy(request, preview=state, session=session)
 
     async def audit(self, request: Request) -> Response:
         session = self._need(request)

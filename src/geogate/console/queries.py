@@ -216,3 +216,34 @@ def events_by_seq(store: SqlStore, seqs: Sequence[int]) -> list[tuple[str, datet
             out.extend((int(s), str(k), ts, str(d)) for s, k, ts, d in conn.execute(stmt))
     out.sort()
     return [(k, ts, d) for _, k, ts, d in out]
+
+
+def request_window(
+    store: SqlStore, *, start: datetime, end: datetime, limit: int
+) -> tuple[list[tuple[str, str | None]], bool]:
+    """(address, account) of the stored request events in ``[start, end)``, at most ``limit``
+    (and whether there were more). The event table has no index on time: this reads it all,
+    so it runs only when an operator asks for a preview."""
+    stmt = (
+        select(events.c.account, events.c.data)
+        .where(events.c.kind == "request", events.c.ts >= start, events.c.ts < end)
+        .limit(limit + 1)
+    )
+    out: list[tuple[str, str | None]] = []
+    with reader(store).connect() as conn:
+        for account, data in conn.execute(stmt):
+            try:
+                ip = json.loads(data).get("ip")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(ip, str):
+                out.append((ip, str(account)))
+    return out[:limit], len(out) > limit
+
+
+def last_event_time(store: SqlStore) -> datetime | None:
+    """The time of the most recently stored event (by insertion order)."""
+    stmt = select(events.c.ts).order_by(events.c.seq.desc()).limit(1)
+    with reader(store).connect() as conn:
+        value = conn.execute(stmt).scalar()
+    return value if isinstance(value, datetime) else None

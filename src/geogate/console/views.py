@@ -325,3 +325,81 @@ def policy_map_classes(policy: Policy, now: datetime) -> dict[str, str]:
 def ages(values: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``values`` (for templates that must not mutate the service's status)."""
     return dict(values)
+
+
+# ----- impact preview ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Impact:
+    """What a candidate policy would change on a set of stored requests, both judged at
+    ``at``: counts by action under each, the moves between them, the regions and accounts of
+    the requests that would newly be denied or warned."""
+
+    requests: int
+    truncated: bool
+    at: datetime
+    current_label: str
+    candidate_label: str
+    current: dict[str, int]
+    candidate: dict[str, int]
+    moves: list[tuple[str, str, int]]
+    newly_denied_regions: list[tuple[str, int]]
+    newly_denied_accounts: int
+    newly_warned_accounts: int
+
+
+def impact(
+    engine: Engine,
+    candidate: Policy,
+    requests: list[tuple[str, str | None]],
+    *,
+    at: datetime,
+    truncated: bool,
+) -> Impact:
+    """Judge ``requests`` ((address, account) pairs) with the policy in force at ``at`` and
+    with ``candidate``, vectorised (:meth:`geogate.decide.Decider.decide_many`), on the same
+    snapshot and exemptions of accounts."""
+    from geogate.decide import Decider  # noqa: PLC0415
+    from geogate.policy.model import PolicySet  # noqa: PLC0415
+
+    decider = engine.decider
+    if decider is None:
+        raise ValueError(engine.snapshot_problem or "no snapshot loaded")
+    ips = [ip for ip, _ in requests]
+    accounts = [a for _, a in requests]
+    other = Decider(PolicySet.of([candidate]), decider.intel, trusted=engine.trusted)
+    before = decider.decide_many(ips, at=at, accounts=accounts)
+    after = other.decide_many(ips, at=at, accounts=accounts)
+    names = {a.value: a.label for a in Action}
+
+    def label(v: int) -> str:
+        return names.get(int(v), "invalid")
+
+    moves: Counter[tuple[str, str]] = Counter()
+    regions: Counter[str] = Counter()
+    denied: set[str] = set()
+    warned: set[str] = set()
+    deny, warn = int(Action.DENY), int(Action.WARN)
+    for i in range(len(ips)):
+        b, a = int(before.actions[i]), int(after.actions[i])
+        moves[(label(b), label(a))] += 1
+        if a == deny and b != deny:
+            regions[after.region_of(i) or "unknown"] += 1
+            if accounts[i]:
+                denied.add(str(accounts[i]))
+        elif a == warn and b not in (warn, deny) and accounts[i]:
+            warned.add(str(accounts[i]))
+    return Impact(
+        requests=len(ips),
+        truncated=truncated,
+        at=at,
+        current_label=engine.policies.in_force(at).label,
+        candidate_label=candidate.label,
+        current=before.counts(),
+        candidate=after.counts(),
+        moves=sorted(((b, a, n) for (b, a), n in moves.items()), key=lambda m: -m[2]),
+        newly_denied_regions=regions.most_common(10),
+        newly_denied_accounts=len(denied),
+        newly_warned_accounts=len(warned),
+    )
