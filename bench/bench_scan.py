@@ -118,7 +118,7 @@ def head_parquet(parquet: Path, rows: int) -> Path:
 def child(inputs: list[str], engine: str) -> dict[str, float]:
     """Run one scan in a fresh process; its rows, wall and CPU seconds and peak RSS."""
     code = f"""
-import json, resource, time, sys
+import json, time, sys
 from pathlib import Path
 import tempfile
 from geogate.intel.snapshot import Snapshot
@@ -139,8 +139,10 @@ else:
     r = scan_local(cfg)
 wall = time.perf_counter() - t0
 cpu = time.process_time() - c0
-print(json.dumps({{"rows": r.rows, "wall": wall, "cpu": cpu,
-    "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+# VmHWM: this process's own peak (ru_maxrss would carry the parent's over fork + exec).
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status")
+           if line.startswith("VmHWM:"))
+print(json.dumps({{"rows": r.rows, "wall": wall, "cpu": cpu, "rss_mb": hwm / 1024}}))
 """
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     out = subprocess.run(
@@ -211,11 +213,16 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
-        rss = f"{r['rss_mb']:.0f} MB" if "rss_mb" in r else "-"
+        rss = f"{r['rss_mb']:.0f} MB" if "rss_mb" in r and name != "spark" else "-"
+        if name == "spark":  # the work runs in the JVM and Python workers, not this process
+            cpu = per_core = ratio = "-"
+        else:
+            cpu = f"{r['cpu']:.1f}"
+            per_core = f"{rate(r, 'cpu'):,.0f}"
+            ratio = f"{rate(r, 'cpu') / ref:.1f}×"
         print(
-            f"| {name} | {int(r['rows']):,} | {r['wall']:.1f} | {r['cpu']:.1f} | "
-            f"{rate(r, 'wall'):,.0f} | {rate(r, 'cpu'):,.0f} | {rate(r, 'cpu') / ref:.1f}× | "
-            f"{rss} |"
+            f"| {name} | {int(r['rows']):,} | {r['wall']:.1f} | {cpu} | "
+            f"{rate(r, 'wall'):,.0f} | {per_core} | {ratio} | {rss} |"
         )
     print(json.dumps(results))
 

@@ -127,3 +127,17 @@ def test_directories_and_globs_expand_to_files(tmp_path: Path) -> None:
     assert [p.name for p in expand_inputs([str(tmp_path / "*.csv")])] == ["c.csv"]
     with pytest.raises(ConfigError, match="no such file"):
         expand_inputs([str(tmp_path / "nothing-*.log")])
+
+
+def test_a_csv_row_with_the_wrong_number_of_columns_is_counted(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text(
+        "ts,ip,account\n"
+        "2024-07-10T00:00:00Z,8.8.8.8,a\n"
+        "2024-07-10T00:00:01Z,8.8.8.8,a,extra\n"
+        "2024-07-10T00:00:02Z,1.1.1.1,b\n"
+    )
+    table, stats = _read_all(path)
+    assert table.column("account").to_pylist() == ["a", "b"]
+    assert stats.count == 1
+    assert "4 columns where the header has 3" in stats.samples[0]["error"]

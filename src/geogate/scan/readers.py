@@ -14,6 +14,7 @@ row group by row group.
 
 from __future__ import annotations
 
+import csv
 import glob
 import os
 import re
@@ -198,10 +199,6 @@ def detect_format(path: Path) -> str:
         if text and not text.startswith(b"#"):
             return "jsonl" if text.startswith(b"{") else "nginx"
     return "jsonl"
-
-
-def _open_stream(path: Path) -> pa.NativeFile:
-    return pa.input_stream(str(path), compression=_compression(path))
 
 
 def _lines(
@@ -510,17 +507,12 @@ def read_csv(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterator[pa
     source = str(path)
 
     def on_invalid(row: Any) -> str:
-        malformed.add(
-            source,
-            int(row.number or 0),
-            f"CSV: {row.text and 'wrong column count'}",
-            row.text or "",
-        )
+        what = f"CSV: {row.actual_columns} columns where the header has {row.expected_columns}"
+        malformed.add(source, int(row.number or 0), what, row.text or "")
         return "skip"
 
-    with _open_stream(path) as stream:
-        head = pcsv.open_csv(stream, read_options=pcsv.ReadOptions(block_size=1 << 16))
-        columns = head.schema.names
+    first = next((line for line in _lines(path, limit_blocks=1) if line.strip()), b"")
+    columns = next(csv.reader([first.decode("utf-8", "replace")]), [])
     names = _resolve_names(columns, opts.fields)
     _need(names, source)
     types = dict.fromkeys(columns, pa.string())
@@ -589,7 +581,7 @@ def read_file(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterator[p
     fmt = opts.format if opts.format != "auto" else detect_format(path)
     try:
         yield from _READERS[fmt](path, opts, malformed)
-    except OSError as exc:
+    except (OSError, pa.ArrowInvalid) as exc:
         # A truncated gzip/zstd stream: keep what was read, record where it stopped.
         malformed.add(str(path), 0, f"read stopped: {exc}")
 

@@ -214,15 +214,18 @@ def _top_accounts(accounts: pa.Table, links: pa.Table) -> list[dict[str, Any]]:
         )
         .to_pylist()
     )
+    agg.sort(key=lambda r: (-(r["denied_sum"] + r["warned_sum"]), -r["requests_sum"]))
+    agg = agg[:_TOP]
+    top = pa.array([r["account"] for r in agg], pa.string())
     regions: dict[str, list[tuple[int, str]]] = {}
-    for r in accounts.to_pylist():
+    for r in accounts.filter(pc.is_in(accounts.column("account"), value_set=top)).to_pylist():
         regions.setdefault(r["account"], []).append((r["requests"], r["region"] or "unknown"))
     egress: dict[str, int] = {}
-    for r in links.group_by(["account"]).aggregate([("egress", "count_distinct")]).to_pylist():
+    mine = links.filter(pc.is_in(links.column("account"), value_set=top))
+    for r in mine.group_by(["account"]).aggregate([("egress", "count_distinct")]).to_pylist():
         egress[r["account"]] = r["egress_count_distinct"]
-    agg.sort(key=lambda r: (-(r["denied_sum"] + r["warned_sum"]), -r["requests_sum"]))
     out = []
-    for r in agg[:_TOP]:
+    for r in agg:
         top_regions = sorted(regions[r["account"]], reverse=True)
         by_region: dict[str, int] = {}
         for n, g in top_regions:
@@ -277,9 +280,9 @@ def _top_orgs(orgs: pa.Table) -> list[dict[str, Any]]:
 
 
 def _top_egress(egress: pa.Table) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = egress.to_pylist()
-    rows.sort(key=lambda r: (-r["pointing"], -r["accounts"], -r["requests"]))
-    return rows[:_TOP]
+    order = [("pointing", "descending"), ("accounts", "descending"), ("requests", "descending")]
+    rows: list[dict[str, Any]] = egress.sort_by(order).slice(0, _TOP).to_pylist()
+    return rows
 
 
 _TEMPLATE = jinja2.Environment(
@@ -323,8 +326,8 @@ def render_report(tables: Mapping[str, pa.Table], summary: Mapping[str, Any]) ->
         accounts=_top_accounts(tables["accounts"], tables["account_egress"]),
         orgs=_top_orgs(tables["orgs"]),
         egress=_top_egress(tables["egress"]),
-        compare=tables["compare"].to_pylist()[:40] if "compare" in tables else None,
-        preview=preview.to_pylist()[:50] if preview is not None else None,
+        compare=tables["compare"].slice(0, 40).to_pylist() if "compare" in tables else None,
+        preview=preview.slice(0, 50).to_pylist() if preview is not None else None,
         plotly_js=get_plotlyjs(),
         topology=_topology(),
         geo_assets_json=json.dumps,
