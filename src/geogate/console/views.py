@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import numpy as np
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -376,20 +377,23 @@ def impact(
     def label(v: int) -> str:
         return names.get(int(v), "invalid")
 
-    moves: Counter[tuple[str, str]] = Counter()
-    regions: Counter[str] = Counter()
-    denied: set[str] = set()
-    warned: set[str] = set()
+    b = before.actions.astype(np.int32)
+    a = after.actions.astype(np.int32)
+    pairs, counts = np.unique(b * 256 + a, return_counts=True)
+    moves = [(label(p // 256), label(p % 256), int(n)) for p, n in zip(pairs, counts, strict=True)]
     deny, warn = int(Action.DENY), int(Action.WARN)
-    for i in range(len(ips)):
-        b, a = int(before.actions[i]), int(after.actions[i])
-        moves[(label(b), label(a))] += 1
-        if a == deny and b != deny:
-            regions[after.region_of(i) or "unknown"] += 1
-            if accounts[i]:
-                denied.add(str(accounts[i]))
-        elif a == warn and b not in (warn, deny) and accounts[i]:
-            warned.add(str(accounts[i]))
+    newly_denied = (a == deny) & (b != deny)
+    newly_warned = (a == warn) & (b != warn) & (b != deny)
+    codes, region_counts = np.unique(after.regions[newly_denied], return_counts=True)
+    regions = Counter(
+        {
+            (after.region_codes[int(c)] if int(c) else "unknown"): int(n)
+            for c, n in zip(codes, region_counts, strict=True)
+        }
+    )
+    named = np.array([x or "" for x in accounts], dtype=object)
+    denied = set(named[newly_denied].tolist()) - {""}
+    warned = set(named[newly_warned].tolist()) - {""}
     return Impact(
         requests=len(ips),
         truncated=truncated,
@@ -398,7 +402,7 @@ def impact(
         candidate_label=candidate.label,
         current=before.counts(),
         candidate=after.counts(),
-        moves=sorted(((b, a, n) for (b, a), n in moves.items()), key=lambda m: -m[2]),
+        moves=sorted(moves, key=lambda m: -m[2]),
         newly_denied_regions=regions.most_common(10),
         newly_denied_accounts=len(denied),
         newly_warned_accounts=len(warned),
