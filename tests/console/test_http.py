@@ -27,6 +27,7 @@ ACTIONS = [
     "/console/accounts/acct-cn/action",
     "/console/accounts/acct-flagged/action",
     "/console/signout",
+    "/console/policy/preview",
 ]
 
 

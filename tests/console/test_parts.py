@@ -3,10 +3,12 @@ sign-in limiter, the world map and the lookup of a forwarded chain."""
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from tests.service.support import geogate_argv
 
 from geogate.accounts_api.tokens import Role
 from geogate.client_ip import TrustedProxies
@@ -166,3 +168,26 @@ def test_the_policy_map_marks_denied_and_pending_regions() -> None:
     after = policy_map_classes(policy, datetime(2024, 7, 10, tzinfo=UTC))
     assert before["CN"] == "pending"
     assert after["CN"] == "deny"
+
+
+def test_geogate_serve_stops_at_start_on_a_bad_console_table(tmp_path: Path) -> None:
+    config = tmp_path / "g.toml"
+    config.write_text(
+        f'[accounts]\ndb = "sqlite:///{tmp_path / "a.db"}"\n'
+        '[[accounts.tokens]]\nname = "olga"\nrole = "operator"\n'
+        'secret = "operator-secret-0123456789"\n'
+        '[[console.users]]\nname = "olga"\nrole = "viewer"\n'
+        'password_hash = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"\n',
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        geogate_argv("serve", "--config", str(config), "--port", "0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"geogate: error: {config}:console.users: console user 'olga' has the name of an API token"
+    ]
