@@ -186,3 +186,19 @@ def test_same_events_give_the_same_states_whatever_the_batch_size(
             store.close()
     assert outcomes[0] == outcomes[1] == outcomes[2]
     assert {s for s, _ in outcomes[0].values()} >= {"blocked", "warned"}
+
+
+def test_card_payers_are_blocked_with_a_notice_naming_the_payment(
+    store: SqlStore, policies: PolicySet, embedded: Snapshot
+) -> None:
+    """Including those whose first unsupported card payment comes after the date (never
+    warned): every block queues a notice that names the evidence and the appeal path."""
+    traffic = _build(15, embedded, lambda b: [gen.card_payer(b, i) for i in range(6)])
+    enforcer = _enforcer(store, policies, embedded)
+    _run_daily(enforcer, _events(traffic))
+    states = _states(store)
+    assert set(states.values()) == {"blocked"}, states
+    for account in states:
+        blocked = [n for n in store.notices(account) if n.kind == "blocked"]
+        assert len(blocked) == 1, account
+        assert blocked[0].payload["categories"][0] == "payment"
