@@ -68,3 +68,21 @@ def test_ingest_rejects_bad_lines_with_their_numbers_and_keeps_the_rest(tmp_path
     again = geogate("ingest", str(feed), "--db", db, "--quiet", "--rejects", str(tmp_path / "r"))
     assert again.returncode == 0, again.stderr
     assert "ingested 0 new events (2 already stored, 3 rejected)" in again.stdout
+
+
+def test_ingest_rejects_invalid_utf8_lines_alone(tmp_path: Path) -> None:
+    """A line with bytes that are not UTF-8 (or a lone surrogate escape) is rejected; the
+    reject file stays valid UTF-8; the other lines are stored."""
+    us4 = sample_addresses(Snapshot.embedded(), ["US"], ipv6=False)[0]
+    good = json.dumps({"type": "request", "ts": "2024-07-20T10:00:00Z", "account": "a", "ip": us4})
+    feed = tmp_path / "events.jsonl"
+    feed.write_bytes(
+        good.encode()
+        + b'\n{"type":"request","ts":"2024-07-20T10:01:00Z","account":"caf\xe9","ip":"8.8.8.8"}\n'
+        + b'{"type":"request","ts":"2024-07-20T10:02:00Z","account":"\\ud800","ip":"8.8.8.8"}\n'
+    )
+    r = geogate("ingest", str(feed), "--db", f"sqlite:///{tmp_path / 's.db'}", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "ingested 1 new events (0 already stored, 2 rejected)" in r.stdout
+    rejects = (tmp_path / "events.jsonl.rejects.jsonl").read_bytes().decode("utf-8")
+    assert [json.loads(line)["line"] for line in rejects.splitlines()] == [2, 3]

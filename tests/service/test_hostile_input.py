@@ -455,3 +455,35 @@ def test_readyz_reports_a_stale_account_store(tmp_path: Path) -> None:
         assert body["status"] == "not_ready"
         assert "max_stale_seconds" in body["error"]["message"]
     service.close()
+
+
+# ----- lone surrogates (found by the fuzz suite) --------------------------------------------
+
+
+def test_lone_surrogates_never_fail_an_answer_or_a_batch(
+    service: AsgiClient, plain: AsgiClient, addresses: Addresses
+) -> None:
+    """A ``"\\ud800"`` escape is valid JSON but not storable text: echoed in an error it made
+    the answer fail to encode (500), in an event it failed the whole batch at the store (500).
+    """
+    decided = plain.post("/v1/decide", content=b'{"ip": "8.8.8.8", "\\ud800": 1}')
+    error = assert_error(decided, 400, "invalid_parameter")
+    assert error["param"] == "\ud800"  # returned as the JSON escape it came as
+    lines = [
+        good_request(addresses, 0),
+        '{"type":"request","ts":"2024-07-20T10:01:00Z","account":"a\\ud800","ip":"8.8.8.8"}',
+        '{"type":"request","ts":"2024-07-20T10:02:00Z","account":"b","ip":"8.8.8.8",'
+        '"extra":{"x":["\\udc80"]}}',
+        good_request(addresses, 3),
+    ]
+    response = service.post("/v1/events", content="\n".join(lines), headers=auth())
+    assert response.status_code == 207, response.text
+    assert response.json()["inserted"] == 2
+    assert [(r["line"], r["field"]) for r in response.json()["rejected"]] == [
+        (2, "account"),
+        (3, "extra"),
+    ]
+    noted = service.post(
+        "/v1/accounts/acct-ok/exempt", content=b'{"note": "\\ud800"}', headers=auth()
+    )
+    assert noted.status_code < 500, noted.text

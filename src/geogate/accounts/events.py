@@ -283,6 +283,36 @@ def _bool(rec: Mapping[str, Any], key: str, source: str | None, line: int | None
     raise _fail("must be true or false", source, line, key)
 
 
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _unencodable(value: object, key: str = "") -> str | None:
+    """The (top-level) key of the first string in ``value`` that is not encodable as UTF-8,
+    "" for the record itself; None when all are fine. ASCII strings cost one C call each."""
+    if isinstance(value, str):
+        return key if not value.isascii() and _has_surrogate(value) else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            name = str(k)
+            if not name.isascii() and _has_surrogate(name):
+                return key or "?"  # never echo the bad name itself
+            found = _unencodable(v, key or name)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list):
+        for item in value:
+            found = _unencodable(item, key)
+            if found is not None:
+                return found
+    return None
+
+
 def content_id(text: str) -> str:
     """The id of an event without an ``id`` field: a BLAKE2b-128 hash of its text, hex."""
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
@@ -300,6 +330,13 @@ def parse_record(
     ``text`` is the record's original text, hashed for the id when the record has no ``id``
     (defaults to the record as canonical JSON). Raises :class:`EventError`.
     """
+    bad_key = _unencodable(rec)
+    if bad_key is not None:
+        # A lone surrogate (a "\ud800" escape, or an invalid UTF-8 byte read from a file)
+        # cannot be stored or sent: one such record would fail its whole batch.
+        raise _fail("not valid Unicode text (a lone surrogate)", source, line, bad_key or None)
+    if text is not None and not text.isascii() and _has_surrogate(text):
+        raise _fail("not valid UTF-8 text", source, line, None)
     if rec.get("type") == "request" and text is not None:
         fast = _fast_request(rec, text)
         if fast is not None:
@@ -534,17 +571,17 @@ class Rejected:
     text: str
 
     def to_json(self) -> str:
-        """One JSON Lines line for the reject file."""
-        return json.dumps(
-            {
-                "source": self.error.source,
-                "line": self.error.line,
-                "field": self.error.field,
-                "error": str(self.error),
-                "raw": self.text,
-            },
-            ensure_ascii=False,
-        )
+        """One JSON Lines line for the reject file (always valid UTF-8: a line holding invalid
+        bytes is written with ASCII escapes)."""
+        record = {
+            "source": self.error.source,
+            "line": self.error.line,
+            "field": self.error.field,
+            "error": str(self.error),
+            "raw": self.text,
+        }
+        text = json.dumps(record, ensure_ascii=False)
+        return json.dumps(record) if _has_surrogate(text) else text
 
 
 ReadItem = Event | Rejected

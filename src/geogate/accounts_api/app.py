@@ -25,6 +25,7 @@ Starlette's thread pool; writes (ingestion, operator actions, enforcement) run o
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -90,8 +91,18 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class _JSON(JSONResponse):
+    """JSON answers that stay valid UTF-8 whatever text they echo (a lone surrogate from a
+    ``"\\ud800"`` escape becomes that escape again instead of failing the answer)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode(
+            "utf-8", "backslashreplace"
+        )
+
+
 def _error(status: int, code: str, message: str, type_: str = "invalid_request_error") -> Response:
-    return JSONResponse(
+    return _JSON(
         {"error": {"code": code, "message": message, "type": type_, "param": None}},
         status_code=status,
     )
@@ -259,7 +270,7 @@ def create_accounts_app(
                 return done
 
         batch = await run_in_threadpool(ingest)
-        return JSONResponse(
+        return _JSON(
             {
                 "received": len(items),
                 "inserted": batch.inserted,
@@ -300,7 +311,7 @@ def create_accounts_app(
             return rows
 
         rows = await run_in_threadpool(read)
-        return JSONResponse(
+        return _JSON(
             {
                 "accounts": [_row_json(r) for r in rows],
                 "next": rows[-1].account if len(rows) == limit else None,
@@ -322,7 +333,7 @@ def create_accounts_app(
         data = await run_in_threadpool(read)
         if data is None:
             return _error(404, "not_found", f"no account {account!r}")
-        return JSONResponse(data)
+        return _JSON(data)
 
     async def explain_account(request: Request, token: ApiToken) -> Response:
         account = _short(request.path_params["account"], "account") or ""
@@ -354,7 +365,7 @@ def create_accounts_app(
         data = await run_in_threadpool(read)
         if data is None:
             return _error(404, "not_found", f"no account {account!r}")
-        return JSONResponse(data)
+        return _JSON(data)
 
     actions = {
         "exempt": OperatorAction.EXEMPT,
@@ -375,6 +386,11 @@ def create_accounts_app(
             raise ConfigError("must be a string", key="note")
         if note is not None and len(note) > MAX_NOTE_CHARS:
             raise ConfigError(f"longer than {MAX_NOTE_CHARS} characters", key="note")
+        if note is not None and not note.isascii():
+            try:
+                note.encode("utf-8")
+            except UnicodeEncodeError:  # a "\ud800" escape: valid JSON, not storable text
+                raise ConfigError("not valid Unicode text (a lone surrogate)", key="note") from None
 
         def apply() -> TransitionRow:
             with lock:
@@ -383,7 +399,7 @@ def create_accounts_app(
                 return done
 
         transition = await run_in_threadpool(apply)
-        return JSONResponse(_transition_json(transition) | {"account": account})
+        return _JSON(_transition_json(transition) | {"account": account})
 
     async def enforce(request: Request, token: ApiToken) -> Response:
         data = await _json_body(request)
@@ -408,7 +424,7 @@ def create_accounts_app(
                 return done
 
         outcome = await run_in_threadpool(run)
-        return JSONResponse(
+        return _JSON(
             {
                 "at": when.isoformat(),
                 "dry_run": dry_run,
@@ -431,7 +447,7 @@ def create_accounts_app(
 
     async def verify_audit(request: Request, token: ApiToken) -> Response:
         report = await run_in_threadpool(store.verify_audit)
-        return JSONResponse(
+        return _JSON(
             {
                 "ok": report.ok,
                 "records": report.records,

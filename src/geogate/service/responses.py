@@ -57,8 +57,12 @@ def denial_body() -> dict[str, Any]:
 
 
 def encode_json(value: object) -> bytes:
-    """Compact UTF-8 JSON, the encoding every endpoint uses."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON, the encoding every endpoint uses. A lone surrogate (a client's
+    ``"\\ud800"`` echoed back in an error) is written as its JSON escape, so the answer is
+    always valid UTF-8 and valid JSON."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8", "backslashreplace"
+    )
 
 
 DENIAL_BYTES: Final = encode_json(denial_body())
