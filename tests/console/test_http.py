@@ -111,6 +111,17 @@ def test_the_session_cookie_is_httponly_strict_and_scoped(console: Console) -> N
         assert page.headers["x-frame-options"] == "DENY"
 
 
+def test_a_refusal_echoes_nothing_unescaped(console: Console) -> None:
+    with console.client() as client:
+        csrf = sign_in(client, OPERATOR_TOKEN)
+        answer = client.post(
+            "/console/accounts/<b>x</b>/action",
+            data={"action": "reinstate", "reason": "r", "csrf": csrf},
+        )
+        assert answer.status_code in (404, 409)
+        assert "<b>" not in answer.text
+
+
 def _attempt(client: httpx.Client, token: str) -> httpx.Response:
     form = client.get("/console/signin")
     pre = re.search(r'name="csrf" value="([^"]+)"', form.text)

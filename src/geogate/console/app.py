@@ -16,6 +16,7 @@ Unauthenticated requests get a redirect to the sign-in page (pages) or 401 (anyt
 
 from __future__ import annotations
 
+import html
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -229,7 +230,7 @@ class _Console:
                 headers=_SECURITY_HEADERS,
             )
         return HTMLResponse(
-            f"<!doctype html><title>refused</title><p>{message}</p>",
+            f"<!doctype html><title>refused</title><p>{html.escape(message)}</p>",
             status_code=status,
             headers=_SECURITY_HEADERS,
         )

@@ -32,6 +32,7 @@ PRE_COOKIE: Final = "geogate_console_pre"  # CSRF token of the sign-in form (bef
 MAX_FAILURES: Final = 5
 WINDOW_SECONDS: Final = 300.0
 MAX_SESSIONS: Final = 10_000
+"""Most revoked sessions, and most keys of the sign-in limiter, held before pruning."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -190,5 +191,8 @@ class SignInLimiter:
         """Count a failed attempt against each key."""
         now = self._clock()
         with self._lock:
+            if len(self._failures) >= MAX_SESSIONS:  # made-up names must not grow it forever
+                for stale in [k for k in self._failures if not self._recent(k, now)]:
+                    del self._failures[stale]
             for key in keys:
                 self._recent(key, now).append(now)
