@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from geogate.accounts.config import parse_accounts_table
 from geogate.accounts.events import (
+    Event,
     parse_json_line,
     parse_timestamp,
     read_csv,
@@ -72,16 +73,27 @@ def _resolve_forwarded(text: str) -> object:
     return resolve_client_ip("10.0.0.1", forwarded=text, trusted=TRUSTED, header="forwarded")
 
 
+def _storable(items: object) -> object:
+    """Every event parsed must be storable and sendable: all its text valid UTF-8 (a lone
+    surrogate would fail the store's whole batch, not just this event)."""
+    for item in items if isinstance(items, list) else [items]:
+        if isinstance(item, Event):
+            json.dumps(item._asdict(), default=str, ensure_ascii=False).encode("utf-8")
+            json.dumps(dict(item.extra), ensure_ascii=False).encode("utf-8")
+    return items
+
+
 def _json_line(text: str) -> object:
-    return parse_json_line(text, source="fuzz", line=1)
+    return _storable(parse_json_line(text, source="fuzz", line=1))
 
 
 def _json_lines_body(text: str) -> object:
-    return read_json_payload(text, source="fuzz")
+    return _storable(read_json_payload(text, source="fuzz"))
 
 
 def _csv(text: str) -> object:
-    return list(read_csv(io.StringIO(text, newline=""), source="fuzz.csv"))  # as files are read
+    # newline="" as files are read
+    return _storable(list(read_csv(io.StringIO(text, newline=""), source="fuzz.csv")))
 
 
 def _timestamp(text: str) -> object:
@@ -244,6 +256,9 @@ def check(target: Target, text: str) -> None:
 
 _SPECIAL = st.sampled_from(
     [
+        "\\ud800",
+        "\\udc80",
+        "\udce9",
         "[",
         "]",
         "{",
