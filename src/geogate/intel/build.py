@@ -35,6 +35,7 @@ URL sources are downloaded by :func:`fetch_url_sources` before :func:`build_snap
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import ipaddress
 import json
 import re
@@ -91,6 +92,7 @@ SOURCE_KINDS: Final = (
     "csv-flag",
     "tor",
     "cloud",
+    "cidr-list",
     "hosting-asns",
 )
 """Values of ``kind`` in a build config."""
@@ -105,6 +107,7 @@ _DEFAULT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "csv-flag": ("flags",),
     "tor": ("flags",),
     "cloud": ("flags",),
+    "cidr-list": ("flags",),
     "hosting-asns": ("flags",),
 }
 _ALLOWED_FIELDS: Final[dict[str, frozenset[str]]] = {
@@ -157,6 +160,7 @@ class SourceConfig:
     ip_version: IPVersion | None = None
     origin: str = ""
     min_networks: int | None = None
+    clears: NetworkFlag = NetworkFlag.NONE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -301,6 +305,7 @@ def _parse_source(item: object, i: int, *, base_dir: Path, fail: Any) -> SourceC
         "sha256",
         "max_size_mb",
         "min_networks",
+        "clears",
     }
     for key in item:
         if key not in allowed:
@@ -363,6 +368,21 @@ def _parse_source(item: object, i: int, *, base_dir: Path, fail: Any) -> SourceC
         flag = NetworkFlag.TOR
     elif kind in ("cloud", "hosting-asns"):
         flag = NetworkFlag.HOSTING
+    elif kind == "cidr-list":
+        raise fail(f"{at}.flag", f"a cidr-list source needs a flag: {', '.join(FLAG_NAMES)}")
+    clears = NetworkFlag.NONE
+    if "clears" in item:
+        raw_clears = item["clears"]
+        parsed_clears = (
+            parse_flags("|".join(raw_clears))
+            if isinstance(raw_clears, list) and all(isinstance(x, str) for x in raw_clears)
+            else None
+        )
+        if not parsed_clears or "flags" not in fields_raw:
+            raise fail(f"{at}.clears", f"must be a list of flag names: {', '.join(FLAG_NAMES)}")
+        if parsed_clears & flag:
+            raise fail(f"{at}.clears", "a source cannot clear the flag it sets")
+        clears = parsed_clears
     ip_version = item.get("ip_version")
     if ip_version not in (None, 4, 6):
         raise fail(f"{at}.ip_version", "must be 4 or 6")
@@ -384,6 +404,7 @@ def _parse_source(item: object, i: int, *, base_dir: Path, fail: Any) -> SourceC
         ip_version=ip_version,
         origin=texts["origin"],
         min_networks=min_networks,
+        clears=clears,
         **download,
     )
 
@@ -801,6 +822,7 @@ def build_snapshot(
             version=v,
             prec=prec_idx,
             asn_flag_maps=asn_flag_maps,
+            clears={i: int(s.clears) for i, s in enumerate(sources) if s.clears},
             country_map=country_map,
             sub_map=sub_map,
             provider_map=provider_map,
@@ -898,7 +920,7 @@ def _adapters(sc: SourceConfig, config: BuildConfig) -> Iterator[tuple[Path, Ran
             )
         elif sc.kind == "tor":
             yield path, TorExitListSource(path, name=sc.name, flag=sc.flag)
-        elif sc.kind == "cloud":
+        elif sc.kind in ("cloud", "cidr-list"):
             yield path, CloudRangesSource(path, name=sc.name, flag=sc.flag)
         else:  # pragma: no cover - kinds are validated by the config parser
             raise IntelDataError(f"unknown source kind {sc.kind!r}")
@@ -986,6 +1008,7 @@ def _combine(
     version: IPVersion,
     prec: Mapping[str, list[int]],
     asn_flag_maps: list[tuple[int, Mapping[int, NetworkFlag]]],
+    clears: Mapping[int, int],
     country_map: npt.NDArray[np.uint16],
     sub_map: npt.NDArray[np.uint16],
     provider_map: npt.NDArray[np.uint16],
@@ -1071,25 +1094,33 @@ def _combine(
     asn, asn_src, _, _ = pick(2, prec["asn"])
     provider, _, _, _ = pick(4, prec["flags"])
     confidence, _, _, _ = pick(5, prec["flags"])
-    flags = np.zeros(m, dtype=np.uint8)
-    flags_src = np.zeros(m, dtype=np.uint16)
+    # Each flag source's contribution, OR-ed; then the sources with `clears` remove those
+    # flags where they list a range (iCloud Private Relay inside a VPN list stays a relay);
+    # flags_src keeps a source only where something it set survived.
+    contrib: dict[int, npt.NDArray[np.uint8]] = {}
     for si in prec["flags"]:
         dense = per_source.get(si)
-        if dense is None:
-            continue
-        f = dense[:, 3].astype(np.uint8)
-        flags |= f
-        flags_src[f != 0] |= np.uint16(1 << si)
+        if dense is not None:
+            contrib[si] = dense[:, 3].astype(np.uint8)
     for si, mapping in asn_flag_maps:
-        if not any(si == s for s in prec["flags"]):
+        if si not in prec["flags"]:
             continue
         by_flag: dict[int, list[int]] = {}
         for a, flag in mapping.items():
             by_flag.setdefault(int(flag), []).append(a)
+        f = contrib.get(si, np.zeros(m, dtype=np.uint8)).copy()
         for bits, asns in by_flag.items():
-            hit = np.isin(asn, np.array(asns, dtype=np.uint64))
-            flags[hit] |= np.uint8(bits)
-            flags_src[hit] |= np.uint16(1 << si)
+            f[np.isin(asn, np.array(asns, dtype=np.uint64))] |= np.uint8(bits)
+        contrib[si] = f
+    flags = np.zeros(m, dtype=np.uint8)
+    for f in contrib.values():
+        flags |= f
+    for si, bits in clears.items():
+        if si in contrib:
+            flags[contrib[si] != 0] &= np.uint8(~bits & 0xFF)
+    flags_src = np.zeros(m, dtype=np.uint16)
+    for si, f in contrib.items():
+        flags_src[(f & flags) != 0] |= np.uint16(1 << si)
 
     blank_starts = ranks[pos : pos + len(blank)].tolist()
     blank_ends = iter(ranks[pos + len(blank) :].tolist())
@@ -1341,16 +1372,17 @@ def npm_build_config(dirs: Mapping[str, tuple[Path, str]]) -> BuildConfig:
             fields=("asn",),
             origin=f"@ip-location-db/asn@{asn_v}",
         ),
+        *x4bnet_sources(),
         SourceConfig(
-            name="hosting-asns",
+            name="hosting-asns-extra",
             kind="hosting-asns",
-            paths=(),
-            date=_HOSTING_LIST_DATE,
+            paths=(_PACKAGE_DATA / "hosting_asns_extra.csv",),
+            date=_HOSTING_EXTRA_DATE,
             license="Apache-2.0",
-            attribution="geogate hosting-ASN list",
+            attribution="geogate hosting-ASN supplement",
             fields=("flags",),
             flag=NetworkFlag.HOSTING,
-            origin="geogate/intel/data/hosting_asns.csv",
+            origin="geogate/intel/data/hosting_asns_extra.csv",
         ),
     )
     return BuildConfig(
@@ -1359,13 +1391,77 @@ def npm_build_config(dirs: Mapping[str, tuple[Path, str]]) -> BuildConfig:
             "location": ("dbip-city", "geo-whois-asn-country"),
             "subdivision": ("dbip-city",),
             "asn": ("asn",),
-            "flags": ("hosting-asns",),
+            "flags": (
+                "hosting-asns",
+                "hosting-asns-extra",
+                "x4bnet-datacenter",
+                "x4bnet-vpn",
+                "icloud-relay",
+            ),
         },
         subdivision_countries=DEFAULT_SUBDIVISION_COUNTRIES,
     )
 
 
-_HOSTING_LIST_DATE: Final = "2026-06-01"  # the date the shipped list was last reviewed
+_PACKAGE_DATA: Final = Path(str(importlib.resources.files("geogate.intel"))) / "data"
+_HOSTING_EXTRA_DATE: Final = "2026-06-01"  # the date the supplement was last reviewed
+X4BNET_DATE: Final = "2026-08-22"  # upstream commit 167937a76d42 of X4BNet/lists_vpn
+X4BNET_ORIGIN: Final = "X4BNet/lists_vpn@167937a76d424a1a176eccda7d929e40cedd6b40"
+X4BNET_ATTRIBUTION: Final = (
+    "VPN and datacenter lists by X4BNet (https://github.com/X4BNet/lists_vpn), MIT licence, "
+    "copyright 2024 X4B (Mathew Heard)"
+)
+
+
+def x4bnet_sources(directory: Path | None = None) -> tuple[SourceConfig, ...]:
+    """The openly licensed anonymizer sources of the embedded default: X4BNet's datacenter
+    ASN list (hosting, by AS), its datacenter and VPN CIDR lists, and Apple's iCloud Private
+    Relay ranges as ``relay`` (clearing the ``vpn`` and ``hosting`` the lists give them).
+
+    ``directory`` holds the files as shipped in ``geogate/intel/data/x4bnet`` (the default).
+    """
+    d = directory or _PACKAGE_DATA / "x4bnet"
+    common: dict[str, Any] = {
+        "date": X4BNET_DATE,
+        "license": "MIT",
+        "attribution": X4BNET_ATTRIBUTION,
+        "fields": ("flags",),
+    }
+    return (
+        SourceConfig(
+            name="hosting-asns",
+            kind="hosting-asns",
+            paths=(d / "datacenter-asns.txt",),
+            flag=NetworkFlag.HOSTING,
+            origin=f"{X4BNET_ORIGIN}:input/datacenter/ASN.txt",
+            **common,
+        ),
+        SourceConfig(
+            name="x4bnet-datacenter",
+            kind="cidr-list",
+            paths=(d / "datacenter-ipv4.txt", d / "datacenter-ipv6.txt"),
+            flag=NetworkFlag.HOSTING,
+            origin=f"{X4BNET_ORIGIN}:output/datacenter",
+            **common,
+        ),
+        SourceConfig(
+            name="x4bnet-vpn",
+            kind="cidr-list",
+            paths=(d / "vpn-ipv4.txt", d / "vpn-ipv6.txt"),
+            flag=NetworkFlag.VPN,
+            origin=f"{X4BNET_ORIGIN}:output/vpn",
+            **common,
+        ),
+        SourceConfig(
+            name="icloud-relay",
+            kind="cidr-list",
+            paths=(d / "icloud-private-relay-ipv4.txt",),
+            flag=NetworkFlag.RELAY,
+            clears=NetworkFlag.VPN | NetworkFlag.HOSTING,
+            origin=f"{X4BNET_ORIGIN}:input/vpn/ips/apple.txt",
+            **common,
+        ),
+    )
 
 
 def render_build_config(config: BuildConfig, *, base_dir: Path | None = None) -> str:
@@ -1425,6 +1521,8 @@ def render_build_config(config: BuildConfig, *, base_dir: Path | None = None) ->
             lines.append(f"ip_version = {s.ip_version}")
         if s.min_networks is not None:
             lines.append(f"min_networks = {s.min_networks}")
+        if s.clears:
+            lines.append(f"clears = [{', '.join(map(q, s.clears.names()))}]")
         lines.append("")
     if config.precedence:
         lines.append("[precedence]")

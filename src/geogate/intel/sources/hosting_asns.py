@@ -1,7 +1,9 @@
 """A list of hosting / cloud / VPS autonomous systems -> HOSTING flag on their ranges.
 
-File format: CSV ``asn,name,note`` (``AS`` prefix allowed), ``#`` comment lines, an optional
-``asn,name,note`` header. The shipped list is ``geogate/intel/data/hosting_asns.csv``.
+Two file formats: CSV ``asn,name,note`` (``AS`` prefix allowed, optional header), or one
+``AS64500 # operator name`` per line as in X4BNet's ``ASN.txt``; ``#`` starts a comment
+everywhere. The shipped list is X4BNet's maintained datacenter ASN list
+(``geogate/intel/data/x4bnet/datacenter-asns.txt``, MIT).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from geogate.errors import IntelDataError
 from geogate.intel.facts import NetworkFlag
 from geogate.intel.sources import MAX_LINE_CHARS, ProblemLog
 
-SHIPPED_NAME: Final = "hosting_asns.csv"
+SHIPPED_NAME: Final = "x4bnet/datacenter-asns.txt"
 
 
 class HostingAsnSource:
@@ -47,8 +49,10 @@ class HostingAsnSource:
 
     def _read(self) -> tuple[str, str]:
         if self._path is None:
-            ref = importlib.resources.files("geogate.intel") / "data" / SHIPPED_NAME
-            return SHIPPED_NAME, ref.read_text(encoding="utf-8")
+            ref = importlib.resources.files("geogate.intel").joinpath(
+                "data", *SHIPPED_NAME.split("/")
+            )
+            return SHIPPED_NAME.rsplit("/", 1)[-1], ref.read_text(encoding="utf-8")
         try:
             return self._path.name, self._path.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
@@ -67,7 +71,11 @@ class HostingAsnSource:
             if len(item) > MAX_LINE_CHARS:
                 problems.warn(where, f"line longer than {MAX_LINE_CHARS} characters", line=lineno)
                 continue
-            row = next(csv.reader(io.StringIO(item)))
+            body, _, comment = item.partition("#")
+            if "," in body:
+                row = next(csv.reader(io.StringIO(body)))
+            else:
+                row = [body.strip(), comment.strip()]
             digits = row[0].strip().upper().removeprefix("AS")
             if not digits.isdigit() or not 0 < int(digits) < 1 << 32:
                 if row[0].strip().lower() != "asn":

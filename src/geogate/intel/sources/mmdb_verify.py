@@ -54,19 +54,24 @@ class MmdbCheck:
 
 def _records(
     tree: npt.NDArray[np.uint8], node_count: int, record_size: int
-) -> npt.NDArray[np.int64]:
-    """Left and right record of every node, shape (node_count, 2)."""
-    b = tree.reshape(node_count, record_size // 4).astype(np.int64)
-    if record_size == 24:
-        left = b[:, 0] << 16 | b[:, 1] << 8 | b[:, 2]
-        right = b[:, 3] << 16 | b[:, 4] << 8 | b[:, 5]
-    elif record_size == 28:
-        left = (b[:, 3] & 0xF0) << 20 | b[:, 0] << 16 | b[:, 1] << 8 | b[:, 2]
-        right = (b[:, 3] & 0x0F) << 24 | b[:, 4] << 16 | b[:, 5] << 8 | b[:, 6]
-    else:
-        left = b[:, 0] << 24 | b[:, 1] << 16 | b[:, 2] << 8 | b[:, 3]
-        right = b[:, 4] << 24 | b[:, 5] << 16 | b[:, 6] << 8 | b[:, 7]
-    return np.stack([left, right], axis=1)
+) -> npt.NDArray[np.uint32]:
+    """Left and right record of every node, shape (node_count, 2), as uint32 (a 32-bit
+    record is at most 2**32 - 1; uint32 keeps an 8-million-node tree at 64 MB)."""
+    b = tree.reshape(node_count, record_size // 4)
+    out = np.empty((node_count, 2), dtype=np.uint32)
+    width = record_size // 8  # whole bytes per record (3 or 4; 28-bit shares a nibble byte)
+    for side in (0, 1):
+        first = 4 if (record_size == 28 and side) else side * width
+        rec = out[:, side]
+        rec[:] = b[:, first]
+        for k in range(1, 4 if record_size == 32 else 3):
+            rec <<= 8
+            rec |= b[:, first + k]
+    if record_size == 28:
+        middle = b[:, 3].astype(np.uint32)
+        out[:, 0] |= (middle & 0xF0) << 20
+        out[:, 1] |= (middle & 0x0F) << 24
+    return out
 
 
 def verify_mmdb(path: str | Path) -> MmdbCheck:
@@ -117,9 +122,12 @@ def verify_mmdb(path: str | Path) -> MmdbCheck:
     tree = np.frombuffer(data, dtype=np.uint8, count=tree_bytes)
     records = _records(tree, node_count, record_size)
 
-    reserved = (records > node_count) & (records < node_count + _SEPARATOR)
-    beyond = records >= node_count + _SEPARATOR + data_bytes
-    broken = reserved | beyond
+    # Bounds clipped to the uint32 range of the records (a value past it cannot occur).
+    top = (1 << 32) - 1
+    reserved = (records > node_count) & (records < min(node_count + _SEPARATOR, top))
+    broken = reserved
+    if node_count + _SEPARATOR + data_bytes <= top:
+        broken = reserved | (records >= node_count + _SEPARATOR + data_bytes)
     if broken.any():
         node, side = (int(x) for x in np.argwhere(broken)[0])
         offset = node * node_bytes + (node_bytes // 2 if side else 0)
@@ -131,7 +139,7 @@ def verify_mmdb(path: str | Path) -> MmdbCheck:
 
     seen = np.zeros(node_count, dtype=np.bool_)
     seen[0] = True
-    frontier = np.zeros(1, dtype=np.int64)
+    frontier = np.zeros(1, dtype=np.uint32)
     depth = 0
     width = 128 if ip_version == 6 else 32
     while len(frontier):
@@ -152,7 +160,7 @@ def verify_mmdb(path: str | Path) -> MmdbCheck:
             f"{int((~seen).sum())} of {node_count} search tree nodes are unreachable, "
             f"first node {orphan} (offset {orphan * node_bytes}): overwritten pointers"
         )
-    pointers = records[records >= node_count + _SEPARATOR]
+    pointers = records[records >= node_count + _SEPARATOR].astype(np.int64)
     offsets = np.unique(pointers - node_count - _SEPARATOR)
     return MmdbCheck(
         node_count=node_count,
