@@ -165,28 +165,6 @@ def nginx_conf(workdir: Path, *, listen: int, geogate: int, static: int) -> Path
     return conf
 
 
-THREADPOOL_RUNNER = """
-import sys
-import uvicorn
-from geogate.service.app import create_app, freeze_heap, service_of
-from geogate.service.config import load_config
-from geogate.service.grpc_authz import AuthorizationServicer, GrpcAuthzServer
-
-http_port, grpc_port = int(sys.argv[1]), int(sys.argv[2])
-cfg = load_config(None, env={}, overrides={"trusted_proxies": ["127.0.0.1"], "port": http_port})
-app = create_app(cfg, freeze_gc=True)
-service = service_of(app)
-servicer = AuthorizationServicer(
-    service.ref, account_header=cfg.account_header, accounts=service.accounts,
-    metrics=service.metrics,
-)
-grpc_server = GrpcAuthzServer(servicer, address=f"127.0.0.1:{grpc_port}")  # kept referenced
-grpc_server.start()
-freeze_heap()
-uvicorn.run(app, host="127.0.0.1", port=http_port, log_level="warning", server_header=False)
-"""
-
-
 def start_geogate(
     workdir: Path, *, workers: int, grpc_port: int | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
@@ -312,34 +290,14 @@ def main() -> int:
                 envoy, eport = start_envoy(workdir, mode, geogate_port=target, api_port=sport)
                 try:
                     measure(
-                        f"Envoy {mode.upper()} ext_authz -> geogate, 1 worker"
-                        + (" (asyncio gRPC server)" if mode == "grpc" else ""),
+                        f"Envoy {'gRPC' if mode == 'grpc' else 'HTTP'} ext_authz -> geogate, "
+                        "1 worker",
                         f"http://127.0.0.1:{eport}",
                         FORWARDED % "/",
                     )
                 finally:
                     stop(envoy)
             stop(geogate)
-
-            # The gRPC server before this change: grpcio's thread-pool server.
-            old_http, old_grpc = free_port(), free_port()
-            legacy = subprocess.Popen(
-                [sys.executable, "-c", THREADPOOL_RUNNER, str(old_http), str(old_grpc)],
-                stdout=subprocess.DEVNULL,
-                stderr=(workdir / "threadpool.log").open("wb"),
-            )
-            started.append(legacy)
-            wait_for(f"http://127.0.0.1:{old_http}/readyz", legacy, "thread-pool geogate")
-            envoy, eport = start_envoy(workdir, "grpc", geogate_port=old_grpc, api_port=sport)
-            try:
-                measure(
-                    "Envoy gRPC ext_authz -> geogate, 1 worker (thread-pool gRPC server, before)",
-                    f"http://127.0.0.1:{eport}",
-                    FORWARDED % "/",
-                )
-            finally:
-                stop(envoy)
-                stop(legacy)
 
             two, tport = start_geogate(workdir, workers=2)
             started.append(two)

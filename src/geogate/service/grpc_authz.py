@@ -10,12 +10,13 @@ walked right to left over the trusted proxies), decides with the current Engine 
   denial body and the ``x-geogate-*`` headers; 503 (UNAVAILABLE) when failing closed, 400
   (INVALID_ARGUMENT) for a malformed client address.
 
-``geogate serve`` runs :class:`AsyncGrpcAuthzServer`, grpcio's asyncio server, on the event
-loop of the HTTP service: a check is decided inline on the loop (a decision takes
-microseconds), with no hand-off to a thread pool under the GIL, which is what held grpcio's
-thread-pool server (:class:`GrpcAuthzServer`, kept for embedding) to a quarter of the HTTP
-path's throughput. Both share the service's :class:`~geogate.service.engine.EngineRef`, so a
-reload switches HTTP and gRPC at once.
+The server is grpcio's thread-pool server in the same process as the HTTP service, sharing its
+:class:`~geogate.service.engine.EngineRef`, so a reload switches both at once; with several
+workers each runs one on the shared port (``SO_REUSEPORT``). A check reads only the three
+headers it needs and sends a response serialized once per Decision. grpcio's asyncio server
+on the HTTP service's event loop was tried and dropped: behind Envoy on the benchmark machine
+it served fewer checks per second than the thread pool (bench/RESULTS.md); in both, grpcio's
+own per-call machinery, not the decision, takes most of the time.
 """
 
 from __future__ import annotations
@@ -166,58 +167,6 @@ def _handler(servicer: AuthorizationServicer) -> grpc.GenericRpcHandler:
             )
         },
     )
-
-
-def _aio_handler(servicer: AuthorizationServicer) -> grpc.GenericRpcHandler:
-    async def check(request: Any, context: Any) -> bytes:
-        return servicer.check_encoded(request)
-
-    return grpc.method_handlers_generic_handler(
-        pb.SERVICE_NAME,
-        {
-            "Check": grpc.unary_unary_rpc_method_handler(
-                check,
-                request_deserializer=pb.CheckRequest.FromString,
-                response_serializer=None,  # check_encoded gives the bytes
-            )
-        },
-    )
-
-
-class AsyncGrpcAuthzServer:
-    """:class:`AuthorizationServicer` on grpcio's asyncio server, in the running event loop.
-
-    Binds with ``SO_REUSEPORT``: the service reserves the port first (so a port taken by
-    another program is an error at start) and its workers all bind it.
-    """
-
-    def __init__(self, servicer: AuthorizationServicer, *, address: str) -> None:
-        self.servicer = servicer
-        self.address = address
-        self._server: grpc.aio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> int:
-        """Bind and start serving on the running loop; returns the bound port. Raises
-        ConfigError when the address cannot be bound."""
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
-        server.add_generic_rpc_handlers((_aio_handler(self.servicer),))
-        try:
-            self.port = server.add_insecure_port(self.address)
-        except RuntimeError as exc:
-            raise ConfigError(f"cannot listen on {self.address}: {exc}", key="grpc_port") from None
-        if self.port == 0:
-            raise ConfigError(f"cannot listen on {self.address}", key="grpc_port")
-        await server.start()
-        self._server = server
-        log.info("geogate ext_authz gRPC server on %s", self.address)
-        return self.port
-
-    async def stop(self, grace_seconds: float = 2.0) -> None:
-        """Stop accepting calls and wait up to ``grace_seconds`` for calls in flight."""
-        if self._server is not None:
-            await self._server.stop(grace_seconds)
-            self._server = None
 
 
 class GrpcAuthzServer:

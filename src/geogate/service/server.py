@@ -35,7 +35,7 @@ from geogate.errors import ConfigError, GeogateError
 from geogate.service.app import create_app, freeze_heap, service_of
 from geogate.service.config import ServiceConfig, describe
 from geogate.service.engine import Engine, load_engine
-from geogate.service.grpc_authz import AsyncGrpcAuthzServer, AuthorizationServicer
+from geogate.service.grpc_authz import AuthorizationServicer, GrpcAuthzServer
 from geogate.service.metrics import ServiceMetrics, use_multiprocess
 from geogate.service.ports import AccountStatusPort
 
@@ -143,24 +143,6 @@ def run(
             reservation.close()
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, also running the gRPC ext_authz server on its event loop."""
-
-    def __init__(self, config: uvicorn.Config, grpc_server: AsyncGrpcAuthzServer | None) -> None:
-        super().__init__(config)
-        self.grpc_server = grpc_server
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        if self.grpc_server is not None:
-            await self.grpc_server.start()
-        await super().startup(sockets)
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().shutdown(sockets)
-        if self.grpc_server is not None:
-            await self.grpc_server.stop()
-
-
 def _serve(
     app: Starlette,
     sock: socket.socket,
@@ -169,11 +151,14 @@ def _serve(
     refreeze: bool,
     grpc_port: int | None,
 ) -> None:
-    """Run uvicorn on the listening ``sock`` until SIGINT/SIGTERM, with the gRPC server on
-    ``grpc_port`` (reserved by the caller) on the same event loop. ``refreeze`` collects
-    before freezing the heap; a forked worker only freezes what it made itself, so the
-    collector never walks (and copies) the pages it shares with the supervisor."""
-    grpc_server: AsyncGrpcAuthzServer | None = None
+    """Run uvicorn on the listening ``sock`` until SIGINT/SIGTERM, and the gRPC server on
+    ``grpc_port`` (reserved by the caller with ``SO_REUSEPORT``). ``refreeze`` collects before
+    freezing the heap; a forked worker only freezes what it made itself, so the collector
+    never walks (and copies) the pages it shares with the supervisor.
+
+    gRPC runs on grpcio's thread-pool server: grpcio's asyncio server on uvicorn's loop was
+    tried and measured slower behind Envoy on the benchmark machine (see bench/RESULTS.md)."""
+    grpc_server: GrpcAuthzServer | None = None
     if grpc_port is not None and config.grpc_address is not None:
         service = service_of(app)
         servicer = AuthorizationServicer(
@@ -183,7 +168,7 @@ def _serve(
             metrics=service.metrics,
         )
         host = config.grpc_address.rpartition(":")[0]
-        grpc_server = AsyncGrpcAuthzServer(servicer, address=f"{host}:{grpc_port}")
+        grpc_server = GrpcAuthzServer(servicer, address=f"{host}:{grpc_port}", reuse_port=True)
     uv_config = uvicorn.Config(
         app,
         # Forwarding headers are geogate's business (trusted_proxies), not uvicorn's:
@@ -195,12 +180,18 @@ def _serve(
         timeout_graceful_shutdown=5,
         backlog=2048,
     )
-    server = _Server(uv_config, grpc_server)
+    server = uvicorn.Server(uv_config)
+    if grpc_server is not None:
+        grpc_server.start()
     if refreeze:
         freeze_heap()
     else:
         gc.freeze()
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop()
 
 
 _SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
