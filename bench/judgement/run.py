@@ -463,10 +463,15 @@ def main(argv: list[str] | None = None) -> int:
         help="policy file (repeat for versions), e.g. to try other [accounts] weights; "
         "default builtin:unsupported-regions",
     )
+    parser.add_argument(
+        "--snapshot",
+        type=Path,
+        help="snapshot file for both the traffic's ranges and the engine (default: embedded)",
+    )
     parser.add_argument("--json", type=Path, help="also write every account's outcome here")
     parser.add_argument("--keep", type=Path, help="keep the stores (and event files) in this dir")
     args = parser.parse_args(argv)
-    snapshot = Snapshot.embedded()
+    snapshot = Snapshot.load(args.snapshot) if args.snapshot else Snapshot.embedded()
     policies = load_policies(args.policy)
     results = []
     for seed in args.seeds:
