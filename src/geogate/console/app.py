@@ -417,6 +417,7 @@ class _Console:
         age_days = meta.age_days(now) if meta is not None else None
         limit = service.config.max_staleness_days or 45.0
         current = engine.policies.in_force(now)
+        since = current.valid_from or current.effective_at
         scheduled = [v for v in views.policy_views(engine, now) if v.status == "scheduled"]
         return await self.render(
             request,
@@ -439,6 +440,8 @@ class _Console:
             stale_limit=limit,
             snapshot_problem=engine.snapshot_problem,
             policy=current,
+            policy_since=since,
+            policy_age_days=(now - since).total_seconds() / 86_400 if since else None,
             scheduled=scheduled,
             loaded_at=engine.loaded_at,
             accounts_status=service.accounts_status(),
