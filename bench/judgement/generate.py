@@ -581,8 +581,10 @@ def reseller(
 ) -> list[str]:
     """A relay reselling access: an org of accounts behind one to three datacenter exits in
     supported countries, carrying its customers' 10-40 client programs round the clock, shared
-    API keys, members signed up from unsupported regions, half paying with unsupported cards;
-    some relays pass their customers' addresses on in X-Forwarded-For.
+    API keys, members signed up from unsupported regions (some through the relay itself, with a
+    foreign virtual phone number or none: only the org, its keys and exits tie them to the
+    others), half paying with unsupported cards; some relays pass their customers' addresses
+    on in X-Forwarded-For.
 
     Options (default: drawn at random): ``exits`` datacenter exits (every member uses all of
     them when given), ``clients`` distinct client strings, ``forwards`` whether client addresses
@@ -635,7 +637,10 @@ def reseller(
             + (", also an IPv6 /64" if v6_pool else ""),
         )
         accounts.append(p.account)
-        b.signup(p, _signup_time(rng), origin_pool.address(rng), "CN")
+        if rng.random() < 0.35:
+            b.signup(p, _signup_time(rng), rng.choice(egress), rng.choice((None, "US", "GB")))
+        else:
+            b.signup(p, _signup_time(rng), origin_pool.address(rng), "CN")
         unsupported_card = m % 2 == 0
         card = ("CN", "CN", "62284800") if unsupported_card else ("US", "US", "48495100")
         b.monthly(p, lambda _t, c=card: c)
