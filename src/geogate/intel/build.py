@@ -684,7 +684,16 @@ class _Tables:
         self.countries: dict[str, int] = {"": 0}
         self.subdivisions: dict[str, int] = {"": 0}
         self.providers: dict[str, int] = {"": 0}
+        self.orgs: dict[str, int] = {"": 0}
         self.as_orgs: dict[int, str] = {}
+
+    def org(self, name: str | None) -> int:
+        if not name:
+            return 0
+        idx = self.orgs.get(name)
+        if idx is None:
+            idx = self.orgs[name] = len(self.orgs)
+        return idx
 
     def provider(self, name: str | None) -> int:
         if not name:
@@ -712,9 +721,9 @@ class _Tables:
 
 
 # One source's ranges for one family: disjoint sub-layers, each a list of rows
-# (first, last, country, subdivision, asn, flags, provider, confidence).
-_Row = tuple[int, int, int, int, int, int, int, int]
-_N_VALUES: Final = 6  # value columns of a row; column 3 (flags) is OR-ed, the others override
+# (first, last, country, subdivision, asn, flags, provider, confidence, as organisation).
+_Row = tuple[int, int, int, int, int, int, int, int, int]
+_N_VALUES: Final = 7  # value columns of a row; column 3 (flags) is OR-ed, the others override
 
 
 @dataclass(slots=True)
@@ -724,7 +733,7 @@ class _Layer:
     end_hi: npt.NDArray[np.uint64]  # last + 1
     end_lo: npt.NDArray[np.uint64]
     end_is_top: npt.NDArray[np.bool_]  # last is the family's last address
-    values: npt.NDArray[np.uint64]  # (rows, 6): country, subdivision, asn, flags, provider, conf
+    values: npt.NDArray[np.uint64]  # (rows, 7): country, sub, asn, flags, provider, conf, org
 
 
 def build_snapshot(
@@ -810,6 +819,10 @@ def build_snapshot(
     sub_map = np.zeros(len(tables.subdivisions), dtype=np.uint16)
     for new, code in enumerate(sub_order):
         sub_map[tables.subdivisions[code]] = new
+    org_names = sorted(tables.orgs)
+    org_map = np.zeros(len(tables.orgs), dtype=np.uint32)
+    for new, name in enumerate(org_names):
+        org_map[tables.orgs[name]] = new
     provider_order = sorted(tables.providers)
     provider_map = np.zeros(len(tables.providers), dtype=np.uint16)
     for new, name in enumerate(provider_order):
@@ -826,6 +839,7 @@ def build_snapshot(
             country_map=country_map,
             sub_map=sub_map,
             provider_map=provider_map,
+            org_map=org_map,
             blank=_special_blocks(v) if config.blank_special_purpose else [],
         )
         for v in (4, 6)
@@ -861,6 +875,7 @@ def build_snapshot(
         subdivision_codes=sub_order,
         as_orgs=tables.as_orgs,
         provider_names=provider_order,
+        org_names=org_names,
     )
     rep.v4_ranges = snapshot.n4
     rep.v6_ranges = snapshot.n6
@@ -936,7 +951,8 @@ def _row(r: SourceRange, sc: SourceConfig, tables: _Tables, orgs: dict[int, str]
     flags = int(r.flags) if "flags" in fields else 0
     provider = tables.provider(r.provider) if flags else 0
     confidence = (r.confidence or 0) if flags else 0
-    return (r.first, r.last, country, sub, asn, flags, provider, confidence)
+    org = tables.org(r.as_org) if asn else 0  # the organisation this very record names
+    return (r.first, r.last, country, sub, asn, flags, provider, confidence, org)
 
 
 def _disjoint_layers(rows: list[_Row]) -> tuple[list[list[_Row]], int]:
@@ -1012,6 +1028,7 @@ def _combine(
     country_map: npt.NDArray[np.uint16],
     sub_map: npt.NDArray[np.uint16],
     provider_map: npt.NDArray[np.uint16],
+    org_map: npt.NDArray[np.uint32],
     blank: Sequence[tuple[int, int]],
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], dict[str, npt.NDArray[Any]]]:
     """Cut the family at every boundary, pick each field by precedence, merge equal runs."""
@@ -1057,7 +1074,7 @@ def _combine(
         dense = per_source.get(si)
         if dense is None:
             dense = per_source[si] = np.zeros((m, _N_VALUES), dtype=np.uint64)
-        for col in (0, 1, 2, 4, 5):
+        for col in (0, 1, 2, 4, 5, 6):
             v = vals[:, col]
             nz = v != 0
             dense[idx[nz], col] = v[nz]
@@ -1092,6 +1109,13 @@ def _combine(
     country, country_src, alt, alt_src = pick(0, prec["location"], with_alt=True)
     sub, sub_src, _, _ = pick(1, prec["subdivision"])
     asn, asn_src, _, _ = pick(2, prec["asn"])
+    # The AS organisation comes from the record that gave the AS number (or none at all).
+    org = np.zeros(m, dtype=np.uint64)
+    for si in prec["asn"]:
+        dense = per_source.get(si)
+        if dense is not None:
+            sel = asn_src == si + 1
+            org[sel] = dense[sel, 6]
     provider, _, _, _ = pick(4, prec["flags"])
     confidence, _, _, _ = pick(5, prec["flags"])
     # Each flag source's contribution, OR-ed; then the sources with `clears` remove those
@@ -1130,6 +1154,7 @@ def _combine(
             arr[sl] = 0
         provider[sl] = 0
         confidence[sl] = 0
+        org[sl] = 0
         flags[sl] = 0
         flags_src[sl] = 0
 
@@ -1146,6 +1171,7 @@ def _combine(
         "flags_src": flags_src,
         "anon_provider_idx": provider_map[provider.astype(np.int64)],
         "anon_confidence": np.minimum(confidence, 100).astype(np.uint8),
+        "as_org_idx": org_map[org.astype(np.int64)],
     }
     keep = np.ones(m, dtype=np.bool_)
     if m > 1:
@@ -1183,6 +1209,7 @@ def verify_written(snapshot: Snapshot, path: str | Path) -> Snapshot:
         "flags_src",
         "anon_confidence",
         "anon_provider_idx",
+        "as_org_idx",
     ):
         pairs.append((f"column {name}", snapshot.column(name), loaded.column(name)))
     for what, a, b in pairs:
@@ -1192,6 +1219,7 @@ def verify_written(snapshot: Snapshot, path: str | Path) -> Snapshot:
         ("country codes", snapshot.country_codes, loaded.country_codes),
         ("subdivision codes", snapshot.subdivision_codes, loaded.subdivision_codes),
         ("provider names", snapshot.provider_names, loaded.provider_names),
+        ("AS organisation names", snapshot.org_names, loaded.org_names),
         ("sources", snapshot.meta.sources, loaded.meta.sources),
     ):
         if x != y:

@@ -71,6 +71,7 @@ _EVIDENCE_COLUMNS: Final[dict[str, type[np.generic]]] = {
     "anon_confidence": np.uint8,
     "anon_provider_idx": np.uint16,
 }
+_ORG_COLUMN: Final = "as_org_idx"
 # First two bytes of the IPv6 forms that can carry an IPv4 address (see embedded_ipv4).
 _EMBED_HEADS: Final = frozenset({b"\x00\x00", b"\x20\x01", b"\x20\x02", b"\x00\x64"})
 
@@ -208,6 +209,9 @@ class Snapshot:
         "_meta",
         "_n4",
         "_n6",
+        "_org_idx",
+        "_org_names",
+        "_org_text",
         "_provider_names",
         "_sub_codes",
         "_v4_bnp",
@@ -236,6 +240,7 @@ class Snapshot:
         as_orgs: Mapping[int, str] | None = None,
         _as_org_arrays: tuple[npt.NDArray[np.uint32], bytes] | None = None,
         provider_names: Sequence[str] = ("",),
+        org_names: Sequence[str] | None = None,
     ) -> None:
         """Assemble a snapshot from its arrays; raises ``IntelDataError`` when inconsistent.
 
@@ -293,6 +298,22 @@ class Snapshot:
         self._meta = meta
         self._provider_names = providers
         self._anon = bool(cols["anon_confidence"].any() or cols["anon_provider_idx"].any())
+        # Optional: the AS organisation of each range as its source gave it (index into
+        # org_names, 0 = the record named none); without it as_org comes from the AS table.
+        self._org_idx: npt.NDArray[np.uint32] | None = None
+        self._org_text = b""
+        self._org_names: tuple[str, ...] | None = None
+        org_col = columns.get(_ORG_COLUMN)
+        if org_col is not None:
+            names = tuple(org_names or ("",))
+            _check(names[0] == "", "AS organisation name table must start with ''")
+            org = np.ascontiguousarray(org_col, dtype=np.uint32)
+            _check(org.shape == (n4 + n6,), f"column {_ORG_COLUMN} has {org.shape}")
+            _check(int(org.max(initial=0)) < len(names), f"{_ORG_COLUMN} out of table")
+            self._org_idx = _readonly(org)
+            cols[_ORG_COLUMN] = self._org_idx
+            self._org_text = "\n".join(n.replace("\n", " ") for n in names).encode()
+            self._org_names = names
         self._n4 = n4
         self._n6 = n6
         self._cols = cols
@@ -381,7 +402,12 @@ class Snapshot:
                         f"not a geogate snapshot (missing {', '.join(missing)})", path=where
                     )
                 meta, countries, subs = _meta_from_json(raw_meta)
-                arrays = {name: npz[name] for name in sorted(need - {"meta"})}
+                optional = {_ORG_COLUMN, "org_text"} & members
+                if optional and len(optional) != 2:
+                    raise IntelDataError(
+                        "not a geogate snapshot (as_org_idx without org_text)", path=where
+                    )
+                arrays = {name: npz[name] for name in sorted((need | optional) - {"meta"})}
                 providers = raw_meta.get("provider_names", [""])
                 _check(
                     isinstance(providers, list) and all(isinstance(x, str) for x in providers),
@@ -394,6 +420,9 @@ class Snapshot:
                 _check(v6h.dtype == np.uint64 and v6l.dtype == np.uint64, "v6 starts uint64")
                 v4 = np.cumsum(v4, dtype=np.uint32) if raw_meta.get("v4_delta") else v4
                 cols = {name: arrays[name] for name in (*_COLUMNS, *_EVIDENCE_COLUMNS)}
+                if optional:
+                    _check(arrays[_ORG_COLUMN].dtype == np.uint32, "as_org_idx must be uint32")
+                    cols[_ORG_COLUMN] = arrays[_ORG_COLUMN]
                 for name, dtype in (_COLUMNS | _EVIDENCE_COLUMNS).items():
                     _check(cols[name].dtype == dtype, f"column {name} must be {dtype.__name__}")
                 asns = arrays["as_org_asn"]
@@ -417,6 +446,9 @@ class Snapshot:
                     subdivision_codes=subs,
                     _as_org_arrays=(asns, text),
                     provider_names=providers,
+                    org_names=(
+                        bytes(arrays["org_text"]).decode("utf-8").split("\n") if optional else None
+                    ),
                 )
                 digest = raw_meta.get("content_sha256")
                 if not isinstance(digest, str) or digest != _content_digest(arrays, raw_meta):
@@ -468,6 +500,8 @@ class Snapshot:
             "as_org_text": np.frombuffer(self._as_org_text, dtype=np.uint8),
             **self._cols,
         }
+        if self._org_idx is not None:  # the column itself is in self._cols
+            arrays["org_text"] = np.frombuffer(self._org_text, dtype=np.uint8)
         meta["content_sha256"] = _content_digest(arrays, meta)
         arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
         tmp = p.with_name(p.name + ".tmp")
@@ -664,18 +698,30 @@ class Snapshot:
         return facts
 
     def _with_evidence(self, key: int, facts: IntelFacts) -> IntelFacts:
-        """``facts`` with the range's anonymizer provider and confidence, when it has any."""
-        if not self._anon or key < 0 or not facts.flags:
+        """``facts`` with the range's anonymizer provider and confidence, when it has any,
+        and the AS organisation its own record gave, when the snapshot keeps it per range."""
+        if key < 0:
             return facts
-        conf = int(self._cols["anon_confidence"][key])
-        prov = int(self._cols["anon_provider_idx"][key])
-        if not (conf or prov):
-            return facts
-        return dataclasses.replace(
-            facts,
-            anonymizer_provider=self._provider_names[prov] or None,
-            anonymizer_confidence=conf or None,
-        )
+        changes: dict[str, Any] = {}
+        if self._org_idx is not None and facts.asn is not None and self._org_names is not None:
+            org = self._org_names[int(self._org_idx[key])] or None
+            if org != facts.as_org:
+                changes["as_org"] = org
+        if self._anon and facts.flags:
+            conf = int(self._cols["anon_confidence"][key])
+            prov = int(self._cols["anon_provider_idx"][key])
+            if conf:
+                changes["anonymizer_confidence"] = conf
+            if prov:
+                changes["anonymizer_provider"] = self._provider_names[prov]
+        return dataclasses.replace(facts, **changes) if changes else facts
+
+    @property
+    def org_names(self) -> tuple[str, ...] | None:
+        """AS organisation names indexed by the optional per-range column ``as_org_idx``
+        ([0] = "": the record named none), or None when the snapshot keeps organisations
+        per AS only (then ``column("as_org_idx")`` raises KeyError)."""
+        return self._org_names
 
     def network_of(self, key: int) -> tuple[str, str]:
         """First and last address of range ``key`` as text."""
