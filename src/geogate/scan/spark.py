@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from geogate.scan.aggregate import BASE_TABLES, _normalise, sort_table
@@ -228,7 +229,6 @@ def scan_spark(config: ScanConfig, *, spark: Any = None) -> ScanResult:
     judged = files.mapInArrow(judge_files, _spark_schema(schema)).persist(
         StorageLevel.MEMORY_AND_DISK
     )
-    rows = judged.count()
     measures = {
         "requests": F.count(F.lit(1)),
         "denied": F.sum(F.col("denied").cast("long")),
@@ -258,6 +258,7 @@ def scan_spark(config: ScanConfig, *, spark: Any = None) -> ScanResult:
         table = pq.read_table(str(target))
         tables[table_spec.name] = sort_table(_normalise(table, table_spec), table_spec.keys)
     judged.unpersist()
+    rows = int(pc.sum(tables["daily"].column("requests")).as_py() or 0)
     stats = ReadStats(count=counts.value, samples=list(samples.value), skipped=skipped.value)
     result = ScanResult(
         rows=rows,
