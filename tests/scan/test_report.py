@@ -49,6 +49,7 @@ def report(
         snapshot=snapshot,
         at=datetime(2024, 7, 1, tzinfo=UTC),  # before the enforcement date ...
         compare=Scenario(policies=policies, at=datetime(2024, 7, 10, tzinfo=UTC)),  # ... after
+        preview_accounts=True,
     )
     scan_local(config)
     return tmp / "out" / "report.html"
@@ -89,6 +90,8 @@ def test_map_and_charts_render_offline_in_chromium(report: Path, browser: Browse
     assert page.locator("#anonymizers .bars path").count() >= 1
     assert page.locator("#compare .bars path").count() >= 1
     assert page.locator("text=Top accounts").count() == 1
+    preview = page.locator("h2:has-text('Account preview') + table tr")
+    assert preview.count() >= 2  # a header row and at least one account
     assert remote == []
     assert errors == []
     ARTIFACTS.mkdir(exist_ok=True)
