@@ -12,6 +12,8 @@ from geogate.intel.build import build_snapshot, load_build_config
 from geogate.intel.diff import diff_snapshots
 from geogate.intel.snapshot import Snapshot
 
+from .conftest import write_mmdb
+
 
 def geogate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -141,3 +143,26 @@ def test_diff_refuses_a_corrupt_file(tmp_path: Path) -> None:
     assert r.returncode == 3
     assert "bad.snapshot" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_corrupt_vendor_file_fails_the_build_with_one_line(tmp_path: Path) -> None:
+    """A truncated .mmdb: exit 3, one line naming the file, and no snapshot written."""
+    path = write_mmdb(
+        tmp_path / "v.mmdb",
+        {
+            "database_type": "GeoIP2-Country",
+            "ip_version": 6,
+            "networks": [[f"{i}.0.0.0/8", {"country": {"iso_code": "CN"}}] for i in range(1, 60)],
+        },
+    )
+    path.write_bytes(path.read_bytes()[:300])
+    (tmp_path / "build.toml").write_text(
+        '[[sources]]\nname = "v"\nkind = "mmdb"\npath = "v.mmdb"\ndate = "2026-06-01"\n'
+    )
+    r = geogate("data", "build", "--config", "build.toml", "--out", "out.snapshot", cwd=tmp_path)
+    assert r.returncode == 3, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "v.mmdb" in lines[0]
+    assert "MaxMind DB" in lines[0]
+    assert not (tmp_path / "out.snapshot").exists()
