@@ -249,23 +249,24 @@ def _top_accounts(accounts: pa.Table, links: pa.Table) -> list[dict[str, Any]]:
     return out
 
 
-def _top_orgs(orgs: pa.Table) -> list[dict[str, Any]]:
+def _top_orgs(orgs: pa.Table, accounts: pa.Table) -> list[dict[str, Any]]:
     if orgs.num_rows == 0:
         return []
     agg = (
         orgs.group_by(["org"])
         .aggregate(
-            [
-                ("requests", "sum"),
-                ("denied", "sum"),
-                ("warned", "sum"),
-                ("anonymized", "sum"),
-                ("accounts", "max"),
-            ]
+            [("requests", "sum"), ("denied", "sum"), ("warned", "sum"), ("anonymized", "sum")]
         )
         .to_pylist()
     )
     agg.sort(key=lambda r: (-(r["denied_sum"] + r["warned_sum"]), -r["requests_sum"]))
+    agg = agg[:_TOP]
+    top = pa.array([r["org"] for r in agg], pa.string())
+    mine = accounts.filter(pc.is_in(accounts.column("org"), value_set=top))
+    distinct = {
+        r["org"]: r["account_count_distinct"]
+        for r in mine.group_by(["org"]).aggregate([("account", "count_distinct")]).to_pylist()
+    }
     return [
         {
             "org": r["org"],
@@ -273,9 +274,9 @@ def _top_orgs(orgs: pa.Table) -> list[dict[str, Any]]:
             "denied": r["denied_sum"],
             "warned": r["warned_sum"],
             "anonymized_share": r["anonymized_sum"] / max(1, r["requests_sum"]),
-            "accounts": r["accounts_max"],
+            "accounts": distinct.get(r["org"], 0),
         }
-        for r in agg[:_TOP]
+        for r in agg
     ]
 
 
@@ -324,7 +325,7 @@ def render_report(tables: Mapping[str, pa.Table], summary: Mapping[str, Any]) ->
         charts=charts,
         territories=territories,
         accounts=_top_accounts(tables["accounts"], tables["account_egress"]),
-        orgs=_top_orgs(tables["orgs"]),
+        orgs=_top_orgs(tables["orgs"], tables["accounts"]),
         egress=_top_egress(tables["egress"]),
         compare=tables["compare"].slice(0, 40).to_pylist() if "compare" in tables else None,
         preview=preview.slice(0, 50).to_pylist() if preview is not None else None,
