@@ -4,6 +4,7 @@ sign-in limiter, the world map and the lookup of a forwarded chain."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -191,3 +192,27 @@ def test_geogate_serve_stops_at_start_on_a_bad_console_table(tmp_path: Path) -> 
     assert result.stderr.strip().splitlines() == [
         f"geogate: error: {config}:console.users: console user 'olga' has the name of an API token"
     ]
+
+
+def test_the_password_command_prints_an_argon2_hash() -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "geogate.console.passwords"],
+        input="a long enough password\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ok.returncode == 0
+    assert ok.stderr == ""
+    assert verify_password(ok.stdout.strip(), "a long enough password")
+    short = subprocess.run(
+        [sys.executable, "-m", "geogate.console.passwords"],
+        input="short\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert short.returncode == 2
+    assert short.stderr == "geogate: error: a password needs at least 12 characters\n"
