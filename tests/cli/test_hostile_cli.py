@@ -86,3 +86,27 @@ def test_ingest_rejects_invalid_utf8_lines_alone(tmp_path: Path) -> None:
     assert "ingested 1 new events (0 already stored, 2 rejected)" in r.stdout
     rejects = (tmp_path / "events.jsonl.rejects.jsonl").read_bytes().decode("utf-8")
     assert [json.loads(line)["line"] for line in rejects.splitlines()] == [2, 3]
+
+
+def test_parquet_row_out_of_python_range_is_rejected_alone(tmp_path: Path) -> None:
+    """A timestamp column value past year 9999 made the whole Parquet batch fail to convert
+    (OverflowError, traceback); now only its row is rejected."""
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    us4 = sample_addresses(Snapshot.embedded(), ["US"], ipv6=False)[0]
+    seconds = [1_721_469_600, 2 * 253_402_300_800, 1_721_469_660]
+    table = pa.table(
+        {
+            "type": ["request"] * 3,
+            "ts": pa.array(seconds, pa.timestamp("s")),
+            "account": ["a", "b", "c"],
+            "ip": [us4] * 3,
+        }
+    )
+    feed = tmp_path / "events.parquet"
+    pq.write_table(table, feed)
+    r = geogate("ingest", str(feed), "--db", f"sqlite:///{tmp_path / 's.db'}", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "ingested 2 new events (0 already stored, 1 rejected)" in r.stdout
+    assert "Traceback" not in r.stderr

@@ -664,9 +664,28 @@ def read_parquet(path: Path, *, source: str, batch_rows: int = 65_536) -> Iterat
     except Exception as exc:  # pyarrow raises its own error types for corrupt files
         raise EventError(f"not a readable Parquet file: {exc}", source=source) from exc
     number = 0
-    for batch in pf.iter_batches(batch_size=batch_rows):
-        for row in batch.to_pylist():
+    batches = pf.iter_batches(batch_size=batch_rows)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # pyarrow's own errors for a corrupt row group
+            raise EventError(
+                f"unreadable Parquet data after row {number}: {str(exc).splitlines()[0][:200]}",
+                source=source,
+            ) from None
+        try:
+            rows = batch.to_pylist()
+        except (ValueError, OverflowError, ArithmeticError):
+            # A value Python cannot hold (a timestamp past year 9999 ...): convert row by row
+            # so that only the rows holding one are rejected.
+            rows = _rows_one_by_one(batch, source, number)
+        for row in rows:
             number += 1
+            if isinstance(row, Rejected):
+                yield row
+                continue
             rec = {k: v for k, v in row.items() if v is not None and v != ""}
             text = json.dumps(rec, sort_keys=True, default=_json_default)
             try:
@@ -675,6 +694,17 @@ def read_parquet(path: Path, *, source: str, batch_rows: int = 65_536) -> Iterat
                 yield Rejected(error=exc, text=text)
             except Exception as exc:  # one row must never stop the feed
                 yield Rejected(error=_unexpected(exc, source, number), text=text)
+
+
+def _rows_one_by_one(batch: Any, source: str, before: int) -> list[dict[str, Any] | Rejected]:
+    rows: list[dict[str, Any] | Rejected] = []
+    for i in range(batch.num_rows):
+        try:
+            rows.extend(batch.slice(i, 1).to_pylist())
+        except (ValueError, OverflowError, ArithmeticError) as exc:
+            error = _fail(f"a value out of range ({exc})", source, before + i + 1, None)
+            rows.append(Rejected(error=error, text=""))
+    return rows
 
 
 def _json_default(value: object) -> object:
