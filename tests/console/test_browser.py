@@ -82,7 +82,7 @@ def test_a_viewer_sees_but_cannot_act(page: Page, console: Console) -> None:
     expect(page.locator(".summary .badge")).to_have_text("blocked")
 
 
-def test_sign_in_with_user_name_and_password_by_keyboard_alone(
+def test_sign_in_and_act_with_user_name_and_password_by_keyboard_alone(
     page: Page, console: Console
 ) -> None:
     base = console.url
@@ -105,9 +105,25 @@ def test_sign_in_with_user_name_and_password_by_keyboard_alone(
     assert page.evaluate("document.activeElement.id") == "main"
     # Search by keyboard: the search field, then Enter.
     page.get_by_label("Search").focus()
-    page.keyboard.type("acct-c")
+    page.keyboard.type("acct-d")
     page.keyboard.press("Enter")
-    expect(page.locator("#results")).to_contain_text("acct-cn")
+    expect(page.locator("#results")).to_contain_text("acct-de")
+    # Open the account and act on it without the mouse: link, radio, reason, Apply.
+    page.locator("#results").get_by_role("link", name="acct-de").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r".*/console/accounts/acct-de$"))
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.name") == "action":
+            break
+    assert page.evaluate("document.activeElement.value") == "exempt"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "reason"
+    page.keyboard.type("Contract customer, keyboard test")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("status")).to_contain_text("Done: exempt")
+    expect(page.locator("#h-audit + ol")).to_contain_text("operator:dana")
 
 
 def test_every_page_passes_axe_at_both_widths(browser: Browser, console: Console) -> None:
