@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from geogate.cli.main import main
+from geogate.store.sql import SqlStore
 
 from . import traffic
 
@@ -223,3 +224,36 @@ def test_operator_events_in_the_feed(
     shown = json.loads(out)
     assert shown["state"] == "exempt"  # direct access from CN after the date, but exempt
     assert shown["transitions"][0]["actor"] == "operator:bob"
+
+
+def test_operator_block_needs_a_reason_and_queues_a_notice(
+    files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, snap = files["db"], files["snapshot"]
+    assert run(capsys, "ingest", files["events"], "--db", db, "--snapshot", snap, "-q")[0] == 0
+    code, _, err = run(capsys, "accounts", "block", "acct-home", "--note", " ", "--db", db)
+    assert code != 0
+    assert "reason is required" in err
+    code, out, _ = run(
+        capsys,
+        "accounts",
+        "block",
+        "acct-home",
+        "--note",
+        "chargeback investigation 1234",
+        "--operator",
+        "alice",
+        "--db",
+        db,
+    )
+    assert code == 0
+    assert "active -> blocked" in out or "flagged -> blocked" in out
+    store = SqlStore.open(db)
+    try:
+        last = store.transitions("acct-home")[-1]
+        assert last.actor == "operator:alice"
+        assert last.note == "chargeback investigation 1234"
+        assert [n.kind for n in store.notices("acct-home")][-1] == "blocked"
+        assert any(e.account == "acct-home" for e in store.audit_entries(account="acct-home"))
+    finally:
+        store.close()

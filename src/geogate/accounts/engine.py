@@ -601,6 +601,33 @@ class Enforcer:
         w.state = move.to
         w.state_since = at
         w.row = _with_assessment(w.row, account, None)
+        if action is OperatorAction.BLOCK and config.notify_blocked:
+            own = assess(
+                w.evidence,
+                at=at,
+                config=config,
+                effective_of=_effective_of(policy),
+                uniform_effective=uniform_effective(policy),
+                explain=False,
+            )
+            block_payload: dict[str, Any] = {
+                "account": account,
+                "state": move.to.value,
+                "policy": policy.label,
+                "regions": list(own.regions),
+                "rules": list(own.rule_names),
+                "categories": list(evidence_categories(own.rule_names)),
+                "at": at.isoformat(),
+                "note": note or "",
+            }
+            email = (w.evidence.signup or {}).get("email")
+            if email:
+                block_payload["email"] = email
+            return int(
+                tx.enqueue_notice(
+                    account, BLOCKED_NOTICE, policy.label, w.evidence.language, block_payload, at=at
+                )
+            )
         if action is not OperatorAction.REINSTATE:
             return 0
         payload = {"account": account, "state": move.to.value, "policy": policy.label}

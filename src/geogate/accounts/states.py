@@ -83,6 +83,7 @@ class OperatorAction(enum.StrEnum):
     APPEAL = "appeal"
     REINSTATE = "reinstate"
     REJECT_APPEAL = "reject_appeal"
+    BLOCK = "block"
 
 
 _OPERATOR_MOVES: dict[OperatorAction, tuple[frozenset[AccountState], AccountState]] = {
@@ -107,6 +108,19 @@ _OPERATOR_MOVES: dict[OperatorAction, tuple[frozenset[AccountState], AccountStat
         AccountState.REINSTATED,
     ),
     OperatorAction.REJECT_APPEAL: (frozenset({AccountState.APPEALED}), AccountState.BLOCKED),
+    # An operator's own judgement (a report, a chargeback, an investigation): always with a
+    # reason, recorded in the audit log, and the account is told like any blocked account.
+    OperatorAction.BLOCK: (
+        frozenset(
+            {
+                AccountState.ACTIVE,
+                AccountState.FLAGGED,
+                AccountState.WARNED,
+                AccountState.REINSTATED,
+            }
+        ),
+        AccountState.BLOCKED,
+    ),
 }
 
 

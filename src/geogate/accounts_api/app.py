@@ -13,7 +13,7 @@ Endpoints (JSON in and out; errors are ``{"error": {"code", "message", "type", "
 ``GET  /v1/accounts/{account}``                 viewer    row, transitions, notices
 ``GET  /v1/accounts/{account}/explain?at=``     viewer    plain-language explanation
 ``POST /v1/accounts/{account}/{action}``        operator  exempt, unexempt, appeal,
-                                                          reinstate, reject-appeal
+                                                          reinstate, reject-appeal, block
 ``POST /v1/enforce`` ``{"at", "dry_run"}``      operator  (viewer: dry run only)
 ``GET  /v1/audit/verify``                       viewer
 ==============================================  ========  ==============================
@@ -373,6 +373,7 @@ def create_accounts_app(
         "appeal": OperatorAction.APPEAL,
         "reinstate": OperatorAction.REINSTATE,
         "reject-appeal": OperatorAction.REJECT_APPEAL,
+        "block": OperatorAction.BLOCK,
     }
 
     async def operate(request: Request, token: ApiToken) -> Response:
@@ -391,6 +392,9 @@ def create_accounts_app(
                 note.encode("utf-8")
             except UnicodeEncodeError:  # a "\ud800" escape: valid JSON, not storable text
                 raise ConfigError("not valid Unicode text (a lone surrogate)", key="note") from None
+
+        if action is OperatorAction.BLOCK and not (note or "").strip():
+            raise ConfigError("an operator block needs a reason", key="note")
 
         def apply() -> TransitionRow:
             with lock:

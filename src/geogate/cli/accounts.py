@@ -76,6 +76,7 @@ def register(app: typer.Typer) -> None:
     accounts.command("appeal")(accounts_appeal)
     accounts.command("reinstate")(accounts_reinstate)
     accounts.command("reject-appeal")(accounts_reject_appeal)
+    accounts.command("block")(accounts_block)
     app.add_typer(accounts, name="accounts")
     audit = typer.Typer(
         help="The hash-chained audit log of account state changes.", no_args_is_help=True
@@ -631,6 +632,20 @@ def accounts_reject_appeal(
 ) -> None:
     """Reject an appeal: the account is blocked again."""
     _operate(account, "reject_appeal", db, operator, note, policy)
+
+
+def accounts_block(
+    account: Annotated[str, typer.Argument(help="Account id.")],
+    note: Annotated[str, typer.Option("--note", help="Why (required; recorded and audited).")],
+    db: DbOpt = DEFAULT_DB,
+    operator: OperatorOpt = None,
+    policy: PolicyOpt = None,
+) -> None:
+    """Block an account on an operator's own judgement (a reason is required); a blocked notice
+    is queued like for any block."""
+    if not note.strip():
+        raise ConfigError("a reason is required", key="--note")
+    _operate(account, "block", db, operator, note, policy)
 
 
 # ----- audit ---------------------------------------------------------------------------

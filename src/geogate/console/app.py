@@ -83,7 +83,7 @@ ACTIONS: Final[dict[str, OperatorAction]] = {
     "appeal": OperatorAction.APPEAL,
     "reinstate": OperatorAction.REINSTATE,
     "reject-appeal": OperatorAction.REJECT_APPEAL,
-    **({"block": OperatorAction("block")} if "block" in OperatorAction._value2member_map_ else {}),
+    "block": OperatorAction.BLOCK,
 }
 STATES: Final = tuple(s.value for s in AccountState)
 

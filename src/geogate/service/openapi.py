@@ -134,7 +134,9 @@ def _account_paths() -> dict[str, Any]:
     }
     events["responses"]["207"] = {"description": "stored; some lines rejected (listed)"}
     action = _account_operation(
-        "Operator action: exempt, unexempt, appeal, reinstate, reject-appeal", "operator", body=True
+        "Operator action: exempt, unexempt, appeal, reinstate, reject-appeal, block (with a note)",
+        "operator",
+        body=True,
     )
     action["parameters"] = [
         account,
