@@ -67,6 +67,7 @@ events = Table(
     Column("data", Text, nullable=False),
     UniqueConstraint("id", name="uq_events_id"),
 )
+Index("ix_events_ts", events.c.ts)
 
 accounts = Table(
     "accounts",
@@ -84,6 +85,7 @@ accounts = Table(
     Column("version", Integer, nullable=False),
 )
 Index("ix_accounts_state", accounts.c.state)
+Index("ix_accounts_review", accounts.c.state, accounts.c.score, accounts.c.state_since)
 
 transitions = Table(
     "transitions",
