@@ -21,9 +21,15 @@ from geogate import __version__
 from geogate.client_ip import parse_ip
 from geogate.clock import parse_instant
 from geogate.decide import Decider, Decision
-from geogate.errors import ClientIPError, ConfigError, GeogateError, IntelDataError
+from geogate.errors import (
+    ClientIPError,
+    ConfigError,
+    GeogateError,
+    IntelDataError,
+    PolicySyntaxError,
+)
 from geogate.policy.model import Action, Mode, Policy, PolicySet
-from geogate.policy.parse import load_policy, load_policy_set, resolve_policy_path
+from geogate.policy.parse import load_policy, load_policy_set, resolve_policy_path, with_line
 
 app = typer.Typer(
     rich_markup_mode=None,  # plain click help: rewraps docstrings, keeps [brackets] literal
@@ -185,7 +191,10 @@ def policy_check(
 
     policies = [load_policy(resolve_policy_path(f)) for f in files]
     for p in policies:
-        AccountsConfig.from_policy(p)
+        try:
+            AccountsConfig.from_policy(p)
+        except PolicySyntaxError as exc:
+            raise with_line(exc) from None
     if versions:
         PolicySet.of(policies)
     for p in policies:

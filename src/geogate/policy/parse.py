@@ -309,6 +309,22 @@ def parse_policy(text: str, *, path: str = "<policy>") -> Policy:
         raise PolicySyntaxError(str(exc), path=path) from None
 
 
+def with_line(error: PolicySyntaxError) -> PolicySyntaxError:
+    """``error`` with its line filled in from the file when it names a dotted key but no line
+    (errors raised on an already parsed table, such as ``[accounts]``); else ``error``."""
+    if error.line is not None or not error.key or not error.path:
+        return error
+    try:
+        text = Path(error.path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return error
+    table, _, key = error.key.rpartition(".")
+    line = _Locator(text).line_of(table or None, key)
+    if line is None:
+        return error
+    return PolicySyntaxError(error.detail, path=error.path, line=line, key=error.key)
+
+
 def load_policy(path: str | Path) -> Policy:
     """Read and parse one policy file; unreadable files raise :class:`PolicySyntaxError`."""
     p = Path(path)

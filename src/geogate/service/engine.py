@@ -18,10 +18,10 @@ from datetime import datetime
 from geogate.client_ip import TrustedProxies, parse_ip, resolve_client_ip
 from geogate.clock import Clock, SystemClock
 from geogate.decide import Decider, Decision, Reason
-from geogate.errors import ClientIPError, IntelDataError, StoreError
+from geogate.errors import ClientIPError, IntelDataError, PolicySyntaxError, StoreError
 from geogate.intel.snapshot import Snapshot, SnapshotMeta
 from geogate.policy.model import Action, PolicySet
-from geogate.policy.parse import load_policy_set, resolve_policy_path
+from geogate.policy.parse import load_policy_set, resolve_policy_path, with_line
 from geogate.service.config import ClientIPHeader, FailMode, ServiceConfig
 from geogate.service.ports import AccountStatusPort
 from geogate.service.responses import status_of
@@ -150,7 +150,10 @@ def validate_accounts_tables(policies: PolicySet) -> None:
     from geogate.accounts.config import AccountsConfig  # noqa: PLC0415 - not on the hot path
 
     for policy in policies.versions:
-        AccountsConfig.from_policy(policy)
+        try:
+            AccountsConfig.from_policy(policy)
+        except PolicySyntaxError as exc:
+            raise with_line(exc) from None
 
 
 class EngineRef:
