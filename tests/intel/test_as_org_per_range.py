@@ -48,3 +48,15 @@ def test_snapshots_without_the_column_use_the_as_table() -> None:
     snap = Snapshot.embedded()
     facts = snap.lookup("8.8.8.8")
     assert facts.as_org == snap.as_org(15169)
+
+
+def test_the_column_is_left_out_when_one_name_per_as_says_it_all(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("1.0.0.0,1.0.0.255,64500,Same\n1.0.1.0,1.0.1.255,64500,Same\n")
+    (tmp_path / "build.toml").write_text(
+        '[[sources]]\nname = "a"\nkind = "csv-asn"\npath = "a.csv"\ndate = "2026-06-01"\n'
+    )
+    snap = build_snapshot(load_build_config(tmp_path / "build.toml"))
+    assert snap.org_names is None
+    assert snap.lookup("1.0.1.1").as_org == "Same"
+    snap.save(tmp_path / "s.snapshot")
+    assert verify_written(snap, tmp_path / "s.snapshot").org_names is None
