@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -10,9 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from geogate.accounts.config import RULES, AccountsConfig, Strength, parse_accounts_table
+from geogate.accounts.events import parse_record
 from geogate.accounts.evidence import (
+    HIDDEN,
+    PROXY,
+    SUPPORTED,
+    TOR,
+    VPN,
     AccountEvidence,
     BinTable,
+    Located,
     egress_keys,
     infer_clock,
     language_tag,
@@ -20,6 +28,7 @@ from geogate.accounts.evidence import (
 from geogate.accounts.rules import Signal, Verdict, assess, finish
 from geogate.accounts.states import AccountState, OperatorAction, next_state, operator_move
 from geogate.errors import PolicySyntaxError, StateConflict
+from geogate.intel.facts import NetworkFlag
 
 from .conftest import policy_with
 
@@ -259,3 +268,29 @@ def test_weights_come_from_the_policy() -> None:
     # A language preference alone (weight 0.2) is below the review threshold: many people in
     # supported countries prefer zh-CN; with the activity clock it would flag for review.
     assert result.verdict is Verdict.NONE
+
+
+@pytest.mark.parametrize(
+    "flag", [NetworkFlag.RESIDENTIAL_PROXY, NetworkFlag.ANONYMOUS, NetworkFlag.VPN]
+)
+def test_residential_proxies_and_anonymous_networks_hide_the_location(flag: NetworkFlag) -> None:
+    """A residential proxy exit is someone else's home line: it says nothing about where the
+    user is, so it is neither a supported-country observation nor an unsupported one."""
+
+    class _Locator:
+        def locate(self, ip: str, at: datetime) -> Located:
+            return Located(region="US", unsupported=False, unknown=False, flags=int(flag), asn=1)
+
+        def is_unsupported(self, region: str, at: datetime) -> bool:
+            return region == "CN"
+
+    ev = AccountEvidence()
+    record = {"type": "request", "ts": "2024-07-10T10:00:00Z", "account": "a", "ip": "1.2.3.4"}
+    event = parse_record(record, text=json.dumps(record))
+    ev.add_request(
+        event, _Locator().locate("1.2.3.4", D), locator=_Locator(), switch_window_seconds=900
+    )
+    w = ev.window(D + timedelta(days=1), 7)
+    assert w[HIDDEN] == 1
+    assert w[SUPPORTED] == 0
+    assert w[TOR] + w[VPN] + w[PROXY] == 1

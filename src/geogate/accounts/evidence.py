@@ -69,13 +69,21 @@ COUNTER_NAMES: Final = (
 # Plain ints: enum attribute access costs about a microsecond on Python 3.11's hot path.
 _F_TOR: Final = int(NetworkFlag.TOR)
 _F_VPN: Final = int(NetworkFlag.VPN)
-_F_PROXY: Final = int(NetworkFlag.PROXY)
+# Public and residential proxies, and "anonymous" networks of no named kind, count as proxies.
+_F_PROXY: Final = int(NetworkFlag.PROXY | NetworkFlag.RESIDENTIAL_PROXY | NetworkFlag.ANONYMOUS)
 _F_HOSTING: Final = int(NetworkFlag.HOSTING)
 _F_RELAY: Final = int(NetworkFlag.RELAY)
-_ANONYMIZING: Final = int(NetworkFlag.TOR | NetworkFlag.VPN | NetworkFlag.PROXY)
-_DATACENTER: Final = int(
-    NetworkFlag.TOR | NetworkFlag.VPN | NetworkFlag.PROXY | NetworkFlag.HOSTING
+# Networks whose exit says nothing about where the user is: Tor, VPNs, public proxies,
+# residential proxy networks (someone else's home line) and networks a vendor calls anonymous
+# without naming the kind.
+_ANONYMIZING: Final = int(
+    NetworkFlag.TOR
+    | NetworkFlag.VPN
+    | NetworkFlag.PROXY
+    | NetworkFlag.RESIDENTIAL_PROXY
+    | NetworkFlag.ANONYMOUS
 )
+_DATACENTER: Final = _ANONYMIZING | int(NetworkFlag.HOSTING)
 _EGRESS_FLAGS: Final = _DATACENTER  # location-preserving relays are shared by unrelated users
 
 MAX_REGIONS: Final = 64
