@@ -96,7 +96,9 @@ RULES: Final[Mapping[str, tuple[Strength, bool, RuleConfig]]] = {
     "anonymizer_use": (
         Strength.WEAK,
         False,
-        RuleConfig(weight=0.3, min_requests=10, min_share=0.5),
+        # Below flag_score alone: keeping a VPN on at home is common and says nothing of where
+        # the user is; with another weak signal it raises the account for review.
+        RuleConfig(weight=0.2, min_requests=10, min_share=0.5),
     ),
     "relay_egress": (
         Strength.WEAK,
