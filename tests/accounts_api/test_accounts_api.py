@@ -151,3 +151,10 @@ def test_tokens_are_required_and_long(tmp_path: Path) -> None:
         create_accounts_app(enforcer, tokens=[ApiToken("x", Role.OPERATOR, "short")])
     assert "secret='***'" in repr(ApiToken("x", Role.OPERATOR, OPERATOR))
     store.close()
+
+
+def test_a_limit_of_five_thousand_digits_is_a_400_not_a_500(client: InProcessClient) -> None:
+    """Found by the fuzz suite: int() of a 5,000-digit string raises ValueError."""
+    r = client.get("/v1/accounts", params={"limit": "9" * 5000}, headers=auth(VIEWER))
+    assert r.status_code == 400
+    assert "limit" in r.json()["error"]["message"]

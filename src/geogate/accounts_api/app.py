@@ -295,7 +295,13 @@ def create_accounts_app(
     async def list_accounts(request: Request, token: ApiToken) -> Response:
         state = _short(request.query_params.get("state"), "state")
         raw_limit = request.query_params.get("limit", "100")
-        if not (raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_PAGE):
+        # The length check first: int() of a 5,000-digit string raises ValueError.
+        if not (
+            raw_limit.isascii()
+            and raw_limit.isdigit()
+            and len(raw_limit) <= 9
+            and 1 <= int(raw_limit) <= MAX_PAGE
+        ):
             raise ConfigError(f"must be a whole number from 1 to {MAX_PAGE}", key="limit")
         limit = int(raw_limit)
         after = _short(request.query_params.get("after"), "after")
