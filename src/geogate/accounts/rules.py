@@ -239,6 +239,7 @@ def base_signals(
     egress: Mapping[str, EgressStats] | None = None,
     since: int | None = None,
     explain: bool = True,
+    clock: bool = True,
 ) -> list[Signal]:
     """Every rule except egress concentration, evaluated as of ``at``.
 
@@ -458,6 +459,15 @@ def base_signals(
     )
 
     # activity clock
+    if clock or explain:
+        out.append_signal(clock_signal(ev, config=config, explain=explain))
+    return out
+
+
+def clock_signal(ev: AccountEvidence, *, config: AccountsConfig, explain: bool = True) -> Signal:
+    """The activity clock rule (weak): most of the account's UTC-offset estimate lies on the
+    unsupported offsets."""
+    out = _Signals(config, explain=True)
     rc = config.rule("activity_clock")
     est = ev.clock() if explain or sum(ev.hours) >= rc.min_requests else None
     if est is None:
@@ -476,7 +486,7 @@ def base_signals(
                 "supported countries share these offsets, some only in summer)."
             ),
         )
-    return out
+    return out[0]
 
 
 def continuity_signal(
@@ -823,7 +833,11 @@ def _evaluate(
     explain: bool,
     points: float | None = None,
 ) -> tuple[list[Signal], float]:
-    signals = base_signals(ev, at=at, config=config, egress=egress, since=since, explain=explain)
+    # Without explanations the clock (the costliest rule, and weak) is evaluated last and only
+    # when it can change the verdict: turning a review score just below flag_score into a flag.
+    signals = base_signals(
+        ev, at=at, config=config, egress=egress, since=since, explain=explain, clock=explain
+    )
     rscore = region_score(signals, config) if points is None else points
     own_points = rscore >= config.rule("egress_concentration").account_score
     recent_hidden = ev.window(at, config.window_days, since=since)[HIDDEN]
@@ -840,6 +854,13 @@ def _evaluate(
         sig = group_signal(ev, config=config, groups=groups, recent_hidden=recent_hidden)
         if explain or sig.fired:
             signals.append(sig)
+    if not explain:
+        rc = config.rule("activity_clock")
+        score = sum(s.weight for s in signals if s.fired)
+        if rc.enabled and score < config.flag_score <= score + rc.weight:
+            sig = clock_signal(ev, config=config, explain=False)
+            if sig.fired:
+                signals.append(sig)
     return signals, rscore
 
 
