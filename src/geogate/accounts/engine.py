@@ -274,8 +274,25 @@ class Enforcer:
         its events are in is what makes the states independent of the batch boundaries."""
         pending = sorted(self._open)
         self._open.clear()
-        if not pending:
-            return BatchReport(received=0, inserted=0, duplicates=0)
+        notices = 0
+        transitions: list[TransitionRow] = []
+        # In chunks: a file of one day's traffic leaves every account open until the end, and
+        # memory must stay bounded by the chunk, not by the number of accounts.
+        for i in range(0, len(pending), self._CLOSE_CHUNK):
+            done = self._close(pending[i : i + self._CLOSE_CHUNK])
+            notices += done.notices
+            transitions.extend(done.transitions)
+        return BatchReport(
+            received=0,
+            inserted=0,
+            duplicates=0,
+            transitions=tuple(transitions),
+            notices=notices,
+        )
+
+    _CLOSE_CHUNK = 5_000
+
+    def _close(self, pending: list[str]) -> BatchReport:
         with self.store.transaction() as tx:
             work = self._load_work(tx, pending)
             batch = _Batch(work)
@@ -293,8 +310,10 @@ class Enforcer:
                 config = AccountsConfig.from_policy(policy)
                 notices += self._assess(tx, batch, due, config, policy)
             all_transitions = [t for w in work.values() for t in w.transitions]
-            saved = [self._row(a, w) for a, w in work.items()]
-            tx.save_accounts(saved)
+            judged = {a for due in by_segment.values() for a in due}
+            saved = [self._row(a, w) for a, w in work.items() if a in judged]
+            if saved:
+                tx.save_accounts(saved)
             if all_transitions:
                 tx.add_transitions(all_transitions)
             self._cache_pending = (saved, work)
