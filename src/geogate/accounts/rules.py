@@ -770,26 +770,10 @@ def assess(
     over every account.
     """
     if uniform_effective is not None and at >= uniform_effective:
-        since_u = int(uniform_effective.timestamp())
-        if since is not None:
-            since_u = max(since_u, since)
-        post, rs = _evaluate(
-            ev,
-            at=at,
-            config=config,
-            egress=egress,
-            groups=groups,
-            since=since_u,
-            explain=explain,
-        )
-        return finish(
-            post,
-            at=at,
-            config=config,
-            region_score_value=rs,
-            effective_at=uniform_effective,
-            post_date=True,
-        )
+        return _after_date(
+            ev, uniform_effective, at=at, config=config, egress=egress, groups=groups,
+            since=since, explain=explain, points=None,
+        )  # fmt: skip
     signals, rscore = _evaluate(
         ev, at=at, config=config, egress=egress, groups=groups, since=since, explain=explain
     )
@@ -799,10 +783,29 @@ def assess(
         return finish(
             signals, at=at, config=config, region_score_value=rscore, effective_at=effective
         )
+    return _after_date(
+        ev, effective, at=at, config=config, egress=egress, groups=groups, since=since,
+        explain=explain, points=rscore,
+    )  # fmt: skip
+
+
+def _after_date(
+    ev: AccountEvidence,
+    effective: datetime,
+    *,
+    at: datetime,
+    config: AccountsConfig,
+    egress: Mapping[str, EgressStats] | None,
+    groups: Mapping[str, GroupStats] | None,
+    since: int | None,
+    explain: bool,
+    points: float | None,
+) -> Assessment:
+    """The rules on evidence from on or after ``effective`` only (and after ``since``)."""
     post_since = int(effective.timestamp())
     if since is not None:
         post_since = max(post_since, since)
-    post, _ = _evaluate(
+    post, rs = _evaluate(
         ev,
         at=at,
         config=config,
@@ -810,13 +813,13 @@ def assess(
         groups=groups,
         since=post_since,
         explain=explain,
-        points=rscore,
+        points=points,
     )
     return finish(
         post,
         at=at,
         config=config,
-        region_score_value=rscore,
+        region_score_value=rs,
         effective_at=effective,
         post_date=True,
     )
