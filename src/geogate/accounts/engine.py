@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -132,7 +132,7 @@ _STATES: dict[str, AccountState] = {s.value: s for s in AccountState}  # Account
 class _Work:
     """One account's state while a batch is applied."""
 
-    __slots__ = ("db_points", "evidence", "points", "row", "state", "state_since", "transitions")
+    __slots__ = ("evidence", "points", "row", "state", "state_since", "transitions")
 
     def __init__(self, row: AccountRow | None, evidence: AccountEvidence | None = None) -> None:
         self.row = row
@@ -142,18 +142,16 @@ class _Work:
         self.state = _STATES[row.state] if row else AccountState.ACTIVE
         self.state_since = row.state_since if row else None
         self.points = row.points_unsupported if row else False
-        self.db_points = self.points
         self.transitions: list[TransitionRow] = []
 
 
 class _Batch:
     """The accounts of one ingestion batch and what it changed but has not written yet."""
 
-    __slots__ = ("changed_points", "new_egress", "work")
+    __slots__ = ("new_egress", "work")
 
     def __init__(self, work: dict[str, _Work]) -> None:
         self.work = work
-        self.changed_points: set[str] = set()
         self.new_egress: set[str] = set()
 
 
@@ -253,12 +251,7 @@ class Enforcer:
             notices = 0
             for seg in sorted(segments):
                 notices += self._apply_segment(tx, batch, segments[seg])
-            all_transitions = [t for w in work.values() for t in w.transitions]
-            saved = [self._row(a, w) for a, w in work.items()]
-            tx.save_accounts(saved)
-            if all_transitions:
-                tx.add_transitions(all_transitions)
-            self._cache_pending = (saved, work)
+            all_transitions = self._write(tx, work, list(work))
         self._remember()
         return BatchReport(
             received=len(events),
@@ -309,14 +302,7 @@ class Enforcer:
                 policy = self.policies.in_force(next(iter(due.values())))
                 config = AccountsConfig.from_policy(policy)
                 notices += self._assess(tx, batch, due, config, policy)
-            all_transitions = [t for w in work.values() for t in w.transitions]
-            judged = {a for due in by_segment.values() for a in due}
-            saved = [self._row(a, w) for a, w in work.items() if a in judged]
-            if saved:
-                tx.save_accounts(saved)
-            if all_transitions:
-                tx.add_transitions(all_transitions)
-            self._cache_pending = (saved, work)
+            all_transitions = self._write(tx, work, [a for due in by_segment.values() for a in due])
         self._remember()
         return BatchReport(
             received=0,
@@ -325,6 +311,20 @@ class Enforcer:
             transitions=tuple(all_transitions),
             notices=notices,
         )
+
+    def _write(
+        self, tx: StoreTx, work: dict[str, _Work], changed: list[str]
+    ) -> list[TransitionRow]:
+        """Save the ``changed`` accounts and every transition of ``work``; the saved rows are
+        cached once the transaction commits (:meth:`_remember`)."""
+        transitions = [t for w in work.values() for t in w.transitions]
+        saved = [self._row(a, work[a]) for a in changed]
+        if saved:
+            tx.save_accounts(saved)
+        if transitions:
+            tx.add_transitions(transitions)
+        self._cache_pending = (saved, work)
+        return transitions
 
     def _load_work(self, tx: StoreTx, accounts: list[str]) -> dict[str, _Work]:
         """The batch's accounts: from the cache of earlier batches when the stored version
@@ -421,11 +421,10 @@ class Enforcer:
             else:
                 self._open.add(account)
         # Egress and group links of accounts left open are written now too.
-        opened = {a: datetime.fromtimestamp(0, tz=UTC) for a in touched if a in self._open}
-        self._link(tx, batch, opened)
+        self._link(tx, batch, [a for a in touched if a in self._open])
         return notices + self._assess(tx, batch, complete, config, policy)
 
-    def _link(self, tx: StoreTx, batch: _Batch, accounts: Mapping[str, object]) -> None:
+    def _link(self, tx: StoreTx, batch: _Batch, accounts: Collection[str]) -> None:
         work = batch.work
         links = [
             (k, a)
@@ -561,13 +560,7 @@ class Enforcer:
             "reasons": [s.text for s in assessment.fired] if assessment else [],
             "at": at.isoformat(),
         }
-        email = (w.evidence.signup or {}).get("email")
-        if email:
-            payload["email"] = email
-        created = tx.enqueue_notice(
-            account, kind, policy.label, w.evidence.language, payload, at=at
-        )
-        return int(created)
+        return _queue_notice(tx, w, account, kind, policy, payload, at=at)
 
     def _operator_event(self, tx: StoreTx, w: _Work, e: Event, policy: Policy) -> int:
         if e.kind is EventKind.EXEMPTION:
@@ -639,25 +632,12 @@ class Enforcer:
                 "at": at.isoformat(),
                 "note": note or "",
             }
-            email = (w.evidence.signup or {}).get("email")
-            if email:
-                block_payload["email"] = email
-            return int(
-                tx.enqueue_notice(
-                    account, BLOCKED_NOTICE, policy.label, w.evidence.language, block_payload, at=at
-                )
-            )
+            return _queue_notice(tx, w, account, BLOCKED_NOTICE, policy, block_payload, at=at)
         if action is not OperatorAction.REINSTATE:
             return 0
         payload = {"account": account, "state": move.to.value, "policy": policy.label}
         payload |= {"at": at.isoformat(), "note": note or ""}
-        email = (w.evidence.signup or {}).get("email")
-        if email:
-            payload["email"] = email
-        created = tx.enqueue_notice(
-            account, REINSTATED_NOTICE, policy.label, w.evidence.language, payload, at=at
-        )
-        return int(created)
+        return _queue_notice(tx, w, account, REINSTATED_NOTICE, policy, payload, at=at)
 
     def _row(self, account: str, w: _Work) -> AccountRow:
         base = w.row
@@ -834,17 +814,15 @@ class Enforcer:
             ).points_unsupported
             stash[row.account] = (row, ev, points)
         # Cross-account evidence, from every member as of the same time.
-        for key, accts in members.items():
-            if key.startswith(("org:", "key:")):
-                evs = [stash[a][1] for a in accts if a in stash]
-                if len(evs) >= max(2, org.min_accounts):
-                    groups[key] = group_stats(key, evs, at=at, config=config)
-            else:
-                stats[key] = EgressStats(
-                    key=key,
-                    accounts=len(accts),
-                    unsupported=sum(1 for a in accts if a in stash and stash[a][2]),
-                )
+        cross = _cross_stats(
+            members,
+            {a: v[1] for a, v in stash.items()},
+            {a: v[2] for a, v in stash.items()},
+            at=at,
+            config=config,
+        )
+        stats.update(cross[0])
+        groups.update(cross[1])
         for account in sorted(stash):
             row, ev, _points = stash[account]
             if row.state in skip_frozen:
@@ -931,21 +909,7 @@ class Enforcer:
             ).points_unsupported
             for a, e in evs.items()
         }
-        stats: dict[str, EgressStats] = {}
-        groups: dict[str, GroupStats] = {}
-        org = config.rule("org_relay")
-        for key, accts in members.items():
-            if key.startswith(("org:", "key:")):
-                member_evs = [evs[a] for a in accts if a in evs]
-                if len(member_evs) >= max(2, org.min_accounts):
-                    groups[key] = group_stats(key, member_evs, at=at, config=config)
-            else:
-                stats[key] = EgressStats(
-                    key=key,
-                    accounts=len(accts),
-                    unsupported=sum(points.get(a, False) for a in accts),
-                )
-        return stats, groups
+        return _cross_stats(members, evs, points, at=at, config=config)
 
     def _apply_changes(
         self,
@@ -989,6 +953,49 @@ def uniform_effective(policy: Policy) -> datetime | None:
     if len(dates) != 1:
         return None
     return next(iter(dates))
+
+
+def _queue_notice(
+    tx: StoreTx,
+    w: _Work,
+    account: str,
+    kind: str,
+    policy: Policy,
+    payload: dict[str, Any],
+    *,
+    at: datetime,
+) -> int:
+    """Queue a notice in the account's language, to the signup's address when there is one;
+    1 when queued (at most one of each kind per account and policy version), else 0."""
+    email = (w.evidence.signup or {}).get("email")
+    if email:
+        payload["email"] = email
+    return int(tx.enqueue_notice(account, kind, policy.label, w.evidence.language, payload, at=at))
+
+
+def _cross_stats(
+    members: Mapping[str, list[str]],
+    evidence: Mapping[str, AccountEvidence],
+    points: Mapping[str, bool],
+    *,
+    at: datetime,
+    config: AccountsConfig,
+) -> tuple[dict[str, EgressStats], dict[str, GroupStats]]:
+    """Egress stats and org/API-key group stats from the members behind each key, as of ``at``
+    (the same figures for ``enforce`` and for one account's explanation)."""
+    stats: dict[str, EgressStats] = {}
+    groups: dict[str, GroupStats] = {}
+    min_members = max(2, config.rule("org_relay").min_accounts)
+    for key, accts in members.items():
+        if key.startswith(("org:", "key:")):
+            evs = [evidence[a] for a in accts if a in evidence]
+            if len(evs) >= min_members:
+                groups[key] = group_stats(key, evs, at=at, config=config)
+        else:
+            stats[key] = EgressStats(
+                key=key, accounts=len(accts), unsupported=sum(points.get(a, False) for a in accts)
+            )
+    return stats, groups
 
 
 def _effective_of(policy: Policy) -> Callable[[tuple[str, ...]], datetime | None]:

@@ -547,19 +547,25 @@ class AccountEvidence:
             keys.insert(0, f"org:{org}")
         return tuple(keys)
 
-    def last_located_days(self, *, before: int | None = None) -> tuple[int | None, int | None]:
-        """The latest UTC days (up to ``before``, exclusive) holding a supported and an
-        unsupported location observation: ``(supported_day, unsupported_day)``."""
+    def located_days(self, *, before: int | None = None) -> tuple[int | None, int | None, int, int]:
+        """Direct location observations in the UTC days up to ``before`` (exclusive): the
+        latest day with a supported and with an unsupported one, and how many of each
+        ``(supported_day, unsupported_day, supported, unsupported)``."""
         sup: int | None = None
         uns: int | None = None
+        n_sup = n_uns = 0
         for day, counts in self.days.items():
             if before is not None and day >= before:
                 continue
-            if counts[SUPPORTED] and (sup is None or day > sup):
-                sup = day
-            if counts[UNSUPPORTED] and (uns is None or day > uns):
-                uns = day
-        return sup, uns
+            if counts[SUPPORTED]:
+                n_sup += counts[SUPPORTED]
+                if sup is None or day > sup:
+                    sup = day
+            if counts[UNSUPPORTED]:
+                n_uns += counts[UNSUPPORTED]
+                if uns is None or day > uns:
+                    uns = day
+        return sup, uns, n_sup, n_uns
 
     # ----- updates ----------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from geogate.accounts.config import AccountsConfig
+from geogate.accounts.config import AccountsConfig, Strength
 from geogate.accounts.evidence import COUNTER_NAMES, AccountEvidence, infer_clock
 from geogate.accounts.rules import Assessment
 from geogate.store.protocol import AccountRow, NoticeRow, TransitionRow
@@ -76,7 +76,7 @@ def explain_lines(
             + "blocks it any more. An operator should reinstate it or confirm the block."
         )
     elif row.state == "blocked":
-        decisive = [s.rule for s in assessment.fired if s.strength.value == "strong"]
+        decisive = [s.rule for s in assessment.fired if s.strength is Strength.STRONG]
         lines.append(f"The block stands on: {', '.join(decisive)}.")
     lines.append("Rules (fired first):")
     for s in sorted(assessment.signals, key=lambda s: (not s.fired, s.rule)):

@@ -467,26 +467,25 @@ def base_signals(
 def clock_signal(ev: AccountEvidence, *, config: AccountsConfig, explain: bool = True) -> Signal:
     """The activity clock rule (weak): most of the account's UTC-offset estimate lies on the
     unsupported offsets."""
-    out = _Signals(config, explain=True)
     rc = config.rule("activity_clock")
     est = ev.clock() if explain or sum(ev.hours) >= rc.min_requests else None
     if est is None:
-        out.add("activity_clock", False, lambda: "no activity to infer a clock from.")
-    else:
-        mass = est.mass(rc.unsupported_offsets)
-        offsets = ", ".join(f"{o:+g}" for o in rc.unsupported_offsets)
-        out.add(
-            "activity_clock",
-            est.events >= rc.min_requests and mass >= rc.min_confidence,
-            lambda: (
-                f"the hourly activity of {est.events} requests fits a day at {est.range_text} "
-                f"(best UTC{est.offset_hours:+d}); {mass:.0%} of the estimate lies on the "
-                f"offsets {offsets}; fires at {rc.min_confidence:.0%} over at least "
-                f"{rc.min_requests} requests (weak: can flag for review, never block; many "
-                "supported countries share these offsets, some only in summer)."
-            ),
-        )
-    return out[0]
+        return _signal("activity_clock", False, "no activity to infer a clock from.", config)
+    mass = est.mass(rc.unsupported_offsets)
+    fired = est.events >= rc.min_requests and mass >= rc.min_confidence
+    if not explain:
+        return _signal("activity_clock", fired, "", config)
+    offsets = ", ".join(f"{o:+g}" for o in rc.unsupported_offsets)
+    return _signal(
+        "activity_clock",
+        fired,
+        f"the hourly activity of {est.events} requests fits a day at {est.range_text} "
+        f"(best UTC{est.offset_hours:+d}); {mass:.0%} of the estimate lies on the "
+        f"offsets {offsets}; fires at {rc.min_confidence:.0%} over at least "
+        f"{rc.min_requests} requests (weak: can flag for review, never block; many "
+        "supported countries share these offsets, some only in summer).",
+        config,
+    )
 
 
 def continuity_signal(
@@ -508,12 +507,7 @@ def continuity_signal(
     hidden = w[HIDDEN]
     at_epoch = int(at.timestamp())
     at_day = at_epoch // DAY_SECONDS
-    sup_day, uns_day = ev.last_located_days(before=at_day + 1)
-    uns_all = sup_all = 0
-    for day, counts in ev.days.items():
-        if day <= at_day:
-            uns_all += counts[UNSUPPORTED]
-            sup_all += counts[SUPPORTED]
+    sup_day, uns_day, sup_all, uns_all = ev.located_days(before=at_day + 1)
     located_all = uns_all + sup_all
     # The signup is an observation too: from a residential address in an unsupported region
     # it places the account there, corroborated by the phone number, a card or a direct leak.
