@@ -123,19 +123,6 @@ def _short(value: str | None, param: str) -> str | None:
     return value
 
 
-def _row_json(r: AccountRow) -> dict[str, Any]:
-    return {
-        "account": r.account,
-        "state": r.state,
-        "state_since": r.state_since.isoformat() if r.state_since else None,
-        "policy_version": r.policy_version,
-        "score": r.score,
-        "reasons": list(r.reasons),
-        "language": r.language,
-        "last_seen": r.last_seen.isoformat() if r.last_seen else None,
-    }
-
-
 def _transition_json(t: TransitionRow) -> dict[str, Any]:
     return {
         "at": t.at.isoformat(),
@@ -319,7 +306,7 @@ def create_accounts_app(
         rows = await run_in_threadpool(read)
         return _JSON(
             {
-                "accounts": [_row_json(r) for r in rows],
+                "accounts": [r.summary_json() for r in rows],
                 "next": rows[-1].account if len(rows) == limit else None,
             }
         )
@@ -331,7 +318,7 @@ def create_accounts_app(
             row = store.get_account(account)
             if row is None:
                 return None
-            return _row_json(row) | {
+            return row.summary_json() | {
                 "transitions": [_transition_json(t) for t in store.transitions(account)],
                 "notices": [_notice_json(n) for n in store.notices(account)],
             }

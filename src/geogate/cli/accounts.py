@@ -23,6 +23,7 @@ from geogate.errors import ConfigError, EventError
 if TYPE_CHECKING:
     from geogate.accounts.engine import Enforcer
     from geogate.accounts.evidence import BinTable
+    from geogate.store.protocol import AccountRow
     from geogate.store.sql import SqlStore
 
 DEFAULT_DB = "geogate.db"
@@ -437,17 +438,8 @@ def _now_text(assessment: Any) -> str:
     )
 
 
-def _row_dict(r: Any, assessment: Any = None) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "account": r.account,
-        "state": r.state,
-        "state_since": r.state_since.isoformat() if r.state_since else None,
-        "policy_version": r.policy_version,
-        "score": r.score,
-        "reasons": list(r.reasons),
-        "language": r.language,
-        "last_seen": r.last_seen.isoformat() if r.last_seen else None,
-    }
+def _row_dict(r: AccountRow, assessment: Any = None) -> dict[str, Any]:
+    doc: dict[str, Any] = r.summary_json()
     if assessment is not None:
         doc["now"] = {
             "verdict": assessment.verdict.label,

@@ -82,6 +82,20 @@ class AccountRow:
     last_seen: datetime | None
     version: int = 0
 
+    def summary_json(self) -> dict[str, Any]:
+        """The account's state as the CLI's ``--json`` and the account API show it (no
+        evidence)."""
+        return {
+            "account": self.account,
+            "state": self.state,
+            "state_since": self.state_since.isoformat() if self.state_since else None,
+            "policy_version": self.policy_version,
+            "score": self.score,
+            "reasons": list(self.reasons),
+            "language": self.language,
+            "last_seen": self.last_seen.isoformat() if self.last_seen else None,
+        }
+
 
 class ScanRow(NamedTuple):
     """What a scan over every account reads: enough to skip an account without decoding its
