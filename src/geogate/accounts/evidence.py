@@ -591,13 +591,26 @@ class AccountEvidence:
         locator: Locator,
         switch_window_seconds: int,
     ) -> tuple[str, ...]:
-        """Count one request; returns the egress keys it used (flagged networks only)."""
+        """Count one request; returns the egress keys it used (flagged networks only).
+
+        An event with ``repeat`` n > 1 (see :class:`~geogate.accounts.events.Event`) counts as
+        n identical requests from ``event.ts`` to ``event.last_epoch``: every counter gains n,
+        the switching detector compares only the first with what came before (the others have
+        its class, so they can never switch), and the last sets the latest times. That is
+        exact when the n share the UTC hour and the policy segment, as the caller guarantees.
+        """
         epoch = event.epoch
+        n = event.repeat
         self._seen(epoch)
-        self.requests += 1
+        if n == 1:
+            last = epoch
+        else:
+            last = event.last_epoch if event.last_epoch is not None else epoch
+            self._seen(last)
+        self.requests += n
         b = self._bucket(epoch)
-        b[REQUESTS] += 1
-        self.hours[(epoch // 3600) % 24] += 1
+        b[REQUESTS] += n
+        self.hours[(epoch // 3600) % 24] += n
         flags = located.flags
         # Tor, VPNs and proxies say nothing about where the user is, and nor does a datacenter
         # in a supported country (a VPS, a relay, corporate egress): those requests are
@@ -606,32 +619,32 @@ class AccountEvidence:
         if located.unsupported or flags & _DATACENTER:
             self.notable = True
         if hidden:
-            b[HIDDEN] += 1
+            b[HIDDEN] += n
         if flags:
             if flags & _F_TOR:
-                b[TOR] += 1
+                b[TOR] += n
             if flags & _F_VPN:
-                b[VPN] += 1
+                b[VPN] += n
             if flags & _F_PROXY:
-                b[PROXY] += 1
+                b[PROXY] += n
             if flags & _F_HOSTING:
-                b[HOSTING] += 1
+                b[HOSTING] += n
             if flags & _F_RELAY:
-                b[RELAY] += 1
+                b[RELAY] += n
         if located.unknown and not hidden:
-            b[UNKNOWN] += 1
+            b[UNKNOWN] += n
         elif not hidden:
-            b[UNSUPPORTED if located.unsupported else SUPPORTED] += 1
+            b[UNSUPPORTED if located.unsupported else SUPPORTED] += n
             region = located.region
             if region:
                 entry = self.regions.get(region)
                 if entry is None:
                     if len(self.regions) < MAX_REGIONS:
-                        self.regions[region] = [1, epoch, int(located.unsupported)]
+                        self.regions[region] = [n, last, int(located.unsupported)]
                 else:
-                    entry[0] += 1
-                    if epoch > entry[1]:  # noqa: PLR1730 - hot path: max() costs a call
-                        entry[1] = epoch
+                    entry[0] += n
+                    if last > entry[1]:  # noqa: PLR1730 - hot path: max() costs a call
+                        entry[1] = last
                     entry[2] = int(located.unsupported)
 
         # Switching: an unsupported residential network and a supported-country datacenter or
@@ -651,17 +664,17 @@ class AccountEvidence:
             self.notable = True
         if cls != _CLASS_OTHER:
             self.last_class = cls
-            self.last_ts = epoch
+            self.last_ts = last
 
         if event.accept_language:
             tag = _language_tag_cached(event.accept_language)
             if tag:
-                b[LANGUAGE_ANY] += 1
+                b[LANGUAGE_ANY] += n
                 if tag in self.languages or len(self.languages) < MAX_LANGUAGES:
-                    self.languages[tag] = self.languages.get(tag, 0) + 1
+                    self.languages[tag] = self.languages.get(tag, 0) + n
                 region = language_region(tag)
                 if region and locator.is_unsupported(region, event.ts):
-                    b[LANGUAGE_UNSUPPORTED] += 1
+                    b[LANGUAGE_UNSUPPORTED] += n
                     self.notable = True
                     if len(self.languages_unsupported) < MAX_LANGUAGES:
                         self.languages_unsupported.add(tag)
@@ -684,23 +697,23 @@ class AccountEvidence:
                     break
             if hit is not None:
                 self.notable = True
-                b[FORWARDED_UNSUPPORTED] += 1
+                b[FORWARDED_UNSUPPORTED] += n
                 entry = self.forwarded.get(hit)
                 if entry is None:
                     if len(self.forwarded) < MAX_REGIONS:
-                        self.forwarded[hit] = [1, epoch]
+                        self.forwarded[hit] = [n, last]
                 else:
-                    entry[0] += 1
-                    if epoch > entry[1]:  # noqa: PLR1730 - hot path: max() costs a call
-                        entry[1] = epoch
+                    entry[0] += n
+                    if last > entry[1]:  # noqa: PLR1730 - hot path: max() costs a call
+                        entry[1] = last
 
         if flags & _EGRESS_FLAGS and event.ip:
             keys = egress_keys(event.ip, located.asn)
             for key in keys:
                 if key in self.egress:
-                    self.egress[key] += 1
+                    self.egress[key] += n
                 elif len(self.egress) < MAX_EGRESS:
-                    self.egress[key] = 1
+                    self.egress[key] = n
             return keys
         return ()
 
