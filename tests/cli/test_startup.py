@@ -1,7 +1,8 @@
 """Start-up cost of the CLI: ``geogate check`` loads only what a check needs.
 
 The account store, the notices, the web service, the log scan and their libraries are
-imported by the commands that use them, not by every run of ``geogate``.
+imported by the commands that use them, not by every run of ``geogate``; nor is pydantic,
+which Typer would import to convert the arguments.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ HEAVY = (
     "prometheus_client",
     "httpx",
     "pyarrow",
+    "pydantic",  # Typer's coercion imports it unless geogate.cli.coercion handles the type
 )
 
 PROBE = f"""

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from geogate import __version__
+from geogate.cli.coercion import use_plain_coercion
 from geogate.client_ip import parse_ip
 from geogate.clock import parse_instant
 from geogate.decide import Decider, Decision
@@ -478,8 +479,10 @@ def main(argv: list[str] | None = None) -> int:
     if _command_of(sys.argv[1:] if argv is None else argv) not in _OWN_COMMANDS:
         register_groups()  # --help, the groups' own commands, or an unknown one
     try:
+        command = typer.main.get_command(app)
+        use_plain_coercion(command)  # str and Path parameters without importing pydantic
         # Without standalone mode, click returns the code of a typer.Exit instead of raising.
-        result = app(args=argv, standalone_mode=False)
+        result = command(args=argv, standalone_mode=False)
     except GeogateError as exc:
         err.print(f"geogate: error: {exc.one_line()}", markup=False)
         return exc.exit_code
