@@ -6,7 +6,8 @@ Downloads the packages with ``npm pack`` into the work directory (default ``.cac
 compiles them with the shipped X4BNet VPN/datacenter lists, the iCloud Private Relay ranges and
 the hosting-ASN supplement (``src/geogate/intel/data``), writes
 ``src/geogate/intel/data/default.snapshot`` and prints the build report, the country
-disagreement between the two location sources and the package versions for DATA-LICENSES.
+disagreement between the two location sources, the package versions for DATA-LICENSES and
+how the data splits the city-precision oblasts over their cities (docs/intel-sources.md).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from geogate.intel.build import (
     fetch_npm_sources,
     location_disagreement,
 )
+from geogate.intel.places import city_shares
 from geogate.intel.snapshot import Snapshot
 from geogate.intel.sources.mmdb import MmdbSource
 
@@ -55,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         loaded = Snapshot.load(args.out)
         for s in loaded.meta.sources:
             print(f"source {s.name}: {s.origin or '-'} date {s.date} licence {s.license}")
+        with_city = sum(p.city is not None for p in loaded.places)
+        print(f"places: {len(loaded.places)} ({with_city} with a city)")
+        for code in config.city_regions:
+            print(_city_precision_line(loaded, code))
         by_name = {s.name: s for s in config.sources}
         a, b = (by_name[n] for n in config.precedence["location"][:2])
         first = MmdbSource(a.paths[0], name=a.name, fields=("location",))
@@ -69,6 +75,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
     return 0
+
+
+def _city_precision_line(snapshot: Snapshot, subdivision: str) -> str:
+    """One line: how the snapshot's IPv4 space in ``subdivision`` splits over its cities."""
+    shares = city_shares(snapshot, subdivision)
+    total = sum(c.ipv4_addresses for c in shares) or 1
+    ranges = sum(c.ipv4_ranges for c in shares)
+    top = ", ".join(
+        f"{c.city or '(no city)'} {c.ipv4_addresses:,} ({100 * c.ipv4_addresses / total:.1f} %, "
+        f"{c.ipv4_ranges} ranges)"
+        for c in shares[:6]
+    )
+    return f"city precision {subdivision}: {total:,} IPv4 addresses in {ranges} ranges: {top}"
 
 
 if __name__ == "__main__":

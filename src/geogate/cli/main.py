@@ -30,7 +30,13 @@ from geogate.errors import (
     PolicySyntaxError,
 )
 from geogate.policy.model import Action, Mode, Policy, PolicySet
-from geogate.policy.parse import load_policy, load_policy_set, resolve_policy_path, with_line
+from geogate.policy.parse import (
+    load_policy,
+    load_policy_set,
+    region_line,
+    resolve_policy_path,
+    with_line,
+)
 
 app = typer.Typer(
     rich_markup_mode=None,  # plain click help: rewraps docstrings, keeps [brackets] literal
@@ -183,10 +189,13 @@ def policy_check(
     versions: Annotated[
         bool, typer.Option("--versions", help="Also check the files together as versions.")
     ] = False,
+    snapshot: SnapshotOpt = None,
 ) -> None:
     """Validate policy files; prints one line per file, or the first error with its line.
 
     Every table is checked, [accounts] included, with the code the service and ingest use.
+    City regions (``UA-23/Zaporizhzhia``) are checked against the snapshot's places: one that
+    can never match is a warning with its file and line.
     """
     from geogate.accounts.config import AccountsConfig  # noqa: PLC0415 - keeps startup fast
 
@@ -203,6 +212,15 @@ def policy_check(
         out.print(
             f"ok {p.source}: {p.label}, {p.mode.value}, {len(p.rules)} rules, {regions} regions"
         )
+    if any(p.city_regions() for p in policies):
+        from geogate.intel.places import city_region_warnings  # noqa: PLC0415
+
+        snap = load_snapshot(snapshot)
+        for p in policies:
+            for rule, region, why in city_region_warnings(p, snap):
+                line = region_line(p, rule, region)
+                where = f"{p.source}:{line}" if line is not None else str(p.source)
+                err.print(f"{where}: warning: rule {rule.id!r}: {why}", markup=False)
 
 
 def _explain_policy(p: Policy, when: datetime) -> None:

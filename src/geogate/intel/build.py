@@ -11,6 +11,7 @@ The build config is TOML (documented in docs/intel-sources.md)::
 
     [build]
     subdivision_countries = ["UA"]     # keep subdivisions of these countries only
+    city_regions = ["UA-23", "UA-65"]  # keep the city of ranges in these subdivisions
 
     [[sources]]
     name = "dbip-city"
@@ -71,6 +72,7 @@ from geogate.intel.fetch import (
     fetch_feed,
     is_loopback_host,
 )
+from geogate.intel.places import EMPTY_PLACE, Place
 from geogate.intel.snapshot import (
     FORMAT_VERSION,
     MAX_SOURCES,
@@ -114,6 +116,7 @@ _ALLOWED_FIELDS: Final[dict[str, frozenset[str]]] = {
     k: frozenset(v) for k, v in _DEFAULT_FIELDS.items()
 }
 _DATE_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_CITY_REGION: Final = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _U64: Final = (1 << 64) - 1
 _ENV_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -170,8 +173,11 @@ class BuildConfig:
     ``precedence`` maps each field to source names, highest first; fields missing from it
     use the sources giving that field in config order. ``subdivision_countries`` keeps
     subdivisions whose code belongs to one of these countries (None keeps all).
-    ``blank_special_purpose`` makes every field unknown in the special-purpose blocks of
-    :data:`SPECIAL_PURPOSE` (private, loopback, link-local, documentation, multicast ...),
+    ``city_regions`` lists subdivisions (``"UA-23"``) or whole countries (``"UA"``) whose
+    ranges keep the city their location source gives, so that a policy can name cities there
+    (``"UA-23/Zaporizhzhia"``); elsewhere the city is dropped (it would split ranges for no
+    rule's sake). ``blank_special_purpose`` makes every field unknown in the special-purpose
+    blocks of :data:`SPECIAL_PURPOSE` (private, loopback, link-local, documentation, multicast ...),
     where some sources carry stray registry data (one files 192.168.0.0/16 under AU).
     ``max_country_change`` is the share of located IPv4 addresses that may change country
     when ``geogate data build`` replaces an existing snapshot (see :mod:`geogate.intel.diff`).
@@ -180,6 +186,7 @@ class BuildConfig:
     sources: tuple[SourceConfig, ...]
     precedence: dict[str, tuple[str, ...]] = field(default_factory=dict)
     subdivision_countries: tuple[str, ...] | None = None
+    city_regions: tuple[str, ...] = ()
     blank_special_purpose: bool = True
     max_country_change: float = 0.02
 
@@ -225,6 +232,7 @@ def parse_build_config(
     if not isinstance(build, dict):
         raise fail("build", "must be a table")
     sub_countries: tuple[str, ...] | None = None
+    city_regions: tuple[str, ...] = ()
     blank_special = True
     max_change = 0.02
     for key, value in build.items():
@@ -237,6 +245,16 @@ def parse_build_config(
             if not isinstance(value, bool):
                 raise fail("build.blank_special_purpose", "must be true or false")
             blank_special = value
+            continue
+        if key == "city_regions":
+            if not isinstance(value, list) or not all(
+                isinstance(c, str) and _CITY_REGION.match(c.strip().upper()) for c in value
+            ):
+                raise fail(
+                    "build.city_regions",
+                    "must be a list of ISO 3166-2 subdivision or 2-letter country codes",
+                )
+            city_regions = tuple(dict.fromkeys(c.strip().upper() for c in value))
             continue
         if key != "subdivision_countries":
             raise fail(f"build.{key}", "unknown key")
@@ -279,6 +297,7 @@ def parse_build_config(
         sources=tuple(sources),
         precedence=precedence,
         subdivision_countries=sub_countries,
+        city_regions=city_regions,
         blank_special_purpose=blank_special,
         max_country_change=max_change,
     )
@@ -682,7 +701,7 @@ class _Tables:
 
     def __init__(self) -> None:
         self.countries: dict[str, int] = {"": 0}
-        self.subdivisions: dict[str, int] = {"": 0}
+        self.places: dict[Place, int] = {EMPTY_PLACE: 0}
         self.providers: dict[str, int] = {"": 0}
         self.orgs: dict[str, int] = {"": 0}
         self.as_orgs: dict[int, str] = {}
@@ -711,12 +730,13 @@ class _Tables:
             idx = self.countries[code] = len(self.countries)
         return idx
 
-    def subdivision(self, code: str | None) -> int:
-        if not code:
+    def place(self, r: SourceRange) -> int:
+        if not r.subdivision:
             return 0
-        idx = self.subdivisions.get(code)
+        place = Place((r.subdivision, *r.more_subdivisions), r.city, r.geoname_id)
+        idx = self.places.get(place)
         if idx is None:
-            idx = self.subdivisions[code] = len(self.subdivisions)
+            idx = self.places[place] = len(self.places)
         return idx
 
 
@@ -810,15 +830,20 @@ def build_snapshot(
         for asn, org in orgs_by_source[si].items():
             tables.as_orgs.setdefault(asn, org)
 
-    # Country and subdivision tables in sorted order, for stable files.
+    # Country and place tables in sorted order, for stable files.
     country_order = sorted(tables.countries)
-    sub_order = sorted(tables.subdivisions)
+    sub_order = sorted(tables.places, key=_place_order)
     country_map = np.zeros(len(tables.countries), dtype=np.uint16)
     for new, code in enumerate(country_order):
         country_map[tables.countries[code]] = new
-    sub_map = np.zeros(len(tables.subdivisions), dtype=np.uint16)
-    for new, code in enumerate(sub_order):
-        sub_map[tables.subdivisions[code]] = new
+    if len(sub_order) > 0xFFFF:
+        raise IntelDataError(
+            f"{len(sub_order)} places (subdivisions and cities) exceed the snapshot's 65,535; "
+            "narrow build.city_regions or build.subdivision_countries"
+        )
+    sub_map = np.zeros(len(tables.places), dtype=np.uint16)
+    for new, place in enumerate(sub_order):
+        sub_map[tables.places[place]] = new
     org_names = sorted(tables.orgs)
     org_map = np.zeros(len(tables.orgs), dtype=np.uint32)
     for new, name in enumerate(org_names):
@@ -875,7 +900,8 @@ def build_snapshot(
         v6_starts_lo=v6_lo,
         columns=columns,
         country_codes=country_order,
-        subdivision_codes=sub_order,
+        subdivision_codes=(),
+        places=sub_order,
         as_orgs=tables.as_orgs,
         provider_names=provider_order,
         org_names=org_names if "as_org_idx" in columns else None,
@@ -884,6 +910,11 @@ def build_snapshot(
     rep.v6_ranges = snapshot.n6
     rep.seconds = time.perf_counter() - started
     return snapshot
+
+
+def _place_order(place: Place) -> tuple[tuple[str, ...], str, int]:
+    """Places sorted by subdivisions, then city, then GeoNames id (the empty place first)."""
+    return place.subdivisions, place.city or "", place.geoname_id or 0
 
 
 def _org_column_is_redundant(
@@ -936,6 +967,7 @@ def _adapters(sc: SourceConfig, config: BuildConfig) -> Iterator[tuple[Path, Ran
                     date=sc.date,
                     fields=sc.fields,
                     subdivision_countries=config.subdivision_countries,
+                    city_regions=config.city_regions,
                 ),
             )
         elif sc.kind.startswith("csv-"):
@@ -961,7 +993,7 @@ def _adapters(sc: SourceConfig, config: BuildConfig) -> Iterator[tuple[Path, Ran
 def _row(r: SourceRange, sc: SourceConfig, tables: _Tables, orgs: dict[int, str]) -> _Row:
     fields = sc.fields
     country = tables.country(r.country) if "location" in fields else 0
-    sub = tables.subdivision(r.subdivision) if "subdivision" in fields else 0
+    sub = tables.place(r) if "subdivision" in fields else 0
     asn = (r.asn or 0) if "asn" in fields else 0
     if asn and r.as_org:
         orgs.setdefault(asn, r.as_org)
@@ -1234,7 +1266,7 @@ def verify_written(snapshot: Snapshot, path: str | Path) -> Snapshot:
             raise IntelDataError(f"written file differs from the build in {what}", path=where)
     for what, x, y in (
         ("country codes", snapshot.country_codes, loaded.country_codes),
-        ("subdivision codes", snapshot.subdivision_codes, loaded.subdivision_codes),
+        ("places", snapshot.places, loaded.places),
         ("provider names", snapshot.provider_names, loaded.provider_names),
         ("AS organisation names", snapshot.org_names, loaded.org_names),
         ("sources", snapshot.meta.sources, loaded.meta.sources),
@@ -1313,6 +1345,9 @@ NPM_PACKAGES: Final = (
     "@ip-location-db/asn",
 )
 DEFAULT_SUBDIVISION_COUNTRIES: Final = ("UA",)
+DEFAULT_CITY_REGIONS: Final = ("UA-09", "UA-14", "UA-23", "UA-65")
+"""Oblasts whose ranges keep their city in the embedded default: the partly occupied ones the
+presets name, so that a policy can carve free cities out (measured cost: docs/intel-sources.md)."""
 DBIP_ATTRIBUTION: Final = "IP Geolocation by DB-IP (https://db-ip.com), CC BY 4.0"
 
 
@@ -1445,6 +1480,7 @@ def npm_build_config(dirs: Mapping[str, tuple[Path, str]]) -> BuildConfig:
             ),
         },
         subdivision_countries=DEFAULT_SUBDIVISION_COUNTRIES,
+        city_regions=DEFAULT_CITY_REGIONS,
     )
 
 
@@ -1530,6 +1566,8 @@ def render_build_config(config: BuildConfig, *, base_dir: Path | None = None) ->
         build_lines.append(
             f"subdivision_countries = [{', '.join(map(q, config.subdivision_countries))}]"
         )
+    if config.city_regions:
+        build_lines.append(f"city_regions = [{', '.join(map(q, config.city_regions))}]")
     if not config.blank_special_purpose:
         build_lines.append("blank_special_purpose = false")
     if config.max_country_change != 0.02:  # the default

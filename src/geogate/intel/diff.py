@@ -162,7 +162,11 @@ def _family(
     unit: str,
 ) -> FamilyDiff:
     countries, c_old, c_new = _common(old.country_codes, new.country_codes)
-    subs, s_old, s_new = _common(old.subdivision_codes, new.subdivision_codes)
+    # Subdivisions of each place, without the city: a city kept or dropped moves nothing.
+    subs, s_old, s_new = _common(
+        tuple("+".join(p.subdivisions) for p in old.places),
+        tuple("+".join(p.subdivisions) for p in new.places),
+    )
     ca = c_old[old.country_idx[keys_old].astype(np.int64)]
     cb = c_new[new.country_idx[keys_new].astype(np.int64)]
     sa = s_old[old.subdivision_idx[keys_old].astype(np.int64)]

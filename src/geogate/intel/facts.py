@@ -42,6 +42,10 @@ class IntelFacts:
     belong to another country than ``country`` (DB-IP files most Crimean networks under RU with
     subdivision UA-43). ``alt_country`` is what the lower-precedence location source said when it
     disagrees with ``country`` (None when it agrees or has nothing).
+    ``more_subdivisions`` are the record's further subdivisions (a second level: a territory
+    rule on any of them matches), ``city`` the city the location source gave (with its
+    GeoNames id ``city_geoname_id`` when the source has one), kept only where the snapshot was
+    built with city precision for the subdivision (``city_regions``); empty/None otherwise.
     ``network`` is the range the facts hold for, as ``"first-last"`` addresses.
     ``anonymizer_provider`` and ``anonymizer_confidence`` (1-99) are what an anonymizer
     database said about the flagged network (MaxMind Anonymous-Plus ``provider_name`` and
@@ -63,11 +67,21 @@ class IntelFacts:
     anonymizer_confidence: int | None = None
     embedding: str | None = None
     embedded_ipv4: str | None = None
+    more_subdivisions: tuple[str, ...] = ()
+    city: str | None = None
+    city_geoname_id: int | None = None
 
     @classmethod
     def unknown(cls) -> IntelFacts:
         """Facts for an address no source knows."""
         return _UNKNOWN
+
+    @property
+    def subdivisions(self) -> tuple[str, ...]:
+        """Every subdivision the record names, most general first (empty when none)."""
+        if self.subdivision is None:
+            return self.more_subdivisions
+        return (self.subdivision, *self.more_subdivisions)
 
     @property
     def is_known(self) -> bool:
@@ -77,7 +91,8 @@ class IntelFacts:
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready view, used by the CLI, the service and the audit log.
 
-        The anonymizer evidence and the embedding keys appear only when set.
+        The anonymizer evidence, the embedding, ``subdivisions`` (all of them, when the record
+        names more than one) and ``city`` keys appear only when set.
         """
         out: dict[str, object] = {
             "country": self.country,
@@ -91,6 +106,12 @@ class IntelFacts:
                 {"field": p.field, "source": p.source, "date": p.date} for p in self.provenance
             ],
         }
+        if self.more_subdivisions:
+            out["subdivisions"] = list(self.subdivisions)
+        if self.city is not None:
+            out["city"] = self.city
+            if self.city_geoname_id is not None:
+                out["city_geoname_id"] = self.city_geoname_id
         if self.anonymizer_provider is not None:
             out["anonymizer_provider"] = self.anonymizer_provider
         if self.anonymizer_confidence is not None:

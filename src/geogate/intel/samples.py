@@ -26,7 +26,8 @@ def sample_addresses(snap: Snapshot, regions: Iterable[str], *, ipv6: bool = Tru
     """For each region (country ``"CN"`` or subdivision ``"UA-43"``), the middle address of its
     largest public IPv4 range in ``snap`` on which the location sources agree and, with
     ``ipv6``, of its largest such IPv6 range. A country matches only ranges without a
-    subdivision; name subdivisions (``"UA-30"``) to sample them.
+    subdivision; name subdivisions (``"UA-30"``) or cities (``"UA-23/Zaporizhzhia"``) to
+    sample them (a subdivision includes its cities).
 
     Regions the data does not have are skipped. Deterministic for a given snapshot.
     """
@@ -34,9 +35,10 @@ def sample_addresses(snap: Snapshot, regions: Iterable[str], *, ipv6: bool = Tru
     n4 = snap.n4
     for region in regions:
         if "-" in region:
-            if region not in snap.subdivision_codes:
+            sub, _, city = region.partition("/")
+            if not snap.place_indices(sub, city=city or None):
                 continue
-            mask = snap.subdivision_idx == snap.subdivision_codes.index(region)
+            mask = snap.subdivision_mask(sub, city=city or None)
         else:
             if region not in snap.country_codes:
                 continue

@@ -37,10 +37,16 @@ from geogate.errors import ClientIPError, IntelDataError
 from geogate.intel.addresses import V4_MAX, V6_MAX, embedded_ipv4, format_address
 from geogate.intel.container import open_members, write_packed
 from geogate.intel.facts import IntelFacts, NetworkFlag, Provenance
+from geogate.intel.places import EMPTY_PLACE, Place, place_table
+from geogate.policy.cities import city_key
 
-FORMAT_VERSION: Final = 2
-"""Version of the on-disk format written by :meth:`Snapshot.save`; :meth:`Snapshot.load`
-refuses any other. Version 2 added the anonymizer evidence columns and the content digest."""
+FORMAT_VERSION: Final = 3
+"""Version of the on-disk format written by :meth:`Snapshot.save`. Version 2 added the
+anonymizer evidence columns and the content digest; version 3 turned the subdivision table
+into a place table (several subdivisions, a city). :meth:`Snapshot.load` also reads version 2
+(every place one subdivision) and refuses any other."""
+
+READABLE_VERSIONS: Final = (2, 3)
 
 FIELDS: Final = ("location", "subdivision", "alt_country", "asn", "flags")
 """Field names used in provenance and precedence."""
@@ -212,6 +218,7 @@ class Snapshot:
         "_org_idx",
         "_org_names",
         "_org_text",
+        "_places",
         "_provider_names",
         "_sub_codes",
         "_v4_bnp",
@@ -234,7 +241,8 @@ class Snapshot:
         v6_starts_lo: npt.NDArray[np.uint64],
         columns: Mapping[str, npt.NDArray[Any]],
         country_codes: Sequence[str],
-        subdivision_codes: Sequence[str],
+        subdivision_codes: Sequence[str] = ("",),
+        places: Sequence[Place | object] | None = None,
         as_orgs: Mapping[int, str] | None = None,
         _as_org_arrays: tuple[npt.NDArray[np.uint32], bytes] | None = None,
         provider_names: Sequence[str] = ("",),
@@ -245,6 +253,9 @@ class Snapshot:
         ``v4_starts`` (uint32) and the v6 starts (hi/lo uint64 halves) must be strictly
         increasing and begin at 0; every column in :data:`_COLUMNS` must have
         ``len(v4_starts) + len(v6_starts_hi)`` entries; index 0 of both code tables is ``""``.
+        ``subdivision_idx`` indexes ``places`` (:class:`~geogate.intel.places.Place` values or
+        their stored forms; index 0 the empty place) or, without ``places``, the plain codes of
+        ``subdivision_codes``.
         """
         n4 = len(v4_starts)
         n6 = len(v6_starts_hi)
@@ -278,9 +289,18 @@ class Snapshot:
         )
         _check(int(cols["anon_confidence"].max(initial=0)) <= 100, "anon_confidence above 100")
         codes = tuple(country_codes)
-        subs = tuple(subdivision_codes)
         _check(bool(codes) and codes[0] == "", "country code table must start with ''")
-        _check(bool(subs) and subs[0] == "", "subdivision code table must start with ''")
+        if places is None:
+            _check(
+                bool(subdivision_codes) and subdivision_codes[0] == "",
+                "subdivision code table must start with ''",
+            )
+            places = subdivision_codes
+        try:
+            place_values = place_table(places)
+        except ValueError as exc:
+            raise IntelDataError(str(exc)) from None
+        subs = tuple(p.subdivision or "" for p in place_values)
         for name, table in (
             ("country_idx", codes),
             ("alt_country_idx", codes),
@@ -317,6 +337,7 @@ class Snapshot:
         self._cols = cols
         self._country_codes = codes
         self._sub_codes = subs
+        self._places = place_values
         self._v4_np = _readonly(v4)
         self._v6_hi_np = _readonly(v6h)
         self._v6_lo_np = _readonly(v6l)
@@ -377,10 +398,11 @@ class Snapshot:
                     raise IntelDataError("not a geogate snapshot (no meta member)", path=where)
                 raw_meta = json.loads(bytes(npz["meta"]).decode("utf-8"))
                 version = raw_meta.get("format_version") if isinstance(raw_meta, dict) else None
-                if version != FORMAT_VERSION:
+                if version not in READABLE_VERSIONS or isinstance(version, bool):
                     raise IntelDataError(
                         f"snapshot format version {version!r}, this geogate reads "
-                        f"{FORMAT_VERSION}; rebuild it with `geogate data build`",
+                        f"{' and '.join(map(str, READABLE_VERSIONS))}; rebuild it with "
+                        "`geogate data build`",
                         path=where,
                     )
                 need = {
@@ -440,7 +462,7 @@ class Snapshot:
                     v6_starts_lo=v6l,
                     columns=cols,
                     country_codes=countries,
-                    subdivision_codes=subs,
+                    places=subs,
                     _as_org_arrays=(asns, text),
                     provider_names=providers,
                     org_names=(
@@ -484,8 +506,9 @@ class Snapshot:
         """
         p = Path(path)
         meta = self._meta.to_dict()
+        meta["format_version"] = FORMAT_VERSION  # a loaded version-2 snapshot is saved as 3
         meta["country_codes"] = list(self._country_codes)
-        meta["subdivision_codes"] = list(self._sub_codes)
+        meta["places"] = [p.to_json() for p in self._places]
         meta["v4_delta"] = True
         meta["provider_names"] = list(self._provider_names)
         # Deltas of sorted starts compress far better than the starts (they are mostly
@@ -544,8 +567,43 @@ class Snapshot:
 
     @property
     def subdivision_codes(self) -> tuple[str, ...]:
-        """ISO 3166-2 codes indexed by ``subdivision_idx``; [0] = "" (none)."""
+        """The first ISO 3166-2 code of each place, indexed by ``subdivision_idx``; [0] = ""
+        (none). A code repeats when places split it by city or name more subdivisions: find a
+        subdivision's ranges with :meth:`subdivision_mask`, not ``subdivision_codes.index``."""
         return self._sub_codes
+
+    @property
+    def places(self) -> tuple[Place, ...]:
+        """The place table indexed by ``subdivision_idx``: subdivisions and, where the build
+        kept city precision, the city; [0] is the empty place."""
+        return self._places
+
+    def place_indices(self, subdivision: str, *, city: str | None = None) -> tuple[int, ...]:
+        """Indexes of the places naming ``subdivision`` (at any level) and, when given, the
+        city ``city`` (matched as a policy matches it: see :mod:`geogate.policy.cities`)."""
+        want = city_key(subdivision, city) if city is not None else None
+        out = []
+        for i, place in enumerate(self._places):
+            if subdivision not in place.subdivisions:
+                continue
+            if want is not None:
+                got = {city_key(subdivision, place.city)} if place.city else set()
+                if place.geoname_id is not None:
+                    got.add(f"geonames:{place.geoname_id}")
+                if want not in got:
+                    continue
+            out.append(i)
+        return tuple(out)
+
+    def subdivision_mask(
+        self, subdivision: str, *, city: str | None = None
+    ) -> npt.NDArray[np.bool_]:
+        """Per range key, whether the range lies in ``subdivision`` (at any level of its place)
+        and, when given, in city ``city`` (see :meth:`place_indices`)."""
+        hit = np.zeros(len(self._places), dtype=bool)
+        hit[list(self.place_indices(subdivision, city=city))] = True
+        mask: npt.NDArray[np.bool_] = hit[self._cols["subdivision_idx"]]
+        return mask
 
     @property
     def country_idx(self) -> npt.NDArray[np.uint16]:
@@ -653,7 +711,10 @@ class Snapshot:
         lo_b = bounds[b]
         k = bisect_right(his, xh, lo_b, bounds[b + 1]) - 1
         if his[k] == xh:
-            # Several ranges may start inside the same /64: refine on the low half.
+            # Ranges starting inside this /64: refine on the low half. Nearly always range k
+            # is the only one (no second search over the bucket: ~1 µs saved).
+            if k == 0 or his[k - 1] != xh:
+                return self._n4 + (k if self._v6_lo[k] <= xl else k - 1)
             j = bisect_left(his, xh, lo_b, k)
             r = bisect_right(self._v6_lo, xl, j, k + 1) - 1
             if r < j:
@@ -782,9 +843,13 @@ class Snapshot:
         if flag is None:
             flag = t.flag_values[flags] = NetworkFlag(flags)
         first, last = self._network_text(key)
+        place = self._places[si] if si else EMPTY_PLACE
         return IntelFacts(
             country=self._country_codes[ci] or None,
-            subdivision=self._sub_codes[si] or None,
+            subdivision=place.subdivision,
+            more_subdivisions=place.subdivisions[1:],
+            city=place.city,
+            city_geoname_id=place.geoname_id,
             alt_country=self._country_codes[ai] or None,
             asn=asn or None,
             as_org=self.as_org(asn) if asn else None,
@@ -1020,7 +1085,7 @@ def _check(ok: bool, message: str) -> None:
         raise IntelDataError(message)
 
 
-def _meta_from_json(raw: dict[str, Any]) -> tuple[SnapshotMeta, list[str], list[str]]:
+def _meta_from_json(raw: dict[str, Any]) -> tuple[SnapshotMeta, list[str], tuple[Place, ...]]:
     try:
         sources = tuple(
             SourceInfo(
@@ -1046,10 +1111,13 @@ def _meta_from_json(raw: dict[str, Any]) -> tuple[SnapshotMeta, list[str], list[
             v6_ranges=int(raw["v6_ranges"]),
         )
         countries = [str(c) for c in raw["country_codes"]]
-        subs = [str(c) for c in raw["subdivision_codes"]]
+        if raw["format_version"] == 2:
+            places = place_table([str(c) for c in raw["subdivision_codes"]])
+        else:
+            places = place_table(raw["places"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise IntelDataError(f"bad snapshot metadata: {exc}") from exc
-    return meta, countries, subs
+    return meta, countries, places
 
 
 @functools.cache

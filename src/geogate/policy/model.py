@@ -17,6 +17,7 @@ from datetime import datetime
 from types import MappingProxyType
 
 from geogate.errors import PolicyError
+from geogate.policy.cities import MAX_CITY_CHARS, city_key
 
 
 class Action(enum.IntEnum):
@@ -53,29 +54,78 @@ _SUBDIVISION = re.compile(r"^[A-Z]{2}-[A-Z0-9]{1,3}$")
 
 @dataclass(frozen=True, slots=True, order=True)
 class Region:
-    """An ISO 3166-1 alpha-2 country (``"CN"``) or ISO 3166-2 subdivision (``"UA-43"``)."""
+    """An ISO 3166-1 alpha-2 country (``"CN"``), an ISO 3166-2 subdivision (``"UA-43"``) or a
+    city inside a subdivision (``"UA-23/Zaporizhzhia"``, or ``"UA-23/geonames:687700"`` by
+    GeoNames id).
+
+    A city is named as the location source spells it; spellings are matched after folding
+    (:func:`geogate.policy.cities.city_key`), so ``"UA-23/zaporizhzhya"`` is the same city.
+    """
 
     code: str
 
     @classmethod
     def parse(cls, text: str) -> Region:
         """Parse and normalise a region code; ValueError names what is wrong."""
-        code = text.strip().upper()
+        area, slash, city = text.strip().partition("/")
+        code = area.strip().upper()
+        if slash:
+            name = " ".join(city.split())
+            if not _SUBDIVISION.match(code):
+                raise ValueError(
+                    f"{text!r}: a city needs its ISO 3166-2 subdivision before the '/' "
+                    "(e.g. 'UA-23/Zaporizhzhia')"
+                )
+            if not name or len(name) > MAX_CITY_CHARS or not city_key(code, name):
+                raise ValueError(
+                    f"{text!r}: the city after '/' must be a name of 1 to {MAX_CITY_CHARS} "
+                    "characters or geonames:ID"
+                )
+            if any(ch in name for ch in '/\\"\n') or not name.isprintable():
+                raise ValueError(f"{text!r}: the city name has a character a name cannot have")
+            if not name.isascii():  # it travels in x-geogate-region headers and metric labels
+                raise ValueError(
+                    f"{text!r}: write the city in ASCII, as the location source's English name "
+                    "(accents are ignored when matching)"
+                )
+            return cls(f"{code}/{name}")
         if not (_COUNTRY.match(code) or _SUBDIVISION.match(code)):
             raise ValueError(
-                f"{text!r} is not an ISO 3166-1 alpha-2 country or ISO 3166-2 subdivision code"
+                f"{text!r} is not an ISO 3166-1 alpha-2 country, an ISO 3166-2 subdivision "
+                "code or SUBDIVISION/City"
             )
         return cls(code)
 
     @property
     def is_subdivision(self) -> bool:
-        """True for an ISO 3166-2 code such as ``UA-43``."""
+        """True for an ISO 3166-2 code such as ``UA-43`` and for a city inside one."""
         return "-" in self.code
+
+    @property
+    def is_city(self) -> bool:
+        """True for a city region such as ``UA-23/Zaporizhzhia``."""
+        return "/" in self.code
+
+    @property
+    def subdivision(self) -> str | None:
+        """The subdivision part (``"UA-23"`` of ``"UA-23/Zaporizhzhia"``), None for a country."""
+        return self.code.partition("/")[0] if self.is_subdivision else None
+
+    @property
+    def city(self) -> str | None:
+        """The city as written in the policy, None unless :attr:`is_city`."""
+        return self.code.partition("/")[2] or None
 
     @property
     def country(self) -> str:
         """The country part of the code (``"UA"`` for ``"UA-43"``)."""
         return self.code[:2]
+
+    @property
+    def key(self) -> str:
+        """What the policy matches on: the code, with a city folded to its matching key."""
+        sub, slash, city = self.code.partition("/")
+        return f"{sub}/{city_key(sub, city)}" if slash else self.code
 
     def __str__(self) -> str:
         return self.code
@@ -170,35 +220,94 @@ class Policy:
     source: str | None = None  # file it was read from, for messages
     accounts: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
     _by_region: Mapping[str, Rule] = field(default_factory=dict, repr=False, compare=False)
+    _has_cities: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index: dict[str, Rule] = {}
         for rule in self.rules:
             for region in rule.regions:
-                if region.code in index:
-                    other = index[region.code].id
+                if region.key in index:
+                    other = index[region.key].id
                     raise PolicyError(
                         f"{self.source or self.id}: region {region.code} is in rules "
                         f"{other!r} and {rule.id!r}; a region may appear in one rule only"
                     )
-                index[region.code] = rule
+                index[region.key] = rule
         object.__setattr__(self, "_by_region", MappingProxyType(index))
+        object.__setattr__(self, "_has_cities", any(k.find("/") > 0 for k in index))
 
     @property
     def label(self) -> str:
         """``id@version``, used in decisions and the audit log."""
         return f"{self.id}@{self.version}"
 
-    def rule_for(self, *, country: str | None, subdivision: str | None) -> Rule | None:
-        """The most specific rule naming the location: subdivision first, then country."""
+    def rule_for(
+        self,
+        *,
+        country: str | None,
+        subdivision: str | None,
+        more_subdivisions: Iterable[str] = (),
+        city: str | None = None,
+        city_geoname_id: int | None = None,
+    ) -> Rule | None:
+        """The most specific rule naming the location: a city rule, then a rule on any of the
+        subdivisions (in the order given), then the country's (see :meth:`match`)."""
+        found = self.match(
+            country=country,
+            subdivision=subdivision,
+            more_subdivisions=more_subdivisions,
+            city=city,
+            city_geoname_id=city_geoname_id,
+        )
+        return found[0] if found is not None else None
+
+    def match(
+        self,
+        *,
+        country: str | None,
+        subdivision: str | None,
+        more_subdivisions: Iterable[str] = (),
+        city: str | None = None,
+        city_geoname_id: int | None = None,
+    ) -> tuple[Rule, str] | None:
+        """The most specific rule naming the location and the region code it matched on.
+
+        A city rule (``"UA-23/Zaporizhzhia"``: by name or GeoNames id, in any of the location's
+        subdivisions) wins over a subdivision rule, which wins over the country's rule; among
+        several subdivisions the first named one that has a rule wins. None when no rule names
+        the location.
+        """
         by_region = self._by_region
-        if subdivision is not None:
-            rule = by_region.get(subdivision)
+        subs = (subdivision, *more_subdivisions) if subdivision is not None else ()
+        if subs and self._has_cities and (city is not None or city_geoname_id is not None):
+            for sub in subs:
+                keys = []
+                if city_geoname_id is not None:
+                    keys.append(f"{sub}/geonames:{city_geoname_id}")
+                if city is not None:
+                    keys.append(f"{sub}/{city_key(sub, city)}")
+                for key in keys:
+                    rule = by_region.get(key)
+                    if rule is not None:
+                        return rule, _code_of(rule, key)
+        for sub in subs:
+            rule = by_region.get(sub)
             if rule is not None:
-                return rule
+                return rule, sub
         if country is not None:
-            return by_region.get(country)
+            rule = by_region.get(country)
+            if rule is not None:
+                return rule, country
         return None
+
+    def city_regions(self) -> tuple[tuple[Rule, Region], ...]:
+        """Every city region the policy names, with its rule (for checks against the data)."""
+        return tuple(
+            (rule, region)
+            for rule in self.rules
+            for region in sorted(rule.regions)
+            if region.is_city
+        )
 
     def unlisted_action_at(self, at: datetime) -> Action:
         """What happens to a known region no rule names: allowed in deny-list mode, denied
@@ -225,6 +334,11 @@ class Policy:
     def regions(self, action: Action) -> frozenset[Region]:
         """All regions named by rules with the given base action."""
         return frozenset(r for rule in self.rules if rule.action is action for r in rule.regions)
+
+
+def _code_of(rule: Rule, key: str) -> str:
+    """The region code as the policy wrote it, for the matching ``key``."""
+    return next((r.code for r in rule.regions if r.key == key), key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -227,14 +227,14 @@ def parse_policy(text: str, *, path: str = "<policy>") -> Policy:
                 region = Region.parse(code)
             except ValueError as exc:
                 raise r.fail(str(exc), table="rules", key="regions", index=i) from None
-            if region.code in seen_regions:
+            if region.key in seen_regions:
                 raise r.fail(
-                    f"region {region.code} is already in rule {seen_regions[region.code]!r}",
+                    f"region {region.code} is already in rule {seen_regions[region.key]!r}",
                     table="rules",
                     key="regions",
                     index=i,
                 )
-            seen_regions[region.code] = rule_id
+            seen_regions[region.key] = rule_id
             regions.add(region)
         default_action = Action.DENY if mode is Mode.DENY_LIST else Action.ALLOW
         action = r.action(raw, "action", "rules", default_action, i)
@@ -323,6 +323,31 @@ def with_line(error: PolicySyntaxError) -> PolicySyntaxError:
     if line is None:
         return error
     return PolicySyntaxError(error.detail, path=error.path, line=line, key=error.key)
+
+
+def region_line(policy: Policy, rule: Rule, region: Region) -> int | None:
+    """1-based line of ``region`` in the ``regions`` list of ``rule`` in the file ``policy``
+    was read from (the line of ``regions =`` when the entry is not found on its own), or None
+    when the file cannot be read."""
+    if not policy.source:
+        return None
+    try:
+        text = Path(policy.source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    index = next((i for i, r in enumerate(policy.rules) if r is rule), None)
+    loc = _Locator(text)
+    start = loc.line_of("rules", "regions", index)
+    if start is None:
+        return None
+    wanted = region.city or region.code
+    for number in range(start, len(loc.lines) + 1):
+        line = loc.lines[number - 1]
+        if number > start and (line.lstrip().startswith("[") and "=" not in line):
+            break  # the next table
+        if wanted in line:
+            return number
+    return start
 
 
 def load_policy(path: str | Path) -> Policy:

@@ -22,9 +22,12 @@ MAX_LINE_CHARS: Final = 4096
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SourceRange:
     """One range of addresses (``first``..``last`` inclusive, as integers) and what a source
-    says about it. ``subdivision`` is an ISO 3166-2 code; fields a source does not know are
-    None (``flags`` NONE). ``provider`` and ``confidence`` (1-99) are anonymizer evidence
-    (the VPN or proxy operator's name, the vendor's confidence), kept with the flags.
+    says about it. ``subdivision`` is an ISO 3166-2 code, ``more_subdivisions`` the further
+    ones of the same record (a second level); ``city`` (with the source's GeoNames id, when it
+    has one) is given only for ranges in the subdivisions built with city precision. Fields a
+    source does not know are None (``flags`` NONE). ``provider`` and ``confidence`` (1-99) are
+    anonymizer evidence (the VPN or proxy operator's name, the vendor's confidence), kept with
+    the flags.
     """
 
     version: IPVersion
@@ -37,6 +40,9 @@ class SourceRange:
     flags: NetworkFlag = NetworkFlag.NONE
     provider: str | None = None
     confidence: int | None = None
+    more_subdivisions: tuple[str, ...] = ()
+    city: str | None = None
+    geoname_id: int | None = None
 
 
 @dataclass(slots=True)

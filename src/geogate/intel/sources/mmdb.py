@@ -3,10 +3,15 @@
 The record layout is detected per record, so one adapter reads all of them:
 
 - GeoIP2 / GeoLite2 / DB-IP GeoIP2-compatible: ``country.iso_code`` (else
-  ``registered_country.iso_code``), ``subdivisions[0].iso_code`` (else its English name),
+  ``registered_country.iso_code``), every entry of ``subdivisions`` by its ``iso_code`` (the
+  first one else by its English name), ``city.names.en`` with ``city.geoname_id``,
   ``autonomous_system_number`` / ``autonomous_system_organization``;
-- ip-location-db flat files: ``country_code``, ``state1`` (a subdivision *name*);
-- IPinfo: ``country_code`` or ``country`` (a code), ``asn`` as ``"AS15169"``, ``as_name``.
+- ip-location-db flat files: ``country_code``, ``state1`` (a subdivision *name*), ``city``;
+- IPinfo: ``country_code`` or ``country`` (a code), ``region``, ``city``, ``asn`` as
+  ``"AS15169"``, ``as_name``.
+
+The city is kept only for ranges in the subdivisions given as ``city_regions`` (the build's
+city precision): elsewhere it would split ranges for no rule's sake.
 
 Anonymizer flags (field ``flags``) come from:
 
@@ -36,14 +41,18 @@ import maxminddb
 from geogate.errors import ClientIPError, IntelDataError
 from geogate.intel.addresses import IPVersion, format_address, parse_address
 from geogate.intel.facts import IntelFacts, NetworkFlag, Provenance
+from geogate.intel.places import MAX_PLACE_SUBDIVISIONS, Place
 from geogate.intel.sources import ProblemLog, SourceRange
 from geogate.intel.sources.mmdb_verify import first_bad_record, verify_mmdb
 from geogate.intel.subdivisions import resolve_subdivision
+from geogate.policy.cities import canonical_city
 
 _VALUE_FIELDS: Final = ("location", "subdivision", "asn", "flags")
 
-# (country, subdivision, asn, as_org, flags, provider, confidence)
-Values = tuple[str | None, str | None, int | None, str | None, NetworkFlag, str | None, int | None]
+# (country, place, asn, as_org, flags, provider, confidence)
+Values = tuple[
+    str | None, Place | None, int | None, str | None, NetworkFlag, str | None, int | None
+]
 _NOTHING: Final[Values] = (None, None, None, None, NetworkFlag.NONE, None, None)
 
 # Record key -> flag, for the anonymizer layouts (see the module doc).
@@ -77,7 +86,9 @@ class MmdbSource:
     adjacent networks with equal extracted values are merged, which shrinks a city database
     about threefold when only country and subdivision are kept. ``subdivision_countries``
     keeps subdivisions only when the code's country (``"UA"`` of ``"UA-43"``) is listed
-    (None keeps all). It also answers single lookups (``IntelLookup``) for comparisons.
+    (None keeps all); ``city_regions`` (subdivision or country codes) keeps the city of
+    ranges in those subdivisions (None or empty: no city). It also answers single lookups
+    (``IntelLookup``) for comparisons.
     """
 
     def __init__(
@@ -88,6 +99,7 @@ class MmdbSource:
         date: str = "",
         fields: Collection[str] = _VALUE_FIELDS,
         subdivision_countries: Collection[str] | None = None,
+        city_regions: Collection[str] | None = None,
     ) -> None:
         """Open ``path``; raises ``IntelDataError`` when it is missing or not a MaxMind DB.
 
@@ -104,6 +116,7 @@ class MmdbSource:
         self._sub_countries = (
             None if subdivision_countries is None else frozenset(subdivision_countries)
         )
+        self._city_regions = frozenset(city_regions or ())
         try:
             self._reader = maxminddb.open_database(str(self._path))
         except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
@@ -184,19 +197,23 @@ class MmdbSource:
         except ValueError:  # an IPv6 address in an IPv4-only database
             return IntelFacts.unknown()
         values = self._extract(record, ProblemLog(), self._path.name)
-        country, subdivision, asn, org, flags, provider, confidence = values
+        country, place, asn, org, flags, provider, confidence = values
         if values == _NOTHING:
             return IntelFacts.unknown()
         prov = tuple(
             Provenance(field=f, source=self._name, date=self._date)
-            for f, v in zip(_VALUE_FIELDS, (country, subdivision, asn, flags or None), strict=True)
+            for f, v in zip(_VALUE_FIELDS, (country, place, asn, flags or None), strict=True)
             if v is not None
         )
+        place = place or Place()
         bits = 32 if version == 4 else 128
         net = ipaddress.ip_network((value >> (bits - prefix) << (bits - prefix), prefix))
         return IntelFacts(
             country=country,
-            subdivision=subdivision,
+            subdivision=place.subdivision,
+            more_subdivisions=place.subdivisions[1:],
+            city=place.city,
+            city_geoname_id=place.geoname_id,
             asn=asn,
             as_org=org,
             flags=flags,
@@ -211,13 +228,13 @@ class MmdbSource:
             return _NOTHING
         fields = self._fields
         country: str | None = None
-        subdivision: str | None = None
+        place: Place | None = None
         asn: int | None = None
         org: str | None = None
         if "location" in fields or "subdivision" in fields:
             country = _country_of(record)
         if "subdivision" in fields:
-            subdivision = self._subdivision_of(record, country)
+            place = self._place_of(record, country)
         if "asn" in fields:
             asn, org = _asn_of(record)
         if "location" not in fields:
@@ -227,47 +244,82 @@ class MmdbSource:
         confidence: int | None = None
         if "flags" in fields:
             flags, provider, confidence = _anonymizer_of(record)
-        return (country, subdivision, asn, org, flags, provider, confidence)
+        return (country, place, asn, org, flags, provider, confidence)
 
-    def _subdivision_of(self, record: dict[str, Any], country: str | None) -> str | None:
-        code: str | None = None
-        name: str | None = None
+    def _place_of(self, record: dict[str, Any], country: str | None) -> Place | None:
+        """Every subdivision the record names (kept countries only) and, in a city-precision
+        subdivision, its city; None when no subdivision is known."""
+        codes: list[str] = []
         subs = record.get("subdivisions")
-        if isinstance(subs, list) and subs and isinstance(subs[0], dict):
-            iso = subs[0].get("iso_code")
-            if isinstance(iso, str) and iso and country:
-                code = f"{country}-{iso.upper()}"
-            else:
-                names = subs[0].get("names")
-                if isinstance(names, dict) and isinstance(names.get("en"), str):
-                    name = names["en"]
+        if isinstance(subs, list) and subs:
+            for level, sub in enumerate(subs[:MAX_PLACE_SUBDIVISIONS]):
+                if not isinstance(sub, dict):
+                    continue
+                iso = sub.get("iso_code")
+                if isinstance(iso, str) and iso and country:
+                    codes.append(f"{country}-{iso.upper()}")
+                    continue
+                # A name resolves against first-level subdivisions only: a lower level's
+                # name could only collide with another first-level unit, so it is not read.
+                names = sub.get("names")
+                if level == 0 and isinstance(names, dict) and isinstance(names.get("en"), str):
+                    self._resolve_into(codes, country, names["en"])
         else:
-            state = record.get("state1")
+            state = record.get("state1")  # state2 is a lower level, named only (see above)
             if isinstance(state, str):
-                name = state
+                self._resolve_into(codes, country, state)
             elif isinstance(record.get("region"), str):  # IPinfo city layouts
-                name = record["region"]
-        if code is None and name:
-            code = resolve_subdivision(country, name)
-            if code is None and (self._sub_countries is None or country in self._sub_countries):
-                self.unmapped_subdivisions[(country or "", name)] += 1
-        if (
-            code is not None
-            and self._sub_countries is not None
-            and code.split("-", 1)[0] not in self._sub_countries
-        ):
+                self._resolve_into(codes, country, record["region"])
+        if self._sub_countries is not None:
+            codes = [c for c in codes if c.split("-", 1)[0] in self._sub_countries]
+        kept = tuple(dict.fromkeys(codes))  # a repeated level adds nothing
+        if not kept:
             return None
-        return code
+        city: str | None = None
+        geoname_id: int | None = None
+        regions = self._city_regions
+        if regions:
+            home = next((c for c in kept if c in regions or c[:2] in regions), None)
+            if home is not None:
+                city, geoname_id = _city_of(record)
+                city = canonical_city(home, city)
+                if city is None:
+                    geoname_id = None
+        return Place(kept, city, geoname_id)
+
+    def _resolve_into(self, codes: list[str], country: str | None, name: str) -> None:
+        code = resolve_subdivision(country, name)
+        if code is not None:
+            codes.append(code)
+        elif name and (self._sub_countries is None or country in self._sub_countries):
+            self.unmapped_subdivisions[(country or "", name)] += 1
+
+
+def _city_of(record: dict[str, Any]) -> tuple[str | None, int | None]:
+    """The city name and GeoNames id of a record in any of the layouts."""
+    city = record.get("city")
+    if isinstance(city, dict):  # GeoIP2 layout
+        names = city.get("names")
+        name = names.get("en") if isinstance(names, dict) else None
+        gid = city.get("geoname_id")
+        return (
+            name if isinstance(name, str) else None,
+            gid if isinstance(gid, int) and not isinstance(gid, bool) and gid >= 0 else None,
+        )
+    return (city if isinstance(city, str) else None), None
 
 
 def _to_range(p: list[Any]) -> SourceRange:
-    country, subdivision, asn, org, flags, provider, confidence = p[3]
+    country, place, asn, org, flags, provider, confidence = p[3]
     return SourceRange(
         version=p[0],
         first=p[1],
         last=p[2],
         country=country,
-        subdivision=subdivision,
+        subdivision=place.subdivision if place else None,
+        more_subdivisions=place.subdivisions[1:] if place else (),
+        city=place.city if place else None,
+        geoname_id=place.geoname_id if place else None,
         asn=asn,
         as_org=org,
         flags=flags,
