@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/python bench/bench_service.py
 	$(BIN)/python bench/bench_accounts.py
 	$(BIN)/python bench/bench_scan.py
+	$(BIN)/python bench/bench_preview.py
 
 # Labelled account traffic judged by the account engine (bench/judgement/README.md);
 # exits non-zero when precision, recall or weak-decided blocks miss their targets.
