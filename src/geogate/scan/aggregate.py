@@ -1,18 +1,21 @@
-"""The aggregate tables of a scan, defined once, computed with Arrow compute.
+"""The aggregate tables of a scan, defined once, computed with NumPy and Arrow compute.
 
-Base tables are grouped from judged rows (:mod:`geogate.scan.judge`); each batch is grouped
-on its own and the partial results are merged, and re-merged whenever they grow past
-``compact_rows``, so memory holds the distinct keys of the output, never the rows of the log.
-The Spark engine computes the same base tables with Spark SQL; both engines then derive the
-remaining tables (orgs, egress networks, the comparison) from the base tables with
-:func:`derive_tables`, so they cannot drift apart.
+Base tables are grouped from judged batches (:class:`geogate.scan.judge.Verdicts`); each
+batch is grouped on its own and the partial results are merged, and re-merged whenever they
+grow past ``compact_rows``, so memory holds the distinct keys of the output, never the rows of
+the log. The Spark engine computes the same base tables from the same :data:`BASE_TABLES`
+definitions with Spark SQL; both engines then derive the remaining tables (orgs, egress
+networks, the comparison) from the base tables with :func:`derive_tables`, so they cannot drift
+apart (a test checks them row for row).
 
-Why Arrow compute and not DuckDB or Polars: the judged batches already are Arrow record
-batches in this process, the group-bys are hash aggregations on a few dictionary-encoded keys,
-and pyarrow is already a dependency; measured on this machine, grouping one million judged rows
-by day x region x kind x action takes about 50 ms, so the group-bys are not what limits a scan
-(the per-account grouping, at about 0.2-0.3 µs a row, is the largest of them). See
-bench/RESULTS.md.
+Why not a general group-by (DuckDB, Polars, or Arrow's own on the judged rows): nearly every
+key of a request is a function of its client address, and a batch has several times fewer
+distinct clients than rows. So the keys are classed per distinct outcome, accounts become
+dense integer ids once per distinct value, and each row costs a few gathers and one
+``bincount`` or a single-integer hash aggregation (the per-account table, which needs the
+first and last time). Measured on this machine, this made the grouping about 4x cheaper than
+Arrow's hash aggregation on the judged rows with the keys folded into one integer, which was
+itself several times faster than hashing the string keys (see bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -22,8 +25,19 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from geogate.scan.judge import (
+    ACTIONS,
+    CHANGES,
+    DAY_US,
+    KINDS,
+    Verdicts,
+    cached_reason_names,
+    egress_names,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,116 +127,387 @@ def _normalise(table: pa.Table, spec: TableSpec) -> pa.Table:
     return pa.Table.from_arrays(cols, names=[*spec.keys, *(m.name for m in spec.measures)])
 
 
-def _codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """Integer codes of a key column (nulls get the last code) and the values they stand for
-    (with a trailing null)."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+_LIMIT: Final = 2**62
+
+
+def _classes(
+    columns: Sequence[npt.NDArray[np.int64]],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Dense class ids of the rows of ``columns`` (equal tuples, equal ids) and one
+    representative row per class.
+
+    The columns are folded into one integer (mixed radix, each column's radix its maximum plus
+    one) and hashed once; a fold that would overflow is compacted by hashing it first.
+    """
+    n = len(columns[0])
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    fold = np.zeros(n, np.int64)
+    bound = 1
+    for column in columns:
+        radix = int(column.max()) + 1
+        if bound * radix >= _LIMIT:
+            encoded = pc.dictionary_encode(pa.array(fold))
+            fold = encoded.indices.to_numpy().astype(np.int64)
+            bound = len(encoded.dictionary)
+        fold = fold * radix + column
+        bound *= radix
+    encoded = pc.dictionary_encode(pa.array(fold))
+    cls = encoded.indices.to_numpy().astype(np.int64)
+    rep = np.zeros(len(encoded.dictionary), np.int64)
+    rep[cls] = np.arange(n)  # any row of a class represents it: all hold the same tuple
+    return cls, rep
+
+
+def _count(keys: npt.NDArray[np.int64], size: int) -> tuple[npt.NDArray[np.int64], ...]:
+    """The distinct values of ``keys`` (all below ``size``) and how often each occurs."""
+    if size <= 4 * len(keys) + 65_536:
+        counts = np.bincount(keys, minlength=size)
+        present = np.flatnonzero(counts)
+        return present, counts[present]
+    grouped = pa.table({"k": keys}).group_by(["k"], use_threads=False).aggregate([("k", "count")])
+    return (
+        grouped.column("k").to_numpy(),
+        grouped.column("k_count").to_numpy(),
+    )
+
+
+def _local(array: pa.Array) -> tuple[npt.NDArray[np.int64], pa.Array]:
+    """Per row, an index into the distinct values, and the values followed by a null (the
+    index of rows without a value)."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
     if not pa.types.is_dictionary(array.type):
         array = pc.dictionary_encode(array)
-    values = pa.concat_arrays([array.dictionary, pa.nulls(1, array.dictionary.type)])
-    codes = array.indices.fill_null(len(array.dictionary)).to_numpy().astype(np.int64)
-    return codes, values
+    values = array.dictionary
+    if values.type != pa.string():
+        values = values.cast(pa.string())
+    indices = array.indices
+    if indices.null_count:
+        indices = indices.fill_null(len(values))
+    codes = indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    return codes, pa.concat_arrays([values, pa.nulls(1, pa.string())])
 
 
-def group(table: pa.Table, spec: TableSpec, *, merging: bool) -> pa.Table:
-    """Group ``table`` by the spec's keys (``merging``: combine partial results).
-
-    The keys are folded into one int64 (mixed radix over each key's distinct values) before
-    the hash aggregation and unfolded after it: measured several times faster than hashing
-    several string or dictionary columns.
-    """
-    aggs = [(m.name if merging else m.source, m.merge if merging else m.agg) for m in spec.measures]
-    rename = {f"{src}_{fn}": m.name for (src, fn), m in zip(aggs, spec.measures, strict=True)}
-    coded = [_codes(table.column(k)) for k in spec.keys]
-    radices = [len(values) for _, values in coded]
-    if float(np.prod(np.array(radices, np.float64))) >= 2.0**62:
-        out = table.group_by(list(spec.keys), use_threads=False).aggregate(aggs)
-    else:
-        composite = np.zeros(table.num_rows, np.int64)
-        for codes, radix in zip((c for c, _ in coded), radices, strict=True):
-            composite = composite * radix + codes
-        narrow = pa.table({"__key": composite, **{src: table.column(src) for src, _ in aggs}})
-        grouped = narrow.group_by(["__key"], use_threads=False).aggregate(aggs)
-        key = grouped.column("__key").to_numpy()
-        columns: dict[str, pa.Array] = {}
-        for name, (_, values), radix in reversed(list(zip(spec.keys, coded, radices, strict=True))):
-            columns[name] = values.take(pa.array(key % radix))
-            key = key // radix
-        out = pa.table(
-            {
-                **{k: columns[k] for k in spec.keys},
-                **{c: grouped.column(c) for c in grouped.column_names if c != "__key"},
-            }
-        )
-    out = out.rename_columns([rename.get(c, c) for c in out.column_names])
-    return _normalise(out, spec)
+def _take(values: pa.Array, indices: npt.NDArray[np.int64]) -> pa.Array:
+    return values.take(pa.array(indices))
 
 
-def _not_equal(column: pa.ChunkedArray | pa.Array, value: str) -> pa.Array:
-    """``column != value`` for a dictionary column, computed on the dictionary."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if pa.types.is_dictionary(array.type):
-        return pc.fill_null(pc.not_equal(array.dictionary, value).take(array.indices), False)
-    return pc.fill_null(pc.not_equal(array, value), False)
+@dataclass
+class _Entities:
+    """One batch's accounts and (account, org) pairs as dense local ids."""
 
-
-def _with_filters(batch: pa.RecordBatch) -> pa.Table:
-    table = pa.Table.from_batches([batch])
-    table = table.append_column("has_account", pc.is_valid(table.column("account")))
-    table = table.append_column(
-        "has_egress",
-        pc.and_(pc.is_valid(table.column("account")), _not_equal(table.column("egress"), "")),
-    )
-    if "change" in table.column_names:
-        table = table.append_column("changed", _not_equal(table.column("change"), "same"))
-    # Account ids repeat within a batch: grouping on dictionary codes is several times faster
-    # than hashing the strings.
-    for name in ("account", "org"):
-        i = table.column_names.index(name)
-        column = table.column(name)
-        if not pa.types.is_dictionary(column.type):
-            table = table.set_column(i, name, pc.dictionary_encode(column))
-    return table
+    account: npt.NDArray[np.int64]  # per row, index into account_values
+    account_values: pa.Array  # the batch's distinct accounts, then null
+    has_account: npt.NDArray[np.bool_] | None  # per row; None: every row has one
+    pair: npt.NDArray[np.int64]  # per row, local (account, org) id
+    pair_account: npt.NDArray[np.int64]  # per local pair: index into account_values
+    pair_org: npt.NDArray[np.int64]  # per local pair: index into org_values
+    org_values: pa.Array
 
 
 class Accumulator:
-    """Streams judged batches into the base tables with bounded memory."""
+    """Streams judged batches (:class:`~geogate.scan.judge.Verdicts`) into the base tables
+    with bounded memory.
+
+    Per batch, the rows are grouped by integer keys built from a few gathers — the batch's
+    outcome entries are classed first (a batch has far fewer distinct outcomes than rows),
+    accounts and orgs are local dictionary ids mapped to global ids once per distinct value —
+    and counted with ``bincount`` or one hash aggregation. The partial results, in global
+    integer ids, are merged whenever they pass ``compact_rows``; strings come back only for
+    the output's distinct keys at the end.
+    """
 
     def __init__(self, *, compare: bool, compact_rows: int = 2_000_000) -> None:
         self.specs = [s for s in BASE_TABLES if compare or not s.needs_compare]
-        self.parts: dict[str, list[pa.Table]] = {s.name: [] for s in self.specs}
+        self.parts: dict[str, list[dict[str, Any]]] = {s.name: [] for s in self.specs}
         self.sizes: dict[str, int] = dict.fromkeys(self.parts, 0)
         self.compact_rows = compact_rows
+        self.limits: dict[str, int] = dict.fromkeys(self.parts, compact_rows)
+        self.masks: dict[int, int] = {}  # reason mask -> dense id
+        self.mask_values: list[int] = []
+        self.last: Verdicts | None = None  # region and egress names for the output
 
-    def add(self, batch: pa.RecordBatch) -> None:
+    # ----- per batch ------------------------------------------------------------------
+
+    def _entities(self, v: Verdicts) -> _Entities:
+        account, account_values = _local(v.account)
+        org, org_values = _local(v.org)
+        null_account = len(account_values) - 1
+        has_account = account != null_account if v.account.null_count else None
+        # Usually an account belongs to one org: then the account id is the pair id.
+        org_of = np.zeros(null_account + 1, np.int64)
+        org_of[account] = org
+        if np.array_equal(org_of[account], org):
+            pair, pair_account, pair_org = account, np.arange(null_account + 1), org_of
+        else:
+            width = len(org_values)
+            encoded = pc.dictionary_encode(pa.array(account * width + org))
+            pair = encoded.indices.to_numpy().astype(np.int64)
+            folded = encoded.dictionary.to_numpy()
+            pair_account, pair_org = folded // width, folded % width
+        return _Entities(
+            account, account_values, has_account, pair, pair_account, pair_org, org_values
+        )
+
+    def _mask_ids(self, masks: npt.NDArray[np.uint32]) -> npt.NDArray[np.int64]:
+        encoded = pc.dictionary_encode(pa.array(masks, pa.uint32()))
+        ids = []
+        for mask in encoded.dictionary.to_pylist():
+            j = self.masks.get(mask)
+            if j is None:
+                j = self.masks[mask] = len(self.mask_values)
+                self.mask_values.append(mask)
+            ids.append(j)
+        out: npt.NDArray[np.int64] = np.array(ids, np.int64)[encoded.indices.to_numpy()]
+        return out
+
+    def _keep(self, name: str, part: dict[str, Any]) -> None:
+        parts = self.parts[name]
+        parts.append(part)
+        self.sizes[name] += len(part["requests"])
+        if self.sizes[name] > self.limits[name]:
+            merged = _merge(name, parts)
+            self.parts[name] = [merged]
+            self.sizes[name] = len(merged["requests"])
+            # Merge again when the new parts match what is kept: linear in the input even
+            # when the output has more distinct keys than compact_rows.
+            self.limits[name] = max(self.compact_rows, 2 * self.sizes[name])
+
+    def add(self, v: Verdicts) -> None:
         """Group one judged batch and keep its partial results."""
-        table = _with_filters(batch)
-        for spec in self.specs:
-            needed = list(dict.fromkeys([*spec.keys, *(m.source for m in spec.measures)]))
-            rows = table.select(needed)
-            if spec.where:
-                rows = rows.filter(table.column(spec.where))
-            if rows.num_rows == 0:
-                continue
-            part = group(rows, spec, merging=False)
-            self.parts[spec.name].append(part)
-            self.sizes[spec.name] += part.num_rows
-            if self.sizes[spec.name] > self.compact_rows and len(self.parts[spec.name]) > 1:
-                merged = group(pa.concat_tables(self.parts[spec.name]), spec, merging=True)
-                self.parts[spec.name] = [merged]
-                self.sizes[spec.name] = merged.num_rows
+        if v.rows == 0:
+            return
+        self.last = v
+        ent = self._entities(v)
+        rid = self._mask_ids(v.a.reasons)
+        self._daily(v, rid)
+        self._accounts(v, ent)
+        self._account_egress(v, ent)
+        if "changes" in self.parts and v.b is not None:
+            self._changes(v, ent, rid)
+
+    def _daily(self, v: Verdicts, rid: npt.NDArray[np.int64]) -> None:
+        region = v.a.region.astype(np.int64)
+        kind = v.kind.astype(np.int64)
+        action = v.a.action.astype(np.int64)
+        cls, rep = _classes([region, kind, action, rid])
+        day = v.ts_us // DAY_US
+        first = int(day.min())
+        span = int(day.max()) - first + 1
+        keys, counts = _count((day - first) * len(rep) + cls[v.code], span * len(rep))
+        row = rep[keys % len(rep)]
+        self._keep(
+            "daily",
+            {
+                "day": keys // len(rep) + first,
+                "region": region[row],
+                "kind": kind[row],
+                "action": action[row],
+                "reasons": rid[row],
+                "requests": counts,
+            },
+        )
+
+    def _accounts(self, v: Verdicts, ent: _Entities) -> None:
+        flags = (
+            (v.a.action == 2).astype(np.int64) * 16  # denied
+            + (v.a.action == 1) * 8  # warned
+            + v.anonymized() * 4
+            + v.hosting() * 2
+            + v.unsupported()
+        )
+        profile = v.a.region.astype(np.int64) * 32 + flags
+        radix = int(profile.max()) + 1
+        key = (ent.pair * radix + profile[v.code]) * 2 + (v.ts_us >= v.pivot_us)
+        ts = v.ts_us
+        if ent.has_account is not None:
+            key, ts = key[ent.has_account], ts[ent.has_account]
+        if not len(key):
+            return
+        grouped = (
+            pa.table({"k": key, "ts": ts})
+            .group_by(["k"], use_threads=False)
+            .aggregate([("ts", "count"), ("ts", "min_max")])
+        )
+        k = grouped.column("k").to_numpy()
+        counts = grouped.column("ts_count").to_numpy()
+        span = grouped.column("ts_min_max").combine_chunks()
+        prof = (k >> 1) % radix
+        pair = (k >> 1) // radix
+        self._keep(
+            "accounts",
+            {
+                "account": _take(ent.account_values, ent.pair_account[pair]),
+                "org": _take(ent.org_values, ent.pair_org[pair]),
+                "region": prof >> 5,
+                "phase": k & 1,
+                "requests": counts,
+                "denied": counts * ((prof >> 4) & 1),
+                "warned": counts * ((prof >> 3) & 1),
+                "anonymized": counts * ((prof >> 2) & 1),
+                "hosting": counts * ((prof >> 1) & 1),
+                "unsupported": counts * (prof & 1),
+                "first_seen": span.field("min").to_numpy(),
+                "last_seen": span.field("max").to_numpy(),
+            },
+        )
+
+    def _account_egress(self, v: Verdicts, ent: _Entities) -> None:
+        tracked = np.flatnonzero(v.egress >= 0)
+        if not len(tracked):
+            return
+        # Class the tracked entries only; the others get class -1.
+        cls_tracked, rep_tracked = _classes(
+            [v.egress[tracked], v.asn[tracked], v.kind[tracked].astype(np.int64)]
+        )
+        cls = np.full(len(v.egress), -1, np.int64)
+        cls[tracked] = cls_tracked
+        rep = tracked[rep_tracked]
+        row_cls = cls[v.code]
+        rows = row_cls >= 0
+        if ent.has_account is not None:
+            rows &= ent.has_account
+        pos = np.flatnonzero(rows)
+        if not len(pos):
+            return
+        width = len(rep)
+        keys, counts = _count(
+            ent.account[pos] * width + row_cls[pos], len(ent.account_values) * width
+        )
+        row = rep[keys % width]
+        self._keep(
+            "account_egress",
+            {
+                "account": _take(ent.account_values, keys // width),
+                "egress": v.egress[row],
+                "asn": v.asn[row],
+                "kind": v.kind[row].astype(np.int64),
+                "requests": counts,
+            },
+        )
+
+    def _changes(self, v: Verdicts, ent: _Entities, rid: npt.NDArray[np.int64]) -> None:
+        b = v.b
+        if b is None:
+            return
+        change = v.change().astype(np.int64)
+        pos = np.flatnonzero((change != 0)[v.code])
+        if not len(pos):
+            return
+        rid_b = self._mask_ids(b.reasons)
+        region = v.a.region.astype(np.int64)
+        region_b = b.region.astype(np.int64)
+        cls, rep = _classes([region, region_b, change, rid, rid_b])
+        width = len(rep)
+        keys, counts = _count(
+            ent.pair[pos] * width + cls[v.code[pos]], len(ent.pair_account) * width
+        )
+        row = rep[keys % width]
+        pair = keys // width
+        self._keep(
+            "changes",
+            {
+                "region": region[row],
+                "region_b": region_b[row],
+                "change": change[row],
+                "reasons": rid[row],
+                "reasons_b": rid_b[row],
+                "account": _take(ent.account_values, ent.pair_account[pair]),
+                "org": _take(ent.org_values, ent.pair_org[pair]),
+                "requests": counts,
+            },
+        )
+
+    # ----- the tables -------------------------------------------------------------------
 
     def result(self) -> dict[str, pa.Table]:
         """The base tables (sorted by their keys, for stable output)."""
         out: dict[str, pa.Table] = {}
         for spec in self.specs:
             parts = self.parts[spec.name]
-            if parts:
-                table = group(pa.concat_tables(parts), spec, merging=True)
+            if parts and self.last is not None:
+                table = self._strings(spec, _merge(spec.name, parts), self.last)
             else:
                 table = empty_table(spec)
             out[spec.name] = sort_table(table, spec.keys)
         return out
+
+    def _strings(self, spec: TableSpec, merged: dict[str, Any], v: Verdicts) -> pa.Table:
+        """Integer ids back to the output's values and types."""
+        names = {
+            "region": v.region_values,
+            "region_b": v.region_values,
+            "kind": pa.array(KINDS),
+            "action": pa.array(ACTIONS),
+            "change": pa.array(CHANGES),
+            "phase": pa.array(["before", "after"]),
+        }
+        reasons = pa.array([cached_reason_names(m) for m in self.mask_values], pa.string())
+        names["reasons"] = names["reasons_b"] = reasons
+        cols: dict[str, pa.Array] = {}
+        for key in spec.keys:
+            values = merged[key]
+            if isinstance(values, pa.Array):
+                cols[key] = values
+            elif key in names:
+                cols[key] = names[key].take(pa.array(values))
+            elif key == "day":
+                cols[key] = pa.array(values.astype(np.int32), pa.int32()).cast(pa.date32())
+            elif key == "egress":
+                cols[key] = egress_names(values, v.egress_names)
+            else:
+                cols[key] = pa.array(values, _OUT_TYPES.get(key, pa.int64()))
+        for m in spec.measures:
+            values = merged[m.name]
+            if m.name in {"first_seen", "last_seen"}:
+                cols[m.name] = pa.array(values, pa.int64()).cast(_OUT_TYPES[m.name])
+            else:
+                cols[m.name] = pa.array(values, pa.int64())
+        return pa.table(cols)
+
+
+_MERGE: Final[Mapping[str, tuple[tuple[str, ...], Mapping[str, str]]]] = {
+    spec.name: (spec.keys, {m.name: m.merge for m in spec.measures}) for spec in BASE_TABLES
+}
+
+
+def _merge(name: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Partial results of table ``name`` combined: one row per distinct key (a batch's own
+    part may hold several rows per key: the per-account part is keyed by outcome class)."""
+    keys, measures = _MERGE[name]
+    columns: dict[str, Any] = {}
+    for c, first in parts[0].items():
+        if isinstance(first, pa.Array):
+            columns[c] = pa.concat_arrays([p[c] for p in parts])
+        else:
+            columns[c] = np.concatenate([p[c] for p in parts])
+    codes = []
+    for k in keys:
+        column = columns[k]
+        if isinstance(column, pa.Array):
+            encoded = pc.dictionary_encode(column)
+            indices = encoded.indices
+            if indices.null_count:
+                indices = indices.fill_null(len(encoded.dictionary))
+            column = indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        codes.append(column)
+    cls, rows = _classes(codes)
+    out: dict[str, Any] = {}
+    for k in keys:
+        column = columns[k]
+        out[k] = _take(column, rows) if isinstance(column, pa.Array) else column[rows]
+    groups = len(rows)
+    for m, fn in measures.items():
+        values = columns[m]
+        if fn == "sum":
+            # Exact: float64 holds integers to 2**53, far above any count here.
+            out[m] = np.bincount(cls, weights=values, minlength=groups).astype(np.int64)
+        else:
+            folded = values[rows]  # a start value each group has
+            (np.minimum if fn == "min" else np.maximum).at(folded, cls, values)
+            out[m] = folded
+    return out
 
 
 def empty_table(spec: TableSpec) -> pa.Table:
@@ -231,9 +516,44 @@ def empty_table(spec: TableSpec) -> pa.Table:
     return pa.table({n: pa.array([], _OUT_TYPES.get(n, pa.string())) for n in names})
 
 
+def _ranks(column: pa.ChunkedArray | pa.Array) -> tuple[npt.NDArray[np.int64], int]:
+    """Dense ascending ranks of a column (nulls after every value) and how many there are.
+
+    Strings are ranked through their distinct values (a table of accounts has far fewer
+    accounts than rows), so only those are sorted.
+    """
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_string(array.type) or pa.types.is_dictionary(array.type):
+        encoded = array if pa.types.is_dictionary(array.type) else pc.dictionary_encode(array)
+        values = encoded.dictionary
+        of_value = pc.rank(values, sort_keys="ascending", tiebreaker="dense").to_numpy()
+        of_value = np.append(of_value.astype(np.int64) - 1, len(values))
+        indices = encoded.indices.fill_null(len(values))
+        return of_value[indices.to_numpy(zero_copy_only=False)], len(values) + 1
+    ranks = pc.rank(array, sort_keys=[("", "ascending", "at_end")], tiebreaker="dense")
+    out = ranks.to_numpy().astype(np.int64) - 1
+    return out, int(out.max()) + 1 if len(out) else 1
+
+
 def sort_table(table: pa.Table, keys: Sequence[str]) -> pa.Table:
-    """Rows in key order (nulls last), so that two engines' outputs compare row for row."""
-    return table.sort_by([(k, "ascending") for k in keys])
+    """Rows in key order (ascending, nulls last), so that two engines' outputs compare row
+    for row.
+
+    Equal to ``table.sort_by`` on the keys, computed by folding each key's dense ranks into
+    one integer and sorting that (several times faster than comparing strings row by row).
+    """
+    if table.num_rows <= 1 or not keys:
+        return table
+    ranks = [_ranks(table.column(k)) for k in keys]
+    fold = np.zeros(table.num_rows, np.int64)
+    bound = 1
+    for rank, radix in ranks:
+        if bound * radix >= _LIMIT:  # re-rank the keys so far before they overflow
+            fold = np.unique(fold, return_inverse=True)[1].reshape(-1).astype(np.int64)
+            bound = int(fold.max()) + 1
+        fold = fold * radix + rank
+        bound *= radix
+    return table.take(pa.array(np.argsort(fold, kind="stable")))
 
 
 def base_spec(name: str) -> TableSpec:
@@ -263,6 +583,35 @@ def _join(left: pa.Table, right: pa.Table, keys: list[str], fill: Sequence[str])
     return joined
 
 
+def _key_codes(column: pa.ChunkedArray | pa.Array) -> npt.NDArray[np.int64]:
+    """Per row, an integer standing for its value (null: one more)."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    encoded = array if pa.types.is_dictionary(array.type) else pc.dictionary_encode(array)
+    indices = encoded.indices.fill_null(len(encoded.dictionary))
+    codes: npt.NDArray[np.int64] = indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes
+
+
+def _group(table: pa.Table, keys: list[str], aggs: list[tuple[str, str]]) -> pa.Table:
+    """``table.group_by(keys).aggregate(aggs)`` with the keys hashed once as one integer
+    (the base tables' string keys hash slowly in a multi-column group-by)."""
+    codes = [_key_codes(table.column(k)) for k in keys]
+    if table.num_rows == 0:
+        return table.group_by(keys, use_threads=False).aggregate(aggs)
+    cls, rep = _classes(codes)
+    narrow = pa.table(
+        {"__group": cls, **{c: table.column(c) for c in dict.fromkeys(a for a, _ in aggs)}}
+    )
+    grouped = narrow.group_by(["__group"], use_threads=False).aggregate(aggs)
+    rows = pa.array(rep[grouped.column("__group").to_numpy()])
+    return pa.table(
+        {
+            **{k: table.column(k).take(rows) for k in keys},
+            **{c: grouped.column(c) for c in grouped.column_names if c != "__group"},
+        }
+    )
+
+
 def derive_tables(base: Mapping[str, pa.Table], *, as_org: Any = None) -> dict[str, pa.Table]:
     """Tables derived from the base tables: ``orgs``, ``egress`` and ``compare``.
 
@@ -271,26 +620,31 @@ def derive_tables(base: Mapping[str, pa.Table], *, as_org: Any = None) -> dict[s
     out: dict[str, pa.Table] = {}
     accounts = base["accounts"]
 
-    # Per org x region x phase: the account measures summed, plus how many accounts.
+    # Per org x region x phase: the account measures summed, plus how many accounts (the
+    # base table has one row per account x org x region x phase: accounts are its rows).
     with_org = accounts.filter(pc.is_valid(accounts.column("org")))
     org_keys = ["org", "region", "phase"]
-    sums = with_org.group_by(org_keys, use_threads=False).aggregate(
+    sums = _group(
+        with_org,
+        org_keys,
         [
             (m, "sum")
             for m in ("requests", "denied", "warned", "anonymized", "hosting", "unsupported")
         ]
-        + [("first_seen", "min"), ("last_seen", "max")]
+        + [("first_seen", "min"), ("last_seen", "max"), ("requests", "count")],
     )
     sums = sums.rename_columns(
         [
-            c.rsplit("_", 1)[0] if c.endswith(("_sum", "_min", "_max")) else c
+            "accounts"
+            if c == "requests_count"
+            else c.rsplit("_", 1)[0]
+            if c.endswith(("_sum", "_min", "_max"))
+            else c
             for c in sums.column_names
         ]
     )
-    counted = _count_distinct(with_org, org_keys, "account", "accounts")
-    orgs = _join(sums, counted, org_keys, ["accounts"])
     out["orgs"] = sort_table(
-        orgs.select(
+        sums.select(
             [
                 *org_keys,
                 "accounts",
@@ -308,29 +662,37 @@ def derive_tables(base: Mapping[str, pa.Table], *, as_org: Any = None) -> dict[s
     )
 
     # Per egress network: accounts behind it, and how many of them point to unsupported
-    # regions (located requests from a region the policy denies or warns).
+    # regions (located requests from a region the policy denies or warns). The base table
+    # has one row per account x egress x ASN x kind: accounts are its rows.
     links = base["account_egress"]
     egress_keys = ["egress", "asn", "kind"]
-    per_account = accounts.group_by(["account"], use_threads=False).aggregate(
-        [("unsupported", "sum")]
-    )
+    per_account = _group(accounts, ["account"], [("unsupported", "sum")])
     pointing = per_account.filter(pc.greater(per_account.column("unsupported_sum"), 0))
     is_pointing = pc.is_in(links.column("account"), value_set=pointing.column("account"))
-    req = links.group_by(egress_keys, use_threads=False).aggregate([("requests", "sum")])
-    req = req.rename_columns(["requests" if c == "requests_sum" else c for c in req.column_names])
-    n_acc = _count_distinct(links, egress_keys, "account", "accounts")
-    n_point = _count_distinct(links.filter(is_pointing), egress_keys, "account", "pointing")
-    egress = _join(_join(req, n_acc, egress_keys, ["accounts"]), n_point, egress_keys, ["pointing"])
+    links = links.append_column("is_pointing", pc.cast(is_pointing, pa.int64()))
+    egress = _group(
+        links, egress_keys, [("requests", "sum"), ("requests", "count"), ("is_pointing", "sum")]
+    )
+    egress = egress.rename_columns(
+        [
+            {"requests_sum": "requests", "requests_count": "accounts"}.get(
+                c, "pointing" if c == "is_pointing_sum" else c
+            )
+            for c in egress.column_names
+        ]
+    )
     share = pc.divide(
         pc.cast(egress.column("pointing"), pa.float64()),
         pc.cast(egress.column("accounts"), pa.float64()),
     )
     egress = egress.append_column("pointing_share", share)
-    orgs_of = [
-        (as_org(int(a)) if as_org is not None and a else None) or ""
-        for a in egress.column("asn").to_pylist()
-    ]
-    egress = egress.append_column("as_org", pa.array(orgs_of, pa.string()))
+    # One name per distinct AS number (an AS has many egress networks).
+    asns, index = np.unique(egress.column("asn").to_numpy(), return_inverse=True)
+    names = pa.array(
+        [(as_org(a) if as_org is not None and a else None) or "" for a in asns.tolist()],
+        pa.string(),
+    )
+    egress = egress.append_column("as_org", names.take(pa.array(index.reshape(-1))))
     out["egress"] = sort_table(
         egress.select(
             [*egress_keys, "as_org", "requests", "accounts", "pointing", "pointing_share"]

@@ -4,8 +4,10 @@ Both steps work on the *distinct* values of a batch: the walk runs once per dist
 (peer, X-Forwarded-For, Forwarded) triple that reaches a trusted proxy — with
 :func:`geogate.client_ip.resolve_client_ip`, the very code of the service — and
 :meth:`geogate.decide.Decider.decide_many` once per distinct client address (IPv4 addresses
-parsed vectorised into ``uint32``). Rows then gather their results by dictionary index, so a
-log whose clients repeat costs a few array operations per row.
+parsed vectorised into ``uint32``). The result, :class:`Verdicts`, keeps it that way: a table
+of outcomes per distinct client (and policy segment) and, per row, an index into it, so a log
+whose clients repeat costs a few array operations per row, and the aggregates group outcomes
+before rows. :meth:`Verdicts.to_batch` expands it into one judged row per request.
 
 The Spark engine builds the same :class:`Judge` on each executor (from the shipped policy and
 snapshot files) and applies :meth:`Judge.judge` to each Arrow batch inside ``mapInArrow``.
@@ -14,6 +16,7 @@ snapshot files) and applies :meth:`Judge.judge` to each Arrow batch inside ``map
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -76,6 +79,14 @@ _V4_TEXT = r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?
 _UNSUPPORTED_BIT = REASON_BITS[Reason.REGION_UNSUPPORTED]
 _INVALID_BIT = REASON_BITS[Reason.INVALID_ADDRESS]
 
+DAY_US: Final = 86_400_000_000
+"""Microseconds in a day."""
+_DENY_INDEX: Final = ACTIONS.index("deny")
+_WARN_INDEX: Final = ACTIONS.index("warn")
+_NULL_ACTION_INDEX: Final = ACTIONS.index("invalid")
+_REASON_NAMES: dict[int, str] = {}
+
+
 JUDGED_FIELDS: Final = (
     "ts",
     "day",
@@ -123,6 +134,176 @@ def _as_dict(array: pa.Array) -> pa.DictionaryArray:
     return pc.dictionary_encode(array)
 
 
+EGRESS_NAMED_BASE: Final = 1 << 32
+"""Egress network ids: an IPv4 /24 is its network address as an integer (below this base);
+other networks (IPv6 /48) get ids from this base on, numbered by the :class:`Judge`; -1 stands
+for no egress network."""
+
+
+def v4_network_name(prefix: int) -> str:
+    """``0x01020300`` -> ``"1.2.3.0/24"``."""
+    return f"{prefix >> 24}.{(prefix >> 16) & 255}.{(prefix >> 8) & 255}.0/24"
+
+
+def egress_names(ids: npt.NDArray[np.int64], named: Sequence[str]) -> pa.Array:
+    """The networks egress ``ids`` stand for ("" for -1); ``named``: the names of ids from
+    :data:`EGRESS_NAMED_BASE` on. IPv4 /24 names are formatted by Arrow, not per id."""
+    ids = np.asarray(ids, np.int64)
+    is_v4 = (ids >= 0) & (ids < EGRESS_NAMED_BASE)
+    v4 = np.where(is_v4, ids, 0)
+    octets = [pc.cast(pa.array((v4 >> shift) & 255), pa.string()) for shift in (24, 16, 8)]
+    text = pc.binary_join_element_wise(*octets, pa.scalar("0/24"), ".")
+    if is_v4.all():
+        return text
+    other = [
+        "" if i < 0 else named[i - EGRESS_NAMED_BASE] if i >= EGRESS_NAMED_BASE else ""
+        for i in ids[~is_v4].tolist()
+    ]
+    out = text.to_numpy(zero_copy_only=False).astype(object)
+    out[~is_v4] = other
+    return pa.array(out, pa.string())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcomes:
+    """One scenario's decision for each entry of a :class:`Verdicts` table."""
+
+    action: npt.NDArray[np.int8]  # index into ACTIONS
+    reasons: npt.NDArray[np.uint32]  # bit mask over REASON_BITS
+    region: npt.NDArray[np.uint16]  # index into Verdicts.region_values
+
+    def take(self, entries: npt.NDArray[np.int64]) -> Outcomes:
+        """The outcomes of ``entries``, in that order."""
+        return Outcomes(
+            action=self.action[entries],
+            reasons=self.reasons[entries],
+            region=self.region[entries],
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdicts:
+    """A judged batch in compact form: row ``i`` has the outcome of entry ``code[i]``.
+
+    An entry stands for a distinct client address within a policy segment (plus one per
+    request of an exempt account), so the per-entry arrays are as long as the batch has
+    distinct clients, not rows: the aggregates group entries first and rows only by index.
+    :meth:`to_batch` expands them into the row-per-request batch of :data:`JUDGED_FIELDS`.
+    """
+
+    ts_us: npt.NDArray[np.int64]  # per row: microseconds since the epoch
+    code: npt.NDArray[np.int64]  # per row: entry index
+    pivot_us: int  # phase "after" from this instant on
+    account: pa.Array  # per row (string or dictionary)
+    org: pa.Array
+    clients: pa.DictionaryArray  # per row: the client address found
+    user_agent: pa.Array
+    accept_language: pa.Array
+    kind: npt.NDArray[np.int8]  # per entry: index into KINDS
+    asn: npt.NDArray[np.int64]  # per entry, 0 when unknown
+    egress: npt.NDArray[np.int64]  # per entry: egress network id (see EGRESS_NAMED_BASE)
+    a: Outcomes  # per entry, the scenario judged
+    b: Outcomes | None  # per entry, the scenario compared with
+    region_values: pa.Array  # region names (index 0: unknown, "")
+    egress_names: list[str]  # names of egress ids from EGRESS_NAMED_BASE on
+
+    @property
+    def rows(self) -> int:
+        """Rows of the batch."""
+        return int(self.code.shape[0])
+
+    def anonymized(self) -> npt.NDArray[np.bool_]:
+        """Per entry: the network hides the user's location (Tor, VPN, proxies)."""
+        return _ANONYMIZING_CODE[self.kind]
+
+    def hosting(self) -> npt.NDArray[np.bool_]:
+        """Per entry: a datacenter network."""
+        hosting: npt.NDArray[np.bool_] = self.kind == _HOSTING_KIND
+        return hosting
+
+    def unsupported(self) -> npt.NDArray[np.bool_]:
+        """Per entry: a located request from a region the policy denies or warns."""
+        located = (self.kind != _INVALID_KIND) & ~self.anonymized()
+        unsupported: npt.NDArray[np.bool_] = ((self.a.reasons & _UNSUPPORTED_BIT) != 0) & located
+        return unsupported
+
+    def change(self) -> npt.NDArray[np.int8]:
+        """Per entry (with a comparison): index into CHANGES."""
+        if self.b is None:
+            return np.zeros(len(self.kind), np.int8)
+        ai, bi = self.a.action, self.b.action
+        change = np.zeros(len(ai), np.int8)
+        change[(bi == 2) & (ai != 2)] = 1
+        change[(ai == 2) & (bi != 2)] = 2
+        change[(bi == 1) & (ai == 0)] = 3
+        change[(ai == 1) & (bi == 0)] = 4
+        change[(ai != bi) & (change == 0)] = 5
+        return change
+
+    def egress_name(self, egress_id: int) -> str:
+        """The network an egress id stands for ("" for none)."""
+        if egress_id < 0:
+            return ""
+        if egress_id < EGRESS_NAMED_BASE:
+            return v4_network_name(egress_id)
+        return self.egress_names[egress_id - EGRESS_NAMED_BASE]
+
+    def to_batch(self) -> pa.RecordBatch:
+        """The judged rows: the columns of :data:`JUDGED_FIELDS` (and :data:`COMPARE_FIELDS`
+        with a comparison), one row per request."""
+        code = self.code
+        ts_us = self.ts_us
+        anonymized = self.anonymized()
+        cols: dict[str, pa.Array] = {
+            "ts": pa.array(ts_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            "day": pa.array((ts_us // DAY_US).astype(np.int32), pa.int32()).cast(pa.date32()),
+            "phase": _dict((ts_us >= self.pivot_us).astype(np.int8), pa.array(["before", "after"])),
+            "account": self.account,
+            "org": self.org,
+            "client": self.clients,
+            "user_agent": self.user_agent,
+            "accept_language": self.accept_language,
+            "region": _dict(self.a.region[code], self.region_values),
+            "kind": _dict(self.kind[code], pa.array(KINDS)),
+            "action": _dict(self.a.action[code], pa.array(ACTIONS)),
+            "reasons": _reason_dict(self.a.reasons, code),
+            "egress": self._egress_dict(),
+            "asn": pa.array(self.asn[code]),
+            "anonymized": pa.array(anonymized[code]),
+            "hosting": pa.array(self.hosting()[code]),
+            "unsupported": pa.array(self.unsupported()[code]),
+            "denied": pa.array(self.a.action[code] == _DENY_INDEX),
+            "warned": pa.array(self.a.action[code] == _WARN_INDEX),
+        }
+        if self.b is not None:
+            cols["region_b"] = _dict(self.b.region[code], self.region_values)
+            cols["action_b"] = _dict(self.b.action[code], pa.array(ACTIONS))
+            cols["reasons_b"] = _reason_dict(self.b.reasons, code)
+            cols["change"] = _dict(self.change()[code], pa.array(CHANGES))
+        return pa.RecordBatch.from_pydict(cols)
+
+    def _egress_dict(self) -> pa.DictionaryArray:
+        ids, index = np.unique(self.egress, return_inverse=True)
+        return _dict(index.reshape(-1)[self.code], egress_names(ids, self.egress_names))
+
+
+def cached_reason_names(mask: int) -> str:
+    """:func:`reason_names`, remembered (a log has a handful of distinct masks)."""
+    names = _REASON_NAMES.get(mask)
+    if names is None:
+        names = _REASON_NAMES[mask] = reason_names(mask)
+    return names
+
+
+def _reason_dict(masks: npt.NDArray[np.uint32], code: npt.NDArray[np.int64]) -> pa.DictionaryArray:
+    """Per row: the reason names of its entry's mask."""
+    encoded = pc.dictionary_encode(pa.array(masks, pa.uint32()))  # hashing: no sort
+    names = pa.array(
+        [cached_reason_names(int(v)) for v in encoded.dictionary.to_pylist()], pa.string()
+    )
+    return _dict(encoded.indices.to_numpy()[code], names)
+
+
 class Judge:
     """Decides batches of :data:`geogate.scan.readers.RAW_SCHEMA` rows.
 
@@ -146,6 +327,13 @@ class Judge:
         self.pivot = pivot
         self.compare = compare
         self._deciders: dict[int, Decider] = {}
+        self.region_values = pa.array(
+            [c or "" for c in snapshot.country_codes]
+            + [c or "" for c in snapshot.subdivision_codes[1:]],
+            pa.string(),
+        )
+        self.egress_names: list[str] = []  # egress networks other than IPv4 /24s, by id
+        self._egress_ids: dict[str, int] = {}
 
     def _decider(self, scenario: Scenario) -> Decider:
         d = self._deciders.get(id(scenario))
@@ -250,190 +438,217 @@ class Judge:
             regions[other_pos], keys[other_pos] = b.regions, b.keys
         return actions, reasons, regions, keys
 
-    def _decide_rows(
+    def _segments(
+        self, scenario: Scenario, ts_us: npt.NDArray[np.int64]
+    ) -> tuple[list[datetime], npt.NDArray[np.int64] | None]:
+        """The instants to judge at and, when there are several, each row's segment among
+        them (``scenario.at``, or the policy version in force at each request's time)."""
+        if scenario.at is not None:
+            return [scenario.at], None
+        bounds = np.array(
+            [int(b.timestamp() * 1_000_000) for b in scenario.policies.boundaries], np.int64
+        )
+        seg = np.searchsorted(bounds, ts_us, side="right")
+        present = np.flatnonzero(np.bincount(seg, minlength=len(bounds) + 1))
+        if len(present) == 1:
+            first = int(ts_us[0])
+            return [datetime.fromtimestamp(first / 1_000_000, UTC)], None
+        ats: list[datetime] = []
+        position = np.zeros(len(bounds) + 1, np.int64)
+        for j, s in enumerate(present.tolist()):
+            first = int(ts_us[int(np.argmax(seg == s))])  # the segment's first request
+            ats.append(datetime.fromtimestamp(first / 1_000_000, UTC))
+            position[s] = j
+        return ats, position[seg]
+
+    def _decide_entries(
         self,
         scenario: Scenario,
-        clients: pa.DictionaryArray,
+        uniq: pa.Array,
+        cidx: npt.NDArray[np.int64],
         ts_us: npt.NDArray[np.int64],
         accounts: pa.Array,
         parsed: tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]],
-    ) -> tuple[npt.NDArray[Any], ...]:
-        """Per-row actions, reasons, regions and keys under ``scenario``."""
-        decider = self._decider(scenario)
-        uniq = clients.dictionary
-        idx = clients.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        n = len(idx)
-        actions = np.full(n, INVALID, np.uint8)
-        reasons = np.full(n, _INVALID_BIT, np.uint32)
-        regions = np.zeros(n, np.uint16)
-        keys = np.full(n, -1, np.int64)
-        if scenario.at is not None:
-            segments = [(scenario.at, np.ones(n, bool))]
-        else:
-            bounds = np.array(
-                [int(b.timestamp() * 1_000_000) for b in scenario.policies.boundaries], np.int64
-            )
-            seg = np.searchsorted(bounds, ts_us, side="right")
-            segments = []
-            for s in np.unique(seg).tolist():
-                rows = seg == s
-                first = int(ts_us[np.argmax(rows)])
-                segments.append((datetime.fromtimestamp(first / 1_000_000, UTC), rows))
-        valid = idx >= 0
-        safe = np.where(valid, idx, 0)
-        for at, rows in segments:
-            a, r, g, k = self._decide_uniques(decider, uniq, parsed, at)
-            take = rows & valid
-            actions[take] = a[safe[take]]
-            reasons[take] = r[safe[take]]
-            regions[take] = g[safe[take]]
-            keys[take] = k[safe[take]]
-            self._exempt_accounts(decider, at, take, clients, accounts, actions, reasons)
-        return actions, reasons, regions, keys
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Outcomes, npt.NDArray[np.int64]]:
+        """Each row's entry, each entry's client (index into ``uniq``; ``len(uniq)`` for
+        none), the entries' outcomes under ``scenario``, and each client's range key.
 
-    def _exempt_accounts(
+        Entries are (segment, client) pairs, ``len(uniq) + 1`` per segment; a request of an
+        exempt account gets an entry of its own.
+        """
+        decider = self._decider(scenario)
+        n_uniq = len(uniq)
+        width = n_uniq + 1
+        ats, seg = self._segments(scenario, ts_us)
+        size = width * len(ats)
+        actions = np.full(size, _NULL_ACTION_INDEX, np.int8)
+        reasons = np.full(size, _INVALID_BIT, np.uint32)
+        regions = np.zeros(size, np.uint16)
+        keys = np.full(width, -1, np.int64)
+        for j, at in enumerate(ats):
+            a, r, g, k = self._decide_uniques(decider, uniq, parsed, at)
+            base = j * width
+            actions[base : base + n_uniq] = _ACTION_INDEX[a]
+            reasons[base : base + n_uniq] = r
+            regions[base : base + n_uniq] = g
+            if j == 0:
+                keys[:n_uniq] = k
+        client = np.tile(np.arange(width, dtype=np.int64), len(ats))
+        code = cidx if seg is None else seg * width + cidx
+        extra = self._exempt_entries(decider, ats, seg, uniq, cidx, accounts, code, regions)
+        if extra is not None:
+            code, rows, (e_act, e_rsn, e_reg) = extra
+            actions = np.concatenate([actions, e_act])
+            reasons = np.concatenate([reasons, e_rsn])
+            regions = np.concatenate([regions, e_reg])
+            client = np.concatenate([client, cidx[rows]])
+        return code, client, Outcomes(action=actions, reasons=reasons, region=regions), keys
+
+    def _exempt_entries(
         self,
         decider: Decider,
-        at: datetime,
-        rows: npt.NDArray[np.bool_],
-        clients: pa.DictionaryArray,
+        ats: list[datetime],
+        seg: npt.NDArray[np.int64] | None,
+        uniq: pa.Array,
+        cidx: npt.NDArray[np.int64],
         accounts: pa.Array,
-        actions: npt.NDArray[Any],
-        reasons: npt.NDArray[Any],
-    ) -> None:
-        exempt = decider.policies.in_force(at).exemptions.accounts
-        if not exempt:
-            return
-        hit = pc.fill_null(pc.is_in(accounts, value_set=pa.array(sorted(exempt))), False)
-        pos = np.nonzero(hit.to_numpy(zero_copy_only=False) & rows)[0]
-        if not len(pos):
-            return
-        sel = pa.array(pos)
-        ips = pc.take(pc.cast(clients, pa.string()), sel).to_pylist()
-        accts = pc.take(accounts, sel).to_pylist()
-        b = decider.decide_many(ips, at=at, accounts=accts)
-        actions[pos] = b.actions
-        reasons[pos] = b.reasons
+        code: npt.NDArray[np.int64],
+        regions: npt.NDArray[np.uint16],
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], tuple[npt.NDArray[Any], ...]] | None:
+        """Requests of exempt accounts, decided one by one with their account: the new
+        codes, the rows concerned and their entries' action, reasons and region."""
+        n_uniq = len(uniq)
+        new_code: npt.NDArray[np.int64] | None = None
+        all_rows: list[npt.NDArray[np.int64]] = []
+        parts: list[tuple[npt.NDArray[Any], ...]] = []
+        next_entry = (n_uniq + 1) * len(ats)
+        for j, at in enumerate(ats):
+            exempt = decider.policies.in_force(at).exemptions.accounts
+            if not exempt:
+                continue
+            hit = pc.fill_null(pc.is_in(accounts, value_set=pa.array(sorted(exempt))), False)
+            mask = hit.to_numpy(zero_copy_only=False) & (cidx < n_uniq)
+            if seg is not None:
+                mask &= seg == j
+            rows = np.flatnonzero(mask)
+            if not len(rows):
+                continue
+            ips = pc.take(uniq, pa.array(cidx[rows])).to_pylist()
+            accts = pc.take(pc.cast(accounts, pa.string()), pa.array(rows)).to_pylist()
+            b = decider.decide_many(ips, at=at, accounts=accts)
+            if new_code is None:
+                new_code = code.copy()
+            old = new_code[rows]
+            new_code[rows] = next_entry + np.arange(len(rows))
+            next_entry += len(rows)
+            all_rows.append(rows)
+            parts.append((_ACTION_INDEX[b.actions], b.reasons.astype(np.uint32), regions[old]))
+        if new_code is None:
+            return None
+        stacked = tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+        return new_code, np.concatenate(all_rows), stacked
 
     # ----- the judged batch ------------------------------------------------------------------
 
-    def judge(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """The judged rows of ``batch``: the columns of :data:`JUDGED_FIELDS` (and
-        :data:`COMPARE_FIELDS` with a comparison)."""
+    def verdicts(self, batch: pa.RecordBatch) -> Verdicts:
+        """The compact judgement of ``batch`` (see :class:`Verdicts`)."""
         snap = self.snapshot
         clients = _as_dict(self.resolve_clients(batch))
+        uniq = clients.dictionary
+        n_uniq = len(uniq)
+        indices = clients.indices
+        if indices.null_count:
+            indices = indices.fill_null(n_uniq)
+        cidx = indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         ts = batch.column("ts")
         ts_us = ts.cast(pa.int64()).to_numpy(zero_copy_only=False)
         accounts = batch.column("account")
-        parsed = self._parse_uniques(clients.dictionary)
-        a_act, a_rsn, a_reg, keys = self._decide_rows(
-            self.scenario, clients, ts_us, accounts, parsed
+        parsed = self._parse_uniques(uniq)
+        code_a, client_a, out_a, keys = self._decide_entries(
+            self.scenario, uniq, cidx, ts_us, accounts, parsed
         )
+        code, client, out_b = code_a, client_a, None
+        if self.compare is not None:
+            code_b, _, b, _ = self._decide_entries(
+                self.compare, uniq, cidx, ts_us, accounts, parsed
+            )
+            if code_b is code_a:  # one entry per client in both: the same table
+                out_b = b
+            else:
+                width_b = len(b.action)
+                pairs = pc.dictionary_encode(pa.array(code_a * width_b + code_b))
+                code = pairs.indices.to_numpy().astype(np.int64)
+                pair = pairs.dictionary.to_numpy()
+                entry_a, entry_b = pair // width_b, pair % width_b
+                client = client_a[entry_a]
+                out_a, out_b = out_a.take(entry_a), b.take(entry_b)
 
+        # Per client (the last one: none): network kind, AS number, egress network.
         valid = keys >= 0
         safe = np.where(valid, keys, 0)
         flags = np.where(valid, snap.flags[safe], 0).astype(np.uint8)
         kind = np.where(valid, _KIND_OF_FLAGS[flags], _INVALID_KIND).astype(np.int8)
         asn = np.where(valid, snap.asn[safe], 0).astype(np.int64)
-        anonymized = _ANONYMIZING_CODE[kind]
-        unsupported = ((a_rsn & _UNSUPPORTED_BIT) != 0) & ~anonymized & valid
-
-        region_values = pa.array(
-            [c or "" for c in snap.country_codes] + [c or "" for c in snap.subdivision_codes[1:]],
-            pa.string(),
+        egress = self._egress(uniq, kind, parsed)
+        return Verdicts(
+            ts_us=ts_us,
+            code=code,
+            pivot_us=int(self.pivot.timestamp() * 1_000_000),
+            account=accounts,
+            org=batch.column("org"),
+            clients=clients,
+            user_agent=batch.column("user_agent"),
+            accept_language=batch.column("accept_language"),
+            kind=kind[client],
+            asn=asn[client],
+            egress=egress[client],
+            a=out_a,
+            b=out_b,
+            region_values=self.region_values,
+            egress_names=self.egress_names,
         )
-        cols: dict[str, pa.Array] = {
-            "ts": ts,
-            "day": pa.array((ts_us // 86_400_000_000).astype(np.int32), pa.int32()).cast(
-                pa.date32()
-            ),
-            "phase": _dict(
-                (ts_us >= int(self.pivot.timestamp() * 1_000_000)).astype(np.int8),
-                pa.array(["before", "after"]),
-            ),
-            "account": batch.column("account"),
-            "org": batch.column("org"),
-            "client": clients,
-            "user_agent": batch.column("user_agent"),
-            "accept_language": batch.column("accept_language"),
-            "region": _dict(a_reg, region_values),
-            "kind": _dict(kind, pa.array(KINDS)),
-            "action": _dict(_ACTION_INDEX[a_act], pa.array(ACTIONS)),
-            "reasons": self._reason_dict(a_rsn),
-            "egress": self._egress(clients, kind, parsed),
-            "asn": pa.array(asn),
-            "anonymized": pa.array(anonymized),
-            "hosting": pa.array(kind == _HOSTING_KIND),
-            "unsupported": pa.array(unsupported),
-            "denied": pa.array(a_act == int(Action.DENY)),
-            "warned": pa.array(a_act == int(Action.WARN)),
-        }
-        if self.compare is not None:
-            b_act, b_rsn, b_reg, _ = self._decide_rows(
-                self.compare, clients, ts_us, accounts, parsed
-            )
-            ai = _ACTION_INDEX[a_act]
-            bi = _ACTION_INDEX[b_act]
-            change = np.zeros(len(ai), np.int8)
-            change[(bi == 2) & (ai != 2)] = 1
-            change[(ai == 2) & (bi != 2)] = 2
-            change[(bi == 1) & (ai == 0)] = 3
-            change[(ai == 1) & (bi == 0)] = 4
-            change[(ai != bi) & (change == 0)] = 5
-            cols["region_b"] = _dict(b_reg, region_values)
-            cols["action_b"] = _dict(bi, pa.array(ACTIONS))
-            cols["reasons_b"] = self._reason_dict(b_rsn)
-            cols["change"] = _dict(change, pa.array(CHANGES))
-        return pa.RecordBatch.from_pydict(cols)
 
-    @staticmethod
-    def _reason_dict(mask: npt.NDArray[np.uint32]) -> pa.DictionaryArray:
-        codes = pc.dictionary_encode(pa.array(mask, pa.uint32()))  # hashing: no sort
-        names = pa.array([reason_names(int(v)) for v in codes.dictionary.to_pylist()], pa.string())
-        return pa.DictionaryArray.from_arrays(codes.indices, names)
+    def judge(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The judged rows of ``batch``: the columns of :data:`JUDGED_FIELDS` (and
+        :data:`COMPARE_FIELDS` with a comparison)."""
+        return self.verdicts(batch).to_batch()
 
-    @staticmethod
+    def _egress_id(self, name: str) -> int:
+        i = self._egress_ids.get(name)
+        if i is None:
+            i = self._egress_ids[name] = EGRESS_NAMED_BASE + len(self.egress_names)
+            self.egress_names.append(name)
+        return i
+
     def _egress(
-        clients: pa.DictionaryArray,
+        self,
+        uniq: pa.Array,
         kind: npt.NDArray[np.int8],
         parsed: tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]],
-    ) -> pa.DictionaryArray:
-        """The egress network of rows on tracked kinds: the client's /24 (IPv4) or /48
-        (IPv6), as the account engine keys its egress evidence; empty otherwise."""
-        idx = clients.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        tracked = _EGRESS_CODE[kind] & (idx >= 0)
+    ) -> npt.NDArray[np.int64]:
+        """Per client (plus none): the egress network id of clients on tracked kinds — the
+        client's /24 (IPv4) or /48 (IPv6), as the account engine keys its egress evidence —
+        else -1."""
+        n = len(uniq)
+        out = np.full(n + 1, -1, np.int64)
+        tracked = _EGRESS_CODE[kind[:n]]
         if not tracked.any():
-            return _dict(np.zeros(len(idx), np.int32), pa.array([""], pa.string()))
-        n = len(clients.dictionary)
-        wanted = np.zeros(n, bool)
-        wanted[np.unique(idx[tracked])] = True
-        code = np.zeros(n + 1, np.int64)  # per distinct address (+1: null), 0 = no egress
-        names = [""]
+            return out
         v4_pos, ints = parsed
+        sel = tracked[v4_pos]
+        out[v4_pos[sel]] = (ints[sel] & np.uint32(0xFFFFFF00)).astype(np.int64)
         is_v4 = np.zeros(n, bool)
         is_v4[v4_pos] = True
-        sel = wanted[v4_pos]
-        if sel.any():
-            prefixes, inverse = np.unique(ints[sel] & np.uint32(0xFFFFFF00), return_inverse=True)
-            names.extend(
-                f"{p >> 24}.{(p >> 16) & 255}.{(p >> 8) & 255}.0/24" for p in prefixes.tolist()
-            )
-            code[v4_pos[sel] + 1] = inverse + 1
-        rest = np.nonzero(wanted & ~is_v4)[0]
+        rest = np.flatnonzero(tracked & ~is_v4)
         if len(rest):
-            texts = pc.take(clients.dictionary, pa.array(rest)).to_pylist()
-            seen: dict[str, int] = {}
+            texts = pc.take(uniq, pa.array(rest)).to_pylist()
             for i, text in zip(rest.tolist(), texts, strict=True):
                 try:
                     ip = parse_ip(text)
                 except ClientIPError:
                     continue
-                prefix = 24 if ip.version == 4 else 48
-                net = str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
-                j = seen.get(net)
-                if j is None:
-                    j = seen[net] = len(names)
-                    names.append(net)
-                code[i + 1] = j
-        row_code = np.where(tracked, code[idx + 1], 0)
-        return _dict(row_code, pa.array(names, pa.string()))
+                if ip.version == 4:
+                    out[i] = int(ip) & 0xFFFFFF00
+                else:
+                    out[i] = self._egress_id(str(ipaddress.ip_network(f"{ip}/48", strict=False)))
+        return out

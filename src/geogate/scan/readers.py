@@ -116,7 +116,7 @@ class ReadOptions:
 
     format: str = "auto"
     fields: Mapping[str, str] = field(default_factory=dict)
-    batch_rows: int = 262_144
+    batch_rows: int = 1_048_576
     #: Read the user agent and Accept-Language (only the account preview needs them; columnar
     #: inputs skip the columns otherwise).
     client_hints: bool = True
@@ -560,12 +560,35 @@ def read_parquet(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterato
     size = os.path.getsize(path)
     total = pf.metadata.num_rows
     row = 1
-    for batch in pf.iter_batches(batch_size=opts.batch_rows, columns=wanted):
+    for batch in _joined(pf.iter_batches(batch_size=opts.batch_rows, columns=wanted), opts):
         out = _normalise_table(batch, names, source, malformed, row)
         row += batch.num_rows
         malformed.bytes_read = int(size * min(1.0, (row - 1) / max(1, total)))
         if out is not None:
             yield out
+
+
+def _joined(batches: Iterator[pa.RecordBatch], opts: ReadOptions) -> Iterator[pa.RecordBatch]:
+    """Consecutive batches joined up to ``opts.batch_rows`` rows (Parquet's batches end at
+    row groups, often smaller than a batch), with one dictionary per column: each distinct
+    address is then judged once per batch, and the per-batch partial aggregates are fewer."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        pending.append(batch)
+        rows += batch.num_rows
+        if rows >= opts.batch_rows:
+            yield _join(pending)
+            pending, rows = [], 0
+    if pending:
+        yield _join(pending)
+
+
+def _join(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    table = pa.Table.from_batches(batches).unify_dictionaries().combine_chunks()
+    return table.to_batches(max_chunksize=table.num_rows)[0]
 
 
 _READERS: Final = {

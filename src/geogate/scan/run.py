@@ -25,7 +25,7 @@ from geogate.client_ip import TrustedProxies
 from geogate.errors import ConfigError
 from geogate.policy.model import PolicySet
 from geogate.scan.aggregate import Accumulator, derive_tables
-from geogate.scan.judge import Judge, Scenario
+from geogate.scan.judge import Judge, Scenario, Verdicts
 from geogate.scan.readers import ReadOptions, ReadStats, expand_inputs, read_file
 
 
@@ -107,10 +107,10 @@ def filter_window(
     return batch.filter(mask)
 
 
-def judged_batches(
+def verdict_batches(
     config: ScanConfig, paths: Sequence[Path], stats: ReadStats, progress: ProgressFn | None
-) -> Iterator[pa.RecordBatch]:
-    """Judged batches of all inputs, in order (the local engine's stream)."""
+) -> Iterator[Verdicts]:
+    """Judged batches of all inputs, in order, in compact form (the local engine's stream)."""
     judge = config.judge()
     rows = 0
     done_bytes = 0
@@ -120,12 +120,20 @@ def judged_batches(
             batch = filter_window(raw, config.since, config.until)
             if batch.num_rows:
                 rows += batch.num_rows
-                yield judge.judge(batch)
+                yield judge.verdicts(batch)
             if progress is not None:
                 progress(rows, done_bytes + stats.bytes_read)
         done_bytes += path.stat().st_size
         if progress is not None:
             progress(rows, done_bytes)
+
+
+def judged_batches(
+    config: ScanConfig, paths: Sequence[Path], stats: ReadStats, progress: ProgressFn | None
+) -> Iterator[pa.RecordBatch]:
+    """Judged batches of all inputs, in order, one row per request (:data:`JUDGED_FIELDS`)."""
+    for verdicts in verdict_batches(config, paths, stats, progress):
+        yield verdicts.to_batch()
 
 
 def write_tables(out: Path, tables: dict[str, pa.Table]) -> None:
@@ -212,11 +220,11 @@ def scan_local(config: ScanConfig, *, progress: ProgressFn | None = None) -> Sca
             from geogate.scan.preview import AccountPreview  # noqa: PLC0415
 
             preview = AccountPreview(config.policies, config.snapshot, db=Path(tmp) / "a.db")
-        for judged in judged_batches(config, paths, stats, progress):
-            rows += judged.num_rows
-            acc.add(judged)
+        for verdicts in verdict_batches(config, paths, stats, progress):
+            rows += verdicts.rows
+            acc.add(verdicts)
             if preview is not None:
-                preview.add(judged)
+                preview.add(verdicts.to_batch())
         tables = acc.result()
         if preview is not None:
             tables["account_preview"] = preview.result(config.at or config.effective_pivot())
