@@ -16,6 +16,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from geogate.accounts.engine import Enforcer
 from geogate.accounts.events import Event, parse_record
 from geogate.accounts.evidence import AccountEvidence, DeciderLocator, apply_event
 from geogate.decide import Decider
@@ -187,9 +188,15 @@ def test_an_enforcer_fed_runs_decides_as_one_fed_lines(
     lines_rows, lines_changes = _states(tmp_path, "lines", events, policies, SNAPSHOT)
     store = SqlStore.open(str(tmp_path / "runs.db"))
     try:
-        enforcer = make_enforcer(store, policies, SNAPSHOT)
+        enforcer = Enforcer(
+            store,
+            policies=policies,
+            locator=DeciderLocator(Decider(policies, SNAPSHOT)),
+            log_events=False,  # as the scan's preview runs it: the same states, no event log
+        )
         enforcer.ingest_batch(runs)
         enforcer.close_open_days()
+        assert store.count_events() == 0
         report = enforcer.enforce(START + timedelta(days=3), dry_run=True)
         runs_rows = {
             r.account: (r.state, r.reasons, {k: v for k, v in r.evidence.items() if k != "ad"})

@@ -119,7 +119,11 @@ class AccountPreview:
             )
         self.store = SqlStore.open(f"sqlite:///{db}")
         decider = Decider(policies, snapshot)
-        self.enforcer = Enforcer(self.store, policies=policies, locator=DeciderLocator(decider))
+        # Every run gets a new id and duplicates are dropped here: the event log would only
+        # fill the disk (about a hundred bytes per run).
+        self.enforcer = Enforcer(
+            self.store, policies=policies, locator=DeciderLocator(decider), log_events=False
+        )
         self.batch_size = batch_size
         self.horizon_us = dedupe_horizon_seconds * _SECOND_US
         self._bounds = np.array([_micros(b) for b in policies.boundaries], np.int64)
