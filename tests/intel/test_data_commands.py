@@ -166,3 +166,16 @@ def test_corrupt_vendor_file_fails_the_build_with_one_line(tmp_path: Path) -> No
     assert "v.mmdb" in lines[0]
     assert "MaxMind DB" in lines[0]
     assert not (tmp_path / "out.snapshot").exists()
+
+
+def test_data_info_names_where_cities_are_kept(tmp_path: Path) -> None:
+    """`data info` says where a policy's city rules can match (the embedded default keeps
+    cities in the four partly occupied oblasts the presets name)."""
+    r = geogate("data", "info", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["format_version"] == 3
+    assert info["city_subdivisions"] == ["UA-09", "UA-14", "UA-23", "UA-65"]
+    assert info["places"] > len(info["city_subdivisions"])
+    text = geogate("data", "info", cwd=tmp_path)
+    assert "cities kept in UA-09, UA-14, UA-23, UA-65" in text.stdout

@@ -276,13 +276,17 @@ def data_info(
     max_age_days: Annotated[int, typer.Option(help="Warn when data is older than this.")] = 45,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Show the snapshot's sources, dates, counts and staleness."""
+    """Show the snapshot's sources, dates, counts, places and staleness."""
     snap = load_snapshot(snapshot)
     meta = snap.meta
     now = datetime.now(UTC)
     age = meta.age_days(now)
+    # Subdivisions where the snapshot keeps cities: where a policy's city rules can match.
+    city_subs = sorted({p.subdivisions[0] for p in snap.places if p.city is not None})
+    places = {"places": len(snap.places) - 1, "city_subdivisions": city_subs}
     if as_json:
-        out.print_json(json.dumps(meta.to_dict() | {"age_days": round(age, 1)}, default=str))
+        info = meta.to_dict() | places | {"age_days": round(age, 1)}
+        out.print_json(json.dumps(info, default=str))
     else:
         out.print(
             f"snapshot built {meta.built_at.isoformat()}, format {meta.format_version}, "
@@ -296,6 +300,8 @@ def data_info(
         out.print(table)
         for field, names in meta.precedence.items():
             out.print(f"precedence {field}: {' > '.join(names)}")
+        cities = f"; cities kept in {', '.join(city_subs)}" if city_subs else "; no cities kept"
+        out.print(f"places: {places['places']} (subdivisions and cities){cities}")
     if age > max_age_days:
         err.print(
             f"warning: data is {age:.0f} days old (more than {max_age_days}); "
