@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from geogate.decide import Decider, Reason, RequestContext, decide
 from geogate.errors import ClientIPError, ConfigError, IntelDataError
@@ -354,3 +356,64 @@ def test_embedded_default_carves_out_the_free_capitals(preset: str) -> None:
         _same_as_batch(policy=decider.policies, snap=snap, ips=city_ips + rest_ips)
         seen += len(city_ips) + len(rest_ips)
     assert seen >= 100
+
+
+@pytest.fixture(scope="module")
+def ua_shared(tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
+    return _build(
+        tmp_path_factory.mktemp("ua"),
+        FLAT,
+        'subdivision_countries = ["UA"]\ncity_regions = ["UA-23", "UA-65"]',
+    )
+
+
+_POOL = (
+    "UA",
+    "RU",
+    "UA-23",
+    "UA-65",
+    "UA-43",
+    "UA-23/Zaporizhzhia",
+    "UA-23/Enerhodar",
+    "UA-65/Kherson",
+)
+
+
+@given(
+    rules=st.lists(
+        st.tuples(st.sampled_from(_POOL), st.sampled_from(["allow", "deny"])),
+        max_size=6,
+        unique_by=lambda r: r[0],
+    ),
+    allow_list=st.booleans(),
+    city=st.sampled_from(["UA-23/Zaporizhzhia", "UA-23/Nove Zaporizhzhya", "UA-65/Kakhovka"]),
+)
+def test_city_rules_change_only_their_city_and_batches_agree(
+    ua_shared: Snapshot, rules: list[tuple[str, str]], allow_list: bool, city: str
+) -> None:
+    """For any policy over countries, oblasts and cities: decide_many equals decide address by
+    address, and adding a rule on a city changes decisions only for addresses in that city."""
+
+    def policy(extra: list[tuple[str, str]]) -> str:
+        mode = "allow-list" if allow_list else "deny-list"
+        text = f'[policy]\nid = "t"\nmode = "{mode}"\n'
+        for i, (region, action) in enumerate(rules + extra):
+            text += f'[[rules]]\nid = "r{i}"\naction = "{action}"\nregions = ["{region}"]\n'
+        return text
+
+    base = parse_policy(policy([]))
+    ips = _ips(11)
+    _same_as_batch(policy=base, snap=ua_shared, ips=ips)
+    if any(r[0].lower() == city.lower() for r in rules):
+        return
+    sub, _, name = city.partition("/")
+    for action in ("allow", "deny"):
+        more = parse_policy(policy([(city, action)]))
+        _same_as_batch(policy=more, snap=ua_shared, ips=ips)
+        for ip in ips:
+            facts = ua_shared.lookup(ip)
+            if facts.subdivision == sub and facts.city == name:
+                continue
+            a = decide(base, ua_shared, RequestContext(ip=ip), at=AFTER)
+            b = decide(more, ua_shared, RequestContext(ip=ip), at=AFTER)
+            assert a == b, ip
