@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from bench.judgement.generate import generate
 from tests.scan.logfiles import event_jsonl
@@ -23,8 +24,8 @@ from tests.scan.logfiles import event_jsonl
 from geogate.cli.main import main
 from geogate.intel.snapshot import Snapshot
 from geogate.policy.model import PolicySet
-from geogate.scan.preview import AccountPreview
-from geogate.scan.readers import ReadOptions, ReadStats, expand_inputs
+from geogate.scan.preview import PREVIEW_STATS_KEY, AccountPreview
+from geogate.scan.readers import ReadStats, expand_inputs
 from geogate.scan.run import ScanConfig, judged_batches, scan_local
 from geogate.store.sql import SqlStore
 
@@ -94,7 +95,10 @@ def test_preview_equals_ingest_then_enforce_dry_run(
     assert expected, "the sample must exercise the account rules"
     assert {v["verdict"] for v in expected.values()} >= {"blocked"}
     assert _got(result.tables["account_preview"]) == expected
-    assert (tmp_path / "out" / "account_preview.parquet").exists()
+    written = pq.read_schema(tmp_path / "out" / "account_preview.parquet")
+    stats = json.loads(written.metadata[PREVIEW_STATS_KEY.encode()])
+    assert stats["lines"] == requests.num_rows
+    assert stats["late"] == 0
 
 
 @pytest.fixture(scope="module")
@@ -130,18 +134,22 @@ def _preview_of(
     batch_rows: int,
     **options: Any,
 ) -> tuple[pa.Table, AccountPreview]:
+    """The preview of ``log`` fed in judged batches of exactly ``batch_rows`` rows (cut here:
+    how many rows a reader puts in a batch is the reader's business)."""
     config = ScanConfig(
         inputs=[str(log)],
         out=tmp_path / "out",
         policies=policies,
         snapshot=snapshot,
         at=LATE_AT,
-        read=ReadOptions(batch_rows=batch_rows),
         report=False,
     )
+    judged = pa.Table.from_batches(
+        list(judged_batches(config, expand_inputs([str(log)]), ReadStats(), None))
+    ).combine_chunks()
     preview = AccountPreview(policies, snapshot, db=tmp_path / "preview.db", **options)
-    for judged in judged_batches(config, expand_inputs([str(log)]), ReadStats(), None):
-        preview.add(judged)
+    for batch in judged.to_batches(max_chunksize=batch_rows):
+        preview.add(batch)
     return preview.result(LATE_AT), preview
 
 
@@ -175,6 +183,7 @@ def test_preview_of_labelled_traffic_equals_ingest_then_enforce(
     # event here, where a client calling from one address all day collapses a thousandfold).
     assert preview.events < lines - preview.duplicates
     assert preview.lines_per_event > 1.05
+    assert json.loads(table.schema.metadata[PREVIEW_STATS_KEY.encode()]) == preview.stats()
 
 
 def test_lines_older_than_the_dedupe_horizon_are_counted_as_late(

@@ -27,6 +27,7 @@ time order, and the preview is then exact.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -55,6 +56,9 @@ PREVIEW_SCHEMA = pa.schema(
 )
 """``status``: the account's state after the log was ingested; ``verdict``: its state after
 an enforcement run at the preview date (the dry run's target, else ``status``)."""
+PREVIEW_STATS_KEY: Final = "geogate.preview"
+"""Schema metadata key of the preview table (and ``account_preview.parquet``): JSON of
+:meth:`AccountPreview.stats`."""
 
 #: Judged columns a run's requests must agree in (``api_key`` when the batch has it).
 RUN_FIELDS: Final = ("account", "client", "user_agent", "accept_language", "org", "api_key")
@@ -294,4 +298,17 @@ class AccountPreview:
         self.store.close()
         order = {"blocked": 0, "warned": 1, "flagged": 2}
         rows.sort(key=lambda r: (order.get(r["verdict"], 3), -r["score"], r["account"]))
-        return pa.Table.from_pylist(rows, schema=PREVIEW_SCHEMA)
+        table = pa.Table.from_pylist(rows, schema=PREVIEW_SCHEMA)
+        return table.replace_schema_metadata({PREVIEW_STATS_KEY: json.dumps(self.stats())})
+
+    def stats(self) -> dict[str, int | float]:
+        """The counts of the preview (kept in the table's schema metadata as JSON under
+        :data:`PREVIEW_STATS_KEY`): lines, duplicates, late, rejected, events, lines per event."""
+        return {
+            "lines": self.lines,
+            "duplicates": self.duplicates,
+            "late": self.late,
+            "rejected": self.rejected,
+            "events": self.events,
+            "lines_per_event": round(self.lines_per_event, 3),
+        }
