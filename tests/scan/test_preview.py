@@ -155,7 +155,7 @@ def _preview_of(
 
 @pytest.mark.parametrize(
     ("batch_rows", "options"),
-    [(20_000, {}), (333, {"batch_size": 100, "dedupe_horizon_seconds": 86_400})],
+    [(20_000, {}), (997, {"batch_size": 200, "dedupe_horizon_seconds": 86_400})],
     ids=["large-batches", "small-batches"],
 )
 def test_preview_of_labelled_traffic_equals_ingest_then_enforce(
@@ -200,3 +200,16 @@ def test_lines_older_than_the_dedupe_horizon_are_counted_as_late(
     assert preview.lines == 2 * requests.num_rows
     assert preview.late > 0
     assert preview.duplicates + preview.late >= requests.num_rows
+
+
+def test_a_duplicate_in_the_next_batch_counts_once(
+    tmp_path: Path, requests: pa.Table, snapshot: Snapshot, policies: PolicySet
+) -> None:
+    """Batches of two lines: the third line repeats the second, across the boundary."""
+    log = tmp_path / "events.jsonl"
+    lines = event_jsonl(requests.slice(0, 2)).splitlines()
+    log.write_bytes(b"\n".join([*lines, lines[1]]) + b"\n")
+    _table, preview = _preview_of(
+        log, tmp_path, snapshot, policies, batch_rows=2, dedupe_horizon_seconds=0
+    )
+    assert (preview.lines, preview.duplicates, preview.late) == (3, 1, 0)
