@@ -260,12 +260,12 @@ class _RangeDecision(Decision):
     _key: int
     _verdict: _Verdict
 
-    action = property(attrgetter("_verdict.action"))  # type: ignore[assignment]
-    reasons = property(attrgetter("_verdict.reasons"))  # type: ignore[assignment]
-    region = property(attrgetter("_verdict.region"))  # type: ignore[assignment]
-    rule_id = property(attrgetter("_verdict.rule_id"))  # type: ignore[assignment]
-    effective_at = property(attrgetter("_verdict.effective_at"))  # type: ignore[assignment]
-    policy = property(attrgetter("_verdict.policy"))  # type: ignore[assignment]
+    action = property(attrgetter("_verdict.action"))
+    reasons = property(attrgetter("_verdict.reasons"))
+    region = property(attrgetter("_verdict.region"))
+    rule_id = property(attrgetter("_verdict.rule_id"))
+    effective_at = property(attrgetter("_verdict.effective_at"))
+    policy = property(attrgetter("_verdict.policy"))
     path = "lookup"
 
     def __init__(self, verdict: _Verdict, key: int) -> None:
@@ -273,7 +273,7 @@ class _RangeDecision(Decision):
         _SET_KEY(self, key)
 
     @property
-    def facts(self) -> IntelFacts:  # type: ignore[override]
+    def facts(self) -> IntelFacts:
         """The evidence: the snapshot's facts for the range (computed once, then kept)."""
         try:
             return _FACTS_SLOT.__get__(self)  # type: ignore[no-any-return]
@@ -334,17 +334,17 @@ class TwoGenerationCache:
     promotion only costs a recomputation).
     """
 
-    __slots__ = ("_old", "capacity", "evictions", "young")
+    __slots__ = ("capacity", "evictions", "old", "young")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(1, capacity)
         self.young: dict[Any, Any] = {}
-        self._old: dict[Any, Any] = {}
+        self.old: dict[Any, Any] = {}
         self.evictions = 0
 
     def get_old(self, key: Any) -> Any:
         """The entry from the old generation (moved to the young one), or None."""
-        value = self._old.get(key)
+        value = self.old.get(key)
         if value is not None:
             self.put(key, value)
         return value
@@ -366,14 +366,14 @@ class TwoGenerationCache:
     def rotate(self) -> dict[Any, Any]:
         """Make the young generation the old one (dropping the old one); returns the new,
         empty young generation."""
-        self.evictions += len(self._old)
-        self._old = self.young
+        self.evictions += len(self.old)
+        self.old = self.young
         young: dict[Any, Any] = {}
         self.young = young
         return young
 
     def __len__(self) -> int:
-        return len(self.young) + len(self._old)
+        return len(self.young) + len(self.old)
 
 
 #: Estimated bytes per cache entry, used to turn ``cache_bytes`` into entry counts: an address
@@ -796,27 +796,39 @@ class Decider:
         return self._range_decision(view, key)
 
     def _range_decision(self, view: _SegmentView, key: int) -> Decision:
+        """The decision for range ``key``: from the range cache, else a new
+        :class:`_RangeDecision` on the shared verdict. The cache's and the verdict's steps
+        are written out here (each method call saved is ~70 ns of a ~2 µs cold decision)."""
         ranges = view.ranges
         decision: Decision | None = ranges.young.get(key)
-        if decision is None:
-            decision = ranges.get_old(key)
-            if decision is None:
-                self._misses += 1
-                decision = _NEW(_RangeDecision)
-                _SET_VERDICT(decision, self._verdict(view, key))
-                _SET_KEY(decision, key)
-                young = ranges.young
-                if len(young) >= ranges.capacity:
-                    young = ranges.rotate()
-                young[key] = decision
-                return decision
-        self._range_hits += 1
+        if decision is not None:
+            self._range_hits += 1
+            return decision
+        old: Decision | None = ranges.old.get(key)
+        if old is not None:
+            self._range_hits += 1
+            ranges.put(key, old)
+            return old
+        self._misses += 1
+        combos = self._combos
+        verdict = view.verdicts.get(combos[key]) if combos is not None else None
+        if verdict is None:
+            verdict = self._verdict(view, key)
+        decision = _NEW(_RangeDecision)
+        _SET_VERDICT(decision, verdict)
+        _SET_KEY(decision, key)
+        young = ranges.young
+        if len(young) >= ranges.capacity:
+            young = ranges.rotate()
+        young[key] = decision
         return decision
 
     def _address_miss(self, view: _SegmentView, ip: str) -> Decision:
         addresses = view.addresses
-        decision: Decision | None = addresses.get_old(ip)
-        if decision is None:
+        decision: Decision | None = addresses.old.get(ip)
+        if decision is not None:
+            addresses.put(ip, decision)  # back to the young generation
+        else:
             key = self.intel.locate(ip)
             decision = self._range_decision(view, key)
             if key < self._n4 and ":" in ip:  # an IPv6 form that carried an IPv4 address

@@ -681,10 +681,10 @@ class Snapshot:
         Raises ``ClientIPError`` for a malformed address. About 0.5 µs for IPv4.
         """
         try:
+            if ":" in ip:  # IPv6 text: not first a failed IPv4 parse (an exception, ~0.4 µs)
+                return self._locate_v6_text(ip)
             x = _from_bytes(_inet_pton(_AF_INET, ip), "big")
-        except OSError:
-            return self._locate_v6_text(ip)
-        except (ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError) as exc:
             raise ClientIPError("malformed IP address", value=str(ip)) from exc
         h = x >> 16
         bounds = self._v4_bounds
