@@ -72,6 +72,16 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
+        watch: Annotated[
+            float | None,
+            typer.Option(
+                "--watch",
+                metavar="SECONDS",
+                help="Poll the policy and snapshot files every SECONDS and reload when one "
+                "changes (a bad file keeps the running data). Env: GEOGATE_WATCH_SECONDS.",
+                show_default=False,
+            ),
+        ] = None,
         check: Annotated[
             bool,
             typer.Option("--check", help="Load config, policy and snapshot, print them and exit."),
@@ -81,7 +91,8 @@ def register(app: typer.Typer) -> None:
         account store (--db or [accounts] db), account blocks and the account API.
 
         Settings come from --config, then GEOGATE_* environment variables, then these flags.
-        SIGHUP (or POST /admin/reload) reloads the policy and the snapshot.
+        SIGHUP (or POST /admin/reload, or a change seen by --watch) reloads the policy and
+        the snapshot.
         """
         from geogate.service.config import describe, load_config  # noqa: PLC0415
 
@@ -95,6 +106,7 @@ def register(app: typer.Typer) -> None:
             "fail_mode": fail_mode,
             "db": db,
             "workers": workers,
+            "watch_seconds": watch,
         }
         cfg = load_config(config, env=os.environ, overrides=overrides)
         if check:

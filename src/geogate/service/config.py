@@ -64,7 +64,8 @@ class ServiceConfig:
     load balancers in front of them); ``client_ip_header`` is the one forwarding header read
     (``x-forwarded-for`` or ``forwarded``). ``account_header`` names the request header carrying the
     account id at the proxy endpoints. ``admin_token`` None allows ``POST /admin/reload`` from
-    loopback peers only.
+    loopback peers only. ``watch_seconds`` above 0 polls the policy and snapshot files that
+    often and reloads when one changes (:mod:`geogate.service.watch`); 0 (the default) is off.
 
     The ``accounts_*`` fields come from the ``[accounts]`` table. ``accounts_db`` (a masked
     DSN: ``sqlite:///FILE`` or ``postgresql://...``) connects the service to the account
@@ -93,6 +94,7 @@ class ServiceConfig:
     log_level: str = "info"
     access_log: bool = False
     workers: int = 0  # processes serving the port; 0: one per core (os.cpu_count())
+    watch_seconds: float = 0.0  # poll policy and snapshot files, reload on change; 0: off
     blocked_accounts: tuple[str, ...] = ()
     accounts_db: Secret | None = None
     accounts_refresh_seconds: float = 10.0
@@ -134,6 +136,7 @@ _SERVE_KEYS: Final = {
     "log_level",
     "access_log",
     "workers",
+    "watch_seconds",
 }
 _ACCOUNTS_KEYS: Final = {
     "blocked",
@@ -305,6 +308,11 @@ def _apply(config: ServiceConfig, raw: Mapping[str, Any], *, where: str | None) 
                     key=key,
                 )
             changes["workers"] = count
+        elif key == "watch_seconds":
+            seconds = _bounded(value, key=key, where=where, low=0, high=86_400, kind=float)
+            if 0 < seconds < 0.1:
+                raise ConfigError("must be 0 (off) or at least 0.1 seconds", path=where, key=key)
+            changes["watch_seconds"] = seconds
         else:
             known = ", ".join(sorted(_SERVE_KEYS))
             raise ConfigError(f"unknown setting (known: {known})", path=where, key=key)
@@ -621,6 +629,7 @@ def describe(config: ServiceConfig) -> dict[str, object]:
         "retry_after_seconds": config.retry_after_seconds,
         "max_staleness_days": config.max_staleness_days,
         "workers": config.worker_count,
+        "watch_seconds": config.watch_seconds or None,
         "accounts": {
             "db": db_label(config.accounts_db),
             "refresh_seconds": config.accounts_refresh_seconds,

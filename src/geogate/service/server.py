@@ -12,6 +12,10 @@ with ``SO_REUSEPORT`` (the kernel spreads connections). SIGHUP makes the supervi
 new data once and replace the workers (new ones first, then the old ones finish their
 requests), so all workers always decide with the same data. Metrics are added up over the
 workers (prometheus-client's multiprocess mode). A worker that dies is replaced.
+
+With ``watch_seconds`` the policy and snapshot files are polled and a change reloads them as
+SIGHUP does (:mod:`geogate.service.watch`): by the supervisor, or by a thread of the single
+serving process.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from geogate.service.engine import Engine, load_engine
 from geogate.service.grpc_authz import AuthorizationServicer, GrpcAuthzServer
 from geogate.service.metrics import ServiceMetrics, use_multiprocess
 from geogate.service.ports import AccountStatusPort
+from geogate.service.watch import FileWatch, WatchThread, trigger, watched_files
 
 log = logging.getLogger("geogate.service")
 
@@ -135,12 +140,30 @@ def run(
     grpc_text = f", gRPC ext_authz on port {grpc_port}" if grpc_port is not None else ""
     log.info("serving on http://%s:%d%s", shown, port, grpc_text)
     log.info("configuration: %s", describe(config))
+    watch = _file_watch(config)
+    watcher = WatchThread(watch, service_of(app).reload) if watch is not None else None
+    if watcher is not None:
+        watcher.start()
     try:
         _serve(app, sock, config, refreeze=True, grpc_port=grpc_port)
     finally:
+        if watcher is not None:
+            watcher.stop()
         sock.close()
         if reservation is not None:
             reservation.close()
+
+
+def _file_watch(config: ServiceConfig) -> FileWatch | None:
+    """The file watch ``config`` asks for (``watch_seconds``), None when off or when there is
+    no file to watch (built-in policy and embedded snapshot: said in the log)."""
+    if not config.watch_seconds:
+        return None
+    files = watched_files(config.policies, config.snapshot)
+    if not files:
+        log.info("file watch: nothing to watch (built-in policy, embedded snapshot)")
+        return None
+    return FileWatch(files, config.watch_seconds)
 
 
 def _serve(
@@ -242,6 +265,7 @@ class Supervisor:
                 raise
         self.stopping = False
         self.failed = False
+        self.watch = _file_watch(config)
 
     def _load(self, previous: Engine | None) -> Engine:
         engine = load_engine(self.config, previous=previous)
@@ -267,11 +291,25 @@ class Supervisor:
         log.info("serving on http://%s:%d%s with %d workers", shown, port, grpc_text, self.workers)
         log.info("configuration: %s", describe(self.config))
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        watch = self.watch
+        wait = min(1.0, watch.interval_seconds) if watch is not None else 1.0
+        if watch is not None:
+            log.info(
+                "watching %s every %g s",
+                ", ".join(str(f) for f in watch.files),
+                watch.interval_seconds,
+            )
+        next_poll = time.monotonic() + wait
         try:
             for _ in range(self.workers):
                 self._spawn(self.current)
             while not self.stopping or self.current.pids or self.retiring:
-                info = signal.sigtimedwait(_SIGNALS, 1.0)
+                info = signal.sigtimedwait(_SIGNALS, wait)
+                if watch is not None and not self.stopping and time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + watch.interval_seconds
+                    changed = watch.poll()
+                    if changed:
+                        self._reload(trigger(changed))
                 if info is None:
                     continue
                 if info.si_signo == signal.SIGCHLD:
@@ -348,12 +386,12 @@ class Supervisor:
                 time.sleep(0.5)  # no busy loop if workers die at once
                 self._spawn(self.current)
 
-    def _reload(self) -> None:
+    def _reload(self, trigger: str = "SIGHUP") -> None:
         try:
             engine = self._load(self.current.engine)
         except GeogateError as exc:
             self.reloads.labels("error").inc()
-            log.error("reload (SIGHUP) failed, keeping the previous data: %s", exc.one_line())
+            log.error("reload (%s) failed, keeping the previous data: %s", trigger, exc.one_line())
             return
         self.reloads.labels("ok").inc()
         old, self.current = self.current, _Generation(engine=engine)
@@ -364,7 +402,8 @@ class Supervisor:
                 os.kill(pid, signal.SIGTERM)
         self.retiring |= old.pids
         log.info(
-            "reloaded (SIGHUP): generation %d, policy %s, snapshot %s%s; workers replaced",
+            "reloaded (%s): generation %d, policy %s, snapshot %s%s; workers replaced",
+            trigger,
             engine.generation,
             engine.policy_label,
             engine.snapshot_source,
