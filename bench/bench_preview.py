@@ -31,7 +31,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from geogate.accounts.engine import Enforcer
 from geogate.accounts.events import Event, parse_record
+from geogate.accounts.evidence import DeciderLocator
+from geogate.decide import Decider
 from geogate.errors import EventError
 from geogate.intel.snapshot import Snapshot
 from geogate.policy.model import PolicySet
@@ -93,7 +96,13 @@ def judged(table: pa.Table, snapshot: Snapshot, policies: PolicySet) -> list[pa.
 
 
 class LinePreview(AccountPreview):
-    """The reference: every line its own event (the preview before runs), same dry run."""
+    """The reference: every line its own event with its content id, stored in the event log
+    (what made duplicates count once), as the preview did before runs; the same dry run."""
+
+    def __init__(self, policies: PolicySet, snapshot: Snapshot, *, db: Path) -> None:
+        super().__init__(policies, snapshot, db=db)
+        locator = DeciderLocator(Decider(policies, snapshot))
+        self.enforcer = Enforcer(self.store, policies=policies, locator=locator)
 
     def add(self, judged: pa.RecordBatch) -> None:
         keep = pc.and_(pc.is_valid(judged.column("account")), pc.is_valid(judged.column("client")))
