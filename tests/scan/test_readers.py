@@ -141,3 +141,80 @@ def test_a_csv_row_with_the_wrong_number_of_columns_is_counted(tmp_path: Path) -
     assert table.column("account").to_pylist() == ["a", "b"]
     assert stats.count == 1
     assert "4 columns where the header has 3" in stats.samples[0]["error"]
+
+
+def _line_reader(data: bytes, opts: ReadOptions) -> tuple[pa.Table, ReadStats]:
+    """The exact line-by-line JSON reader on ``data`` (the oracle of the block reader)."""
+    from geogate.scan.readers import _json_lines, _json_names  # noqa: PLC0415
+
+    stats = ReadStats()
+    lines = data.split(b"\n")
+    if data.endswith(b"\n"):
+        lines.pop()
+    batch = _json_lines(lines, 1, opts, _json_names(opts), "x", stats)
+    assert batch is not None
+    return pa.Table.from_batches([batch]), stats
+
+
+_SHAPES = {
+    # An optional field missing from the first line, present later.
+    "optional-later": [
+        b'{"ts":"2024-07-10T00:00:00Z","ip":"8.8.8.8","account":"a"}',
+        b'{"ts":"2024-07-10T00:00:01Z","ip":"8.8.4.4","account":"b","org":"o"}',
+    ],
+    # Another name of a field on later lines; a null first name falls to the next one.
+    "other-names": [
+        b'{"time":"2024-07-10T00:00:00Z","remote_addr":"8.8.8.8"}',
+        b'{"time":"2024-07-10T00:00:01Z","peer":null,"ip":"1.1.1.1","user":"u"}',
+        b'{"start_time":"2024-07-10T00:00:02Z","downstream_remote_address":"9.9.9.9"}',
+    ],
+    # A mapped field that is a number or a list: read as text, like the line reader does.
+    "not-text": [
+        b'{"ts":"2024-07-10T00:00:00Z","ip":"8.8.8.8","account":12}',
+        b'{"ts":"2024-07-10T00:00:01Z","ip":"8.8.8.8","xff":["1.1.1.1","2.2.2.2"]}',
+    ],
+    # Broken, blank, comment and non-request lines between valid ones; blanks to null.
+    "malformed": [
+        b'{"ts":"2024-07-10T00:00:00Z","ip":"8.8.8.8","account":"-"}',
+        b"{broken",
+        b"",
+        b"# a comment",
+        b'{"type":"payment","ts":"2024-07-10T00:00:00Z","account":"a"}',
+        b'{"ts":"2024-07-10T00:00:01Z","ip":""}',
+        b'{"ts":"yesterday","ip":"8.8.8.8"}',
+        b'{"ts":"2024-07-10T00:00:02Z","ip":"8.8.8.8"} {"ts":"2024-07-10T00:00:03Z"}',
+    ],
+    # Valid lines only, of one shape, with time zones and numbers in unmapped fields.
+    "one-shape": [
+        b'{"ts":"2024-07-10T0%d:00:00+02:00","ip":"8.8.8.%d","status":200,"ok":true}' % (i, i)
+        for i in range(10)
+    ],
+}
+
+
+_LONG = b'{"ts":"2024-07-10T00:00:04Z","ip":"8.8.8.8","account":"' + b"x" * 70_000 + b'"}'
+
+
+@pytest.mark.parametrize("shape", sorted(_SHAPES))
+@pytest.mark.parametrize("repeat", [1, 20_000])
+def test_json_blocks_read_exactly_what_the_line_reader_reads(
+    tmp_path: Path, shape: str, repeat: int
+) -> None:
+    """Arrow's block parser is only a faster path: whatever the lines, the rows, their
+    order and the malformed count equal the line-by-line reader's (20,000 copies span
+    several blocks, one of them holding an over-long line)."""
+    lines = _SHAPES[shape] * repeat
+    lines.insert(len(lines) // 2, _LONG)
+    data = b"\n".join(lines) + b"\n"
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(data)
+    got, got_stats = _read_all(path)
+    want, want_stats = _line_reader(data, ReadOptions())
+    assert got.num_rows > 0
+    assert got.to_pylist() == want.to_pylist()
+    assert (got_stats.count, got_stats.skipped) == (want_stats.count, want_stats.skipped)
+    if repeat == 1:
+        key = [(s["line"], s["error"]) for s in got_stats.samples]
+        assert sorted(key) == sorted((s["line"], s["error"]) for s in want_stats.samples)
+    if shape == "malformed":
+        assert got_stats.count == 4 * repeat + 1

@@ -24,10 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from geogate.errors import ConfigError
@@ -75,6 +77,7 @@ ALIASES: Final[Mapping[str, tuple[str, ...]]] = {
 FORMATS: Final = ("auto", "jsonl", "csv", "parquet", "nginx")
 _TEXT_EXT: Final = {".jsonl", ".ndjson", ".json", ".log", ".txt", ".csv", ".access"}
 _BLOCK_BYTES: Final = 1 << 20
+_JSON_BLOCK_BYTES: Final = 8 << 20
 MAX_LINE_CHARS: Final = 65_536
 _SAMPLES: Final = 20
 
@@ -334,16 +337,229 @@ def _resolve_names(names: Sequence[str], overrides: Mapping[str, str]) -> dict[s
     return out
 
 
-def read_jsonl(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterator[pa.RecordBatch]:
-    """JSON Lines: one object per line. Objects with a ``type`` other than ``request``
-    (geogate's payment, signup ... events) are skipped and counted as such."""
-    source = str(path)
-    cols = _Columns()
-    # Per set of keys seen (log lines of one format share it): where each field comes from.
-    plans: dict[tuple[str, ...], tuple[str, str, tuple[tuple[str, str], ...]]] = {}
+def _blocks(path: Path, *, stats: ReadStats, block_bytes: int) -> Iterator[bytes]:
+    """A (possibly compressed) text file in blocks of whole lines (the last block may end
+    without a newline). A truncated or corrupt stream ends the file where it breaks; what
+    was read before (in steps of 1 MiB) is kept."""
+    codec = _compression(path)
+    with path.open("rb") as raw:
+        stream = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), codec) if codec else None
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                chunk = stream.read(_BLOCK_BYTES) if stream is not None else raw.read(_BLOCK_BYTES)
+            except (OSError, pa.ArrowInvalid) as exc:
+                stats.add(str(path), 0, f"read stopped: {exc}")
+                break
+            if not chunk:
+                break
+            stats.bytes_read = raw.tell()
+            parts.append(chunk)
+            size += len(chunk)
+            if size < block_bytes:
+                continue
+            block = b"".join(parts)
+            cut = block.rfind(b"\n")
+            if cut < 0:
+                parts = [block]
+                continue
+            yield block[: cut + 1]
+            parts = [block[cut + 1 :]]
+            size = len(parts[0])
+        if size:
+            yield b"".join(parts)
+
+
+def _json_names(opts: ReadOptions) -> dict[str, tuple[str, ...]]:
+    """Canonical field -> the JSON names it is read from, in order of preference."""
     skip = set() if opts.client_hints else {"user_agent", "accept_language"}
+    return {
+        canon: (opts.fields[canon],) if canon in opts.fields else ALIASES[canon]
+        for canon in FIELDS
+        if canon not in skip
+    }
+
+
+def _lines_start_objects(block: bytes, lines: int) -> bool:
+    """Whether every line of ``block`` starts with ``{`` (no blank line, no comment, no
+    leading whitespace): then Arrow's rows are its lines when their counts agree."""
+    return block[:1] == b"{" and block.count(b"\n{") == lines - 1
+
+
+def _has_long_line(block: bytes) -> bool:
+    """Whether some line of ``block`` may be longer than MAX_LINE_CHARS: true whenever one
+    is (such a line covers a whole window of half that size without a newline), sometimes
+    when none is (then the exact line-by-line reader decides)."""
+    window = MAX_LINE_CHARS // 2
+    return any(block.find(b"\n", i, i + window) < 0 for i in range(0, len(block), window))
+
+
+_JSON_TYPES: Final = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+
+
+class _JsonBlocks:
+    """JSON Lines blocks parsed by Arrow's JSON reader.
+
+    The fields of a block's first line are declared (mapped fields as strings, so that Arrow
+    does not turn a time into a timestamp of its own; others with the first line's type) and
+    any other field is an error: the fast path for logs of one shape. A block whose lines
+    differ is parsed again with the other fields inferred, so that other names of a field
+    are still read; a mapped field that is not text, or a line that is not a JSON object,
+    sends the block to the line-by-line reader, which reads it exactly.
+    """
+
+    def __init__(self, opts: ReadOptions) -> None:
+        self.names = _json_names(opts)
+        self.mapped = frozenset(["type", *(n for names in self.names.values() for n in names)])
+        self.read = pajson.ReadOptions(block_size=4 << 20)
+        self._parse: dict[tuple[tuple[str, str], ...], tuple[pajson.ParseOptions, ...]] = {}
+
+    def _options(self, first_line: bytes) -> tuple[pajson.ParseOptions, ...]:
+        """Strict and lenient parse options for a block starting with ``first_line``."""
+        try:
+            sample = orjson.loads(first_line)
+        except orjson.JSONDecodeError:
+            sample = None
+        fields: list[tuple[str, pa.DataType]] = []
+        if isinstance(sample, dict):
+            for key, value in sample.items():
+                if key in self.mapped:
+                    fields.append((key, pa.string()))
+                elif value.__class__ in _JSON_TYPES:
+                    fields.append((key, _JSON_TYPES[value.__class__]))
+        shape = tuple((k, str(t)) for k, t in fields)
+        options = self._parse.get(shape)
+        if options is None:
+            mapped = pa.schema([f for f in fields if f[0] in self.mapped])
+            options = self._parse[shape] = (
+                pajson.ParseOptions(
+                    explicit_schema=pa.schema(fields), unexpected_field_behavior="error"
+                ),
+                pajson.ParseOptions(explicit_schema=mapped, unexpected_field_behavior="infer"),
+            )
+        return options
+
+    def table(self, block: bytes, lines: int) -> pa.Table | None:
+        """The block's objects, one row per line — or None when the block needs the exact
+        line-by-line reader: a line that is not a JSON object, a mapped field that is not a
+        string, a blank, comment or over-long line."""
+        if not _lines_start_objects(block, lines) or _has_long_line(block):
+            return None
+        for options in self._options(block[: block.find(b"\n")]):
+            try:
+                table = pajson.read_json(
+                    pa.BufferReader(block), read_options=self.read, parse_options=options
+                )
+            except (pa.ArrowInvalid, UnicodeDecodeError):
+                continue
+            if table.num_rows != lines:
+                return None
+            for column in table.schema:
+                if column.name in self.mapped and column.type not in (pa.string(), pa.null()):
+                    return None
+            return table
+        return None
+
+
+def _blank_to_null(column: pa.Array) -> pa.Array:
+    blank = pc.or_(pc.equal(column, ""), pc.equal(column, "-"))
+    if not pc.any(blank).as_py():
+        return column
+    return pc.if_else(blank, pa.scalar(None, pa.string()), column)
+
+
+def _json_rows(
+    table: pa.Table,
+    names: Mapping[str, tuple[str, ...]],
+    *,
+    source: str,
+    malformed: ReadStats,
+    first_line: int,
+    block: bytes,
+) -> pa.RecordBatch | None:
+    """RAW_SCHEMA rows of a parsed block (row ``i`` is line ``first_line + i``): objects
+    that are not requests are skipped and counted, those without a time or client address
+    counted as malformed."""
+    lines = np.arange(table.num_rows)
+    kind = (
+        table.column("type").combine_chunks()
+        if "type" in table.column_names
+        else pa.nulls(table.num_rows, pa.string())
+    )
+    if kind.null_count < len(kind):
+        keep = pc.or_kleene(pc.is_null(kind), pc.equal(kind, "request"))
+        malformed.skipped += len(kind) - pc.sum(keep).as_py()
+        table = table.filter(keep)
+        lines = lines[keep.to_numpy(zero_copy_only=False)]
+    if table.num_rows == 0:
+        return None
+    columns: dict[str, pa.Array] = {}
+    n = table.num_rows
+    for canon, options in names.items():
+        present = [
+            table.column(name).combine_chunks()
+            for name in options
+            if name in table.column_names and table.schema.field(name).type == pa.string()
+        ]
+        if not present:
+            value = pa.nulls(n, pa.string())
+        else:
+            value = present[0] if len(present) == 1 else pc.coalesce(*present)
+        columns[canon] = value if canon == "ts" else _blank_to_null(value)
+    peer, ts = columns["peer"], columns["ts"]
+    if peer.null_count or ts.null_count:
+        no_peer = pc.is_null(peer).to_numpy(zero_copy_only=False)
+        no_ts = pc.is_null(ts).to_numpy(zero_copy_only=False) & ~no_peer
+        texts = block.split(b"\n") if len(malformed.samples) < _SAMPLES else None
+        for i in np.flatnonzero(no_peer | no_ts).tolist():
+            what = "no client address (peer/ip field)" if no_peer[i] else "no time (ts field)"
+            raw = texts[lines[i]].strip() if texts is not None else b""
+            malformed.add(source, first_line + int(lines[i]), what, raw)
+        keep = pa.array(~(no_peer | no_ts))
+        columns = {k: v.filter(keep) for k, v in columns.items()}
+        lines = lines[~(no_peer | no_ts)]
+    if not len(lines):
+        return None
+    stamps, bad = _parse_ts_array(columns["ts"])
+    for i in bad:
+        malformed.add(
+            source,
+            first_line + int(lines[i]),
+            f"ts: unreadable time {columns['ts'][i].as_py()!r}",
+        )
+    n = len(lines)
+    arrays = [stamps] + [
+        columns[c] if c in columns else pa.nulls(n, pa.string()) for c in FIELDS[1:]
+    ]
+    batch = pa.RecordBatch.from_arrays(arrays, schema=RAW_SCHEMA)
+    return batch.filter(pc.is_valid(stamps)) if bad else batch
+
+
+def _parse_ts_array(texts: pa.Array) -> tuple[pa.Array, list[int]]:
+    """Timestamps from RFC 3339 text; the positions that are unreadable (null in the
+    result), found one by one only when the vectorised cast fails."""
+    try:
+        return pc.cast(texts, pa.timestamp("us", tz="UTC")), []
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return _parse_ts_values(texts.to_pylist(), None)
+
+
+def _json_lines(
+    lines: Sequence[bytes],
+    first_line: int,
+    opts: ReadOptions,
+    names: Mapping[str, tuple[str, ...]],
+    source: str,
+    malformed: ReadStats,
+) -> pa.RecordBatch | None:
+    """RAW_SCHEMA rows of JSON lines parsed one by one (``orjson``): every malformed line
+    is counted and sampled, every valid one kept."""
+    cols = _Columns()
+    # Per set of keys seen (log lines of one format share it): the names present per field.
+    plans: dict[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]] = {}
     loads = orjson.loads
-    for lineno, raw in enumerate(_lines(path, stats=malformed), start=1):
+    for lineno, raw in enumerate(lines, start=first_line):
         line = raw.strip()
         if not line or line.startswith(b"#"):
             continue
@@ -365,39 +581,76 @@ def read_jsonl(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterator[
         keys = tuple(obj)
         plan = plans.get(keys)
         if plan is None:
-            names = _resolve_names(keys, opts.fields)
-            plan = (
-                names.get("ts", ""),
-                names.get("peer", ""),
-                tuple(
-                    (n, c) for n, c in names.items() if n not in {"ts", "peer"} and n not in skip
-                ),
+            present = set(keys)
+            plan = tuple(
+                (canon, tuple(n for n in options if n in present))
+                for canon, options in names.items()
             )
             plans[keys] = plan
-        ts_key, peer_key, others = plan
-        peer = obj.get(peer_key)
-        if peer.__class__ is not str or peer in {"", "-"}:
-            peer = _text(peer)
-            if peer is None:
-                malformed.add(source, lineno, "no client address (peer/ip field)", line)
-                continue
-        ts = obj.get(ts_key)
-        if ts is None:
+        values: dict[str, Any] = {}
+        for canon, present_names in plan:
+            # The first of the field's names with a value (as Arrow's coalesce does).
+            v = next((obj[n] for n in present_names if obj[n] is not None), None)
+            if canon != "ts":
+                v = v if v.__class__ is str and v not in {"", "-"} else _text(v)
+            values[canon] = v
+        if values["peer"] is None:
+            malformed.add(source, lineno, "no client address (peer/ip field)", line)
+            continue
+        if values["ts"] is None:
             malformed.add(source, lineno, "no time (ts field)", line)
             continue
-        values = {"ts": ts, "peer": peer}
-        for n, c in others:
-            v = obj.get(c)
-            values[n] = v if v.__class__ is str and v not in {"", "-"} else _text(v)
         cols.add(lineno, values)
-        if len(cols) >= opts.batch_rows:
-            batch = _finish(cols, source, malformed)
-            if batch is not None:
-                yield batch
-            cols = _Columns()
-    batch = _finish(cols, source, malformed)
-    if batch is not None:
-        yield batch
+    return _finish(cols, source, malformed)
+
+
+def read_jsonl(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterator[pa.RecordBatch]:
+    """JSON Lines: one object per line. Objects with a ``type`` other than ``request``
+    (geogate's payment, signup ... events) are skipped and counted as such.
+
+    Blocks of a few MiB are parsed by Arrow's JSON reader (the mapped fields as strings);
+    a block with a line Arrow cannot read exactly as the line parser would — not a JSON
+    object, a mapped field that is a number or a list, a comment, blank or over-long line —
+    is read line by line instead, so its valid lines are kept and the rest counted.
+    """
+    source = str(path)
+    parser = _JsonBlocks(opts)
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    line = 1
+    for block in _blocks(path, stats=malformed, block_bytes=_JSON_BLOCK_BYTES):
+        count = block.count(b"\n") + (not block.endswith(b"\n"))
+        table = parser.table(block, count)
+        if table is not None:
+            batch = _json_rows(
+                table,
+                parser.names,
+                source=source,
+                malformed=malformed,
+                first_line=line,
+                block=block,
+            )
+        else:
+            texts = block.split(b"\n")
+            if block.endswith(b"\n"):
+                texts.pop()
+            batch = _json_lines(texts, line, opts, parser.names, source, malformed)
+        line += count
+        if batch is not None and batch.num_rows:
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= opts.batch_rows:
+                yield _concat(pending)
+                pending, rows = [], 0
+    if pending:
+        yield _concat(pending)
+
+
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    table = pa.Table.from_batches(batches).combine_chunks()
+    return table.to_batches(max_chunksize=table.num_rows)[0]
 
 
 def _unescape(value: bytes) -> str | None:
