@@ -4,6 +4,7 @@ matched most specific first (city, then any subdivision, then the country), and 
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from geogate.errors import PolicySyntaxError
 from geogate.policy.model import Action, Region
 from geogate.policy.parse import load_policy, parse_policy, region_line, resolve_policy_path
+from geogate.service.app import create_app
+from geogate.service.config import ServiceConfig
 
 POLICY = """\
 [policy]
@@ -125,3 +128,25 @@ def test_policy_check_is_quiet_on_the_presets() -> None:
     r = _policy_check("builtin:unsupported-regions", "builtin:supported-countries")
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""
+
+
+def test_the_service_logs_city_rules_that_never_match(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A running service says, at start, which city rules its snapshot can never match (the
+    oblast's rule applies there instead); the presets' city rules match, so they are quiet."""
+    path = tmp_path / "p.toml"
+    path.write_text(POLICY.replace('"UA-65/Kherson"', '"UA-65/Khersonn"'))
+    with caplog.at_level(logging.WARNING, logger="geogate.service"):
+        create_app(ServiceConfig(policies=(str(path),)), handle_sighup=False)
+    found = [r.getMessage() for r in caplog.records if "never matches" in r.getMessage()]
+    assert len(found) == 1
+    assert found[0].startswith(
+        f"policy {path}: rule 'free': no range of the snapshot is in 'Khersonn' of UA-65 "
+        "(cities there include Kherson, "  # the closest spelling first
+    )
+    assert found[0].endswith("the rule on UA-65/Khersonn never matches")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geogate.service"):
+        create_app(ServiceConfig(policies=("builtin:unsupported-regions",)), handle_sighup=False)
+    assert not [r for r in caplog.records if "never matches" in r.getMessage()]

@@ -10,6 +10,7 @@ distinct (country, place, alternative country, flags) combination.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -129,7 +130,10 @@ def city_region_warnings(policy: Policy, snapshot: PlaceTable) -> list[tuple[Rul
                 )
             )
         elif city_key(sub, city) not in known:
-            near = sorted(names[sub].values(), key=lambda n: (n[:1] != city[:1], n))[:5]
+            # The closest spellings first, as a hint for a typo.
+            by_key = names[sub]
+            close = difflib.get_close_matches(city_key(sub, city), list(by_key), n=5, cutoff=0.0)
+            near = [by_key[k] for k in close]
             out.append(
                 (
                     rule,

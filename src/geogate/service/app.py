@@ -45,6 +45,7 @@ from geogate.client_ip import parse_ip
 from geogate.clock import Clock, parse_instant
 from geogate.decide import CacheStats, Decision
 from geogate.errors import ClientIPError, GeogateError
+from geogate.intel.places import city_region_warnings
 from geogate.json_limits import loads_bounded
 from geogate.service.accounts import (
     ACCOUNT_PATHS,
@@ -249,6 +250,7 @@ class GeoGateService:
                 config.fail_mode.value,
             )
         self._warn_if_stale(first)
+        self._warn_city_rules(first)
 
     def _cache_stats(self) -> tuple[object, CacheStats] | None:
         decider = self.ref.current.decider
@@ -266,6 +268,17 @@ class GeoGateService:
             age = engine.snapshot_meta.age_days(engine.clock.now())
             if age > limit:
                 log.warning("snapshot data is %.0f days old (max_staleness_days %g)", age, limit)
+
+    @staticmethod
+    def _warn_city_rules(engine: Engine) -> None:
+        """Log each city rule that can never match the loaded snapshot (a subdivision built
+        without cities, a misspelt city): the subdivision's rule applies there instead."""
+        decider = engine.decider
+        if decider is None:
+            return
+        for policy in decider.policies.versions:
+            for rule, _, why in city_region_warnings(policy, decider.intel):
+                log.warning("policy %s: rule %r: %s", policy.source or policy.label, rule.id, why)
 
     def reload(self, trigger: str) -> Engine:
         """Reload policy and snapshot and swap them in atomically; returns the new Engine.
@@ -303,6 +316,7 @@ class GeoGateService:
                 f" UNAVAILABLE ({engine.snapshot_problem})" if engine.snapshot_problem else "",
             )
             self._warn_if_stale(engine)
+            self._warn_city_rules(engine)
             return engine
 
     def start(self) -> None:
