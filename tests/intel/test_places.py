@@ -24,6 +24,7 @@ from geogate.errors import ClientIPError, ConfigError, IntelDataError
 from geogate.intel.build import build_snapshot, load_build_config, verify_written
 from geogate.intel.places import Place, city_region_warnings, city_shares
 from geogate.intel.snapshot import Snapshot, _content_digest
+from geogate.intel.sources.mmdb import MmdbSource
 from geogate.policy.model import Action
 from geogate.policy.parse import load_policy_set, parse_policy, resolve_policy_path
 
@@ -417,3 +418,23 @@ def test_city_rules_change_only_their_city_and_batches_agree(
             a = decide(base, ua_shared, RequestContext(ip=ip), at=AFTER)
             b = decide(more, ua_shared, RequestContext(ip=ip), at=AFTER)
             assert a == b, ip
+
+
+def test_the_vendor_file_and_the_snapshot_agree_on_places(tmp_path: Path) -> None:
+    """MmdbSource.lookup (the file itself) and the compiled snapshot give the same place."""
+    for spec, regions, ips in (
+        (CITY, ["GB-BEN"], ["2.0.0.1", "2.0.1.1", "2.0.2.1"]),
+        (FLAT, ["UA-23", "UA-65"], _ips(11)),
+    ):
+        where = tmp_path / spec["database_type"]  # type: ignore[operator]
+        where.mkdir()
+        snap = _build(where, spec, f"city_regions = {json.dumps(regions)}")
+        source = MmdbSource(where / "loc.mmdb", name="loc", city_regions=regions)
+        for ip in ips:
+            a, b = source.lookup(ip), snap.lookup(ip)
+            assert (a.subdivisions, a.city, a.city_geoname_id) == (
+                b.subdivisions,
+                b.city,
+                b.city_geoname_id,
+            ), ip
+        source.close()
