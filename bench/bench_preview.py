@@ -79,17 +79,11 @@ def chatty_log(snapshot: Snapshot, rows: int, clients: int = 200) -> pa.Table:
 def judged(table: pa.Table, snapshot: Snapshot, policies: PolicySet) -> list[pa.RecordBatch]:
     """The log as judged batches of the readers' size (the preview's input)."""
     judge = Judge(snapshot, Scenario(policies=policies, at=AT), pivot=AT)
+    given = {"peer": table.column("ip")} | {
+        n: table.column(n) for n in ("ts", "account", "org", "user_agent", "accept_language")
+    }
     raw = pa.table(
-        {
-            "ts": table.column("ts"),
-            "peer": table.column("ip"),
-            "xff": pa.nulls(table.num_rows, pa.string()),
-            "forwarded": pa.nulls(table.num_rows, pa.string()),
-            "account": table.column("account"),
-            "org": table.column("org"),
-            "user_agent": table.column("user_agent"),
-            "accept_language": table.column("accept_language"),
-        },
+        {f.name: given.get(f.name, pa.nulls(table.num_rows, f.type)) for f in RAW_SCHEMA},
         schema=RAW_SCHEMA,
     )
     return [judge.judge(b) for b in raw.to_batches(BATCH_ROWS)]
