@@ -218,3 +218,12 @@ def test_json_blocks_read_exactly_what_the_line_reader_reads(
         assert sorted(key) == sorted((s["line"], s["error"]) for s in want_stats.samples)
     if shape == "malformed":
         assert got_stats.count == 4 * repeat + 1
+
+
+def test_api_keys_are_read_for_the_account_preview_only(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b'{"ts":"2024-07-10T00:00:00Z","ip":"8.8.8.8","api_key":"k-1"}\n')
+    table, _ = _read_all(path)
+    assert table.column("api_key").to_pylist() == ["k-1"]
+    table, _ = _read_all(path, ReadOptions(client_hints=False))
+    assert table.column("api_key").to_pylist() == [None]

@@ -93,7 +93,7 @@ def scan_command(
         typer.Option(
             "--field",
             help="FIELD=NAME: read FIELD (ts, peer, xff, forwarded, account, "
-            "org, user_agent, accept_language) from column NAME.",
+            "org, user_agent, accept_language, api_key) from column NAME.",
         ),
     ] = None,
     trusted_proxy: Annotated[

@@ -96,6 +96,7 @@ JUDGED_FIELDS: Final = (
     "client",
     "user_agent",
     "accept_language",
+    "api_key",
     "region",
     "kind",
     "action",
@@ -199,6 +200,7 @@ class Verdicts:
     clients: pa.DictionaryArray  # per row: the client address found
     user_agent: pa.Array
     accept_language: pa.Array
+    api_key: pa.Array
     kind: npt.NDArray[np.int8]  # per entry: index into KINDS
     asn: npt.NDArray[np.int64]  # per entry, 0 when unknown
     egress: npt.NDArray[np.int64]  # per entry: egress network id (see EGRESS_NAMED_BASE)
@@ -263,6 +265,7 @@ class Verdicts:
             "client": self.clients,
             "user_agent": self.user_agent,
             "accept_language": self.accept_language,
+            "api_key": self.api_key,
             "region": _dict(self.a.region[code], self.region_values),
             "kind": _dict(self.kind[code], pa.array(KINDS)),
             "action": _dict(self.a.action[code], pa.array(ACTIONS)),
@@ -599,6 +602,7 @@ class Judge:
             clients=clients,
             user_agent=batch.column("user_agent"),
             accept_language=batch.column("accept_language"),
+            api_key=batch.column("api_key"),
             kind=kind[client],
             asn=asn[client],
             egress=egress[client],

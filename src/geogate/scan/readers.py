@@ -44,6 +44,7 @@ RAW_SCHEMA: Final = pa.schema(
         ("org", pa.string()),
         ("user_agent", pa.string()),
         ("accept_language", pa.string()),
+        ("api_key", pa.string()),
     ]
 )
 """Columns of every batch a reader yields. ``peer`` is the address of the connection (or the
@@ -72,7 +73,11 @@ ALIASES: Final[Mapping[str, tuple[str, ...]]] = {
     "org": ("org", "organization", "org_id", "http_x_geogate_org"),
     "user_agent": ("user_agent", "http_user_agent", "ua"),
     "accept_language": ("accept_language", "http_accept_language"),
+    "api_key": ("api_key",),
 }
+
+CLIENT_HINTS: Final = frozenset({"user_agent", "accept_language", "api_key"})
+"""Fields only the account preview needs (read when ``ReadOptions.client_hints``)."""
 
 FORMATS: Final = ("auto", "jsonl", "csv", "parquet", "nginx")
 _TEXT_EXT: Final = {".jsonl", ".ndjson", ".json", ".log", ".txt", ".csv", ".access"}
@@ -120,7 +125,7 @@ class ReadOptions:
     format: str = "auto"
     fields: Mapping[str, str] = field(default_factory=dict)
     batch_rows: int = 1_048_576
-    #: Read the user agent and Accept-Language (only the account preview needs them; columnar
+    #: Read the user agent, Accept-Language and API key (only the account preview needs them;
     #: inputs skip the columns otherwise).
     client_hints: bool = True
 
@@ -373,7 +378,7 @@ def _blocks(path: Path, *, stats: ReadStats, block_bytes: int) -> Iterator[bytes
 
 def _json_names(opts: ReadOptions) -> dict[str, tuple[str, ...]]:
     """Canonical field -> the JSON names it is read from, in order of preference."""
-    skip = set() if opts.client_hints else {"user_agent", "accept_language"}
+    skip = frozenset() if opts.client_hints else CLIENT_HINTS
     return {
         canon: (opts.fields[canon],) if canon in opts.fields else ALIASES[canon]
         for canon in FIELDS
@@ -804,7 +809,7 @@ def read_parquet(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterato
     names = _resolve_names(pf.schema_arrow.names, opts.fields)
     _need(names, source)
     if not opts.client_hints:
-        names = {k: v for k, v in names.items() if k not in {"user_agent", "accept_language"}}
+        names = {k: v for k, v in names.items() if k not in CLIENT_HINTS}
     wanted = sorted(set(names.values()))
     # Addresses and account ids repeat: read them dictionary-encoded (no string copies, and
     # each distinct value is parsed and hashed once per batch).

@@ -185,6 +185,13 @@ def write_summary(config: ScanConfig, result: ScanResult) -> dict[str, Any]:
             if g.is_subdivision
         ],
     }
+    preview = result.tables.get("account_preview")
+    if preview is not None:
+        from geogate.scan.preview import PREVIEW_STATS_KEY  # noqa: PLC0415
+
+        counts = (preview.schema.metadata or {}).get(PREVIEW_STATS_KEY.encode())
+        if counts is not None:
+            summary["account_preview"] = json.loads(counts)
     config.out.mkdir(parents=True, exist_ok=True)
     (config.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
