@@ -21,10 +21,11 @@ import hashlib
 import importlib.resources
 import json
 import socket
+import threading
 import zipfile
 import zlib
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -455,6 +456,10 @@ class Snapshot:
                     meta.v4_ranges == len(v4) and meta.v6_ranges == len(v6h),
                     "range counts in meta do not match the arrays",
                 )
+                # The digest (SHA-256 over ~40 MB, ~20 ms) runs in a thread while the arrays
+                # are checked and indexed: hashlib and numpy release the GIL, so a second core
+                # takes it off the start-up time (`geogate check` loads the snapshot each run).
+                digest_job = _Background(_content_digest, arrays, raw_meta)
                 snap = cls(
                     meta=meta,
                     v4_starts=v4,
@@ -470,7 +475,7 @@ class Snapshot:
                     ),
                 )
                 digest = raw_meta.get("content_sha256")
-                if not isinstance(digest, str) or digest != _content_digest(arrays, raw_meta):
+                if not isinstance(digest, str) or digest != digest_job.result():
                     raise IntelDataError(
                         "snapshot content does not match its digest (corrupt or altered); "
                         "rebuild it with `geogate data build`",
@@ -1044,6 +1049,30 @@ def embedded_ipv4_arrays(
     v4 = np.where(form48, ((hi & u(0xFFFF)) << u(16)) | ((lo >> u(40)) & u(0xFFFF)), v4)
     embedded = mapped | six_to_four | teredo | nat64 | local
     return embedded, v4.astype(np.uint32)
+
+
+class _Background:
+    """``fn(*args)`` run in a daemon thread; :meth:`result` waits for it (re-raising)."""
+
+    def __init__(self, fn: Callable[..., str], *args: Any) -> None:
+        self._value: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[..., str], args: tuple[Any, ...]) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as exc:
+            self._error = exc
+
+    def result(self) -> str:
+        """The function's return value (its exception re-raised here)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None  # set when no error was recorded
+        return self._value
 
 
 def _content_digest(arrays: Mapping[str, npt.NDArray[Any]], meta: Mapping[str, Any]) -> str:
