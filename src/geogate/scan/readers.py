@@ -706,8 +706,12 @@ def _normalise_table(
     source: str,
     malformed: ReadStats,
     first_line: int,
+    *,
+    row_sources: pa.Array | None = None,
 ) -> pa.RecordBatch | None:
-    """Columnar inputs (CSV, Parquet): pick and convert the mapped columns."""
+    """Columnar inputs (CSV, Parquet): pick and convert the mapped columns. Rows without a
+    time or client address are counted as malformed (``row_sources``: the file of each row,
+    when a batch mixes files)."""
     n = table.num_rows
     if n == 0:
         return None
@@ -748,10 +752,31 @@ def _normalise_table(
         idx = pc.indices_nonzero(missing).to_pylist()
         for i in idx[:_SAMPLES]:
             what = "ts: unreadable time" if not ts[i].is_valid else "no client address"
-            malformed.add(source, first_line + i, what)
+            where = source if row_sources is None else str(row_sources[i].as_py())
+            malformed.add(where, first_line + i, what)
         malformed.count += max(0, len(idx) - _SAMPLES)
         batch = batch.filter(pc.invert(missing))
     return batch
+
+
+def normalise_columns(
+    batch: pa.RecordBatch, *, sources: pa.Array, malformed: ReadStats
+) -> pa.RecordBatch | None:
+    """A batch whose columns already carry the canonical field names (as the Spark engine
+    selects them from Parquet), converted to :data:`RAW_SCHEMA`; ``sources`` names each row's
+    file for the malformed-row samples (whose line is 0: a split does not know its offset)."""
+    names = {canon: canon for canon in FIELDS if canon in batch.schema.names}
+    return _normalise_table(batch, names, "", malformed, 0, row_sources=sources)
+
+
+def parquet_names(columns: Sequence[str], opts: ReadOptions, source: str) -> dict[str, str]:
+    """Canonical field -> column of a Parquet file with ``columns``; raises
+    :class:`ConfigError` when the time or the address column is missing."""
+    names = _resolve_names(columns, opts.fields)
+    _need(names, source)
+    if not opts.client_hints:
+        names = {k: v for k, v in names.items() if k not in CLIENT_HINTS}
+    return names
 
 
 def _need(names: Mapping[str, str], source: str) -> None:
@@ -806,10 +831,7 @@ def read_parquet(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterato
     except (pa.ArrowInvalid, OSError) as exc:
         malformed.add(source, 0, f"not a readable Parquet file: {exc}")
         return
-    names = _resolve_names(pf.schema_arrow.names, opts.fields)
-    _need(names, source)
-    if not opts.client_hints:
-        names = {k: v for k, v in names.items() if k not in CLIENT_HINTS}
+    names = parquet_names(pf.schema_arrow.names, opts, source)
     wanted = sorted(set(names.values()))
     # Addresses and account ids repeat: read them dictionary-encoded (no string copies, and
     # each distinct value is parsed and hashed once per batch).

@@ -1,9 +1,11 @@
 """The Spark engine: the same scan as a PySpark job, for logs that outgrow one machine.
 
-The driver lists the input files; each becomes a task. Executors read their file with the
-local engine's readers and judge each Arrow batch with the same :class:`~geogate.scan.judge.Judge`
-inside ``mapInArrow`` — the policy files and the snapshot are shipped to them with
-``SparkContext.addFile`` (the embedded snapshot comes with the installed package). Spark SQL
+Parquet inputs are read by Spark itself (``spark.read.parquet``), which splits large files
+into tasks by row groups; every other input file is one task, read by the local engine's
+readers (gzip and zstd streams do not split). Executors judge each Arrow batch with the same
+:class:`~geogate.scan.judge.Judge` inside ``mapInArrow`` — the policy files and the snapshot
+are shipped to them with ``SparkContext.addFile`` (the embedded snapshot comes with the
+installed package). Spark SQL
 groups the judged rows into the base tables of :mod:`geogate.scan.aggregate`, written as
 Parquet directories (``DIR/daily.parquet/part-*``); the driver then derives the small tables
 and the report from them exactly as the local engine does.
@@ -34,7 +36,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from geogate.scan.aggregate import BASE_TABLES, _normalise, sort_table
-from geogate.scan.readers import ReadOptions, ReadStats, expand_inputs, read_file
+from geogate.scan.readers import (
+    ReadOptions,
+    ReadStats,
+    detect_format,
+    expand_inputs,
+    normalise_columns,
+    parquet_names,
+    read_file,
+)
 from geogate.scan.run import ScanConfig, ScanResult, filter_window, finish
 
 
@@ -143,6 +153,49 @@ class _Samples:
         return (a + b)[:20]
 
 
+_SOURCE = "__source"
+
+
+def _split_parquet(paths: list[str], opts: ReadOptions) -> tuple[list[str], list[str]]:
+    """The Parquet inputs (read by Spark itself, split into tasks by row groups) and the
+    others (read by geogate's readers, a task per file: gzip and zstd do not split)."""
+    parquet: list[str] = []
+    others: list[str] = []
+    for path in paths:
+        fmt = opts.format if opts.format != "auto" else detect_format(Path(path))
+        (parquet if fmt == "parquet" else others).append(path)
+    return parquet, others
+
+
+def parquet_frames(spark: Any, paths: list[str], opts: ReadOptions) -> list[Any]:
+    """Spark DataFrames of the Parquet inputs with the columns a scan reads, under their
+    canonical names (plus each row's file), one per set of files that name them alike.
+
+    Spark splits each file by row groups into tasks of ``spark.sql.files.maxPartitionBytes``,
+    so a large file is judged by many executors at once.
+    """
+    from pyspark.sql import functions as F  # noqa: PLC0415, N812
+
+    groups: dict[tuple[tuple[str, str, str], ...], list[str]] = {}
+    for path in paths:
+        columns = pq.read_schema(path)
+        names = parquet_names(columns.names, opts, path)
+        shape = tuple(
+            (canon, column, str(columns.field(column).type)) for canon, column in names.items()
+        )
+        groups.setdefault(shape, []).append(path)
+    frames = []
+    for shape, files in groups.items():
+        frame = spark.read.parquet(*files)
+        frames.append(
+            frame.select(
+                *[F.col(f"`{column}`").alias(canon) for canon, column, _ in shape],
+                F.input_file_name().alias(_SOURCE),
+            )
+        )
+    return frames
+
+
 def _spec_of(config: ScanConfig, sc: Any) -> _JobSpec:
     def ship(paths: list[str]) -> tuple[str, ...]:
         names = []
@@ -200,6 +253,8 @@ def scan_spark(config: ScanConfig, *, spark: Any = None) -> ScanResult:
         )
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    # Arrow batches handed to the judge: each distinct address is decided once per batch.
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.read.batch_rows))
     sc = spark.sparkContext
     spec = _spec_of(config, sc)
     compare = config.compare is not None
@@ -222,13 +277,34 @@ def scan_spark(config: ScanConfig, *, spark: Any = None) -> ScanResult:
                 if stats.samples:
                     samples.add(stats.samples)
 
+    def judge_rows(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        judge = _judge_for(spec)
+        for batch in batches:
+            stats = ReadStats()
+            sources = batch.column(_SOURCE)
+            raw = normalise_columns(batch.drop_columns([_SOURCE]), sources=sources, malformed=stats)
+            if raw is not None:
+                rows = filter_window(raw, spec.since, spec.until)
+                if rows.num_rows:
+                    yield _plain(judge.judge(rows), schema)
+            counts.add(stats.count)
+            if stats.samples:
+                samples.add(stats.samples)
+
     start = time.perf_counter()
-    files = spark.createDataFrame([(p,) for p in paths], "path string").repartition(
-        max(1, len(paths))
-    )
-    judged = files.mapInArrow(judge_files, _spark_schema(schema)).persist(
-        StorageLevel.MEMORY_AND_DISK
-    )
+    parquet, others = _split_parquet(paths, config.read)
+    parts = []
+    if others:
+        files = spark.createDataFrame([(p,) for p in others], "path string").repartition(
+            len(others)
+        )
+        parts.append(files.mapInArrow(judge_files, _spark_schema(schema)))
+    for frame in parquet_frames(spark, parquet, config.read):
+        parts.append(frame.mapInArrow(judge_rows, _spark_schema(schema)))
+    judged = parts[0]
+    for part in parts[1:]:
+        judged = judged.unionByName(part)
+    judged = judged.persist(StorageLevel.MEMORY_AND_DISK)
     measures = {
         "requests": F.count(F.lit(1)),
         "denied": F.sum(F.col("denied").cast("long")),
