@@ -149,3 +149,22 @@ def test_locate_v6_agrees_with_the_vectorised_search(value: int | tuple[int, int
     lo = np.array([value & (2**64 - 1)], dtype=np.uint64)
     expected = int(snap.locate_many_v6(hi, lo)[0])
     assert snap.locate(_v6_text(value)) == expected
+
+
+def test_locate_v6_agrees_with_the_vectorised_search_at_every_kind_of_place() -> None:
+    """5,000 range starts and their neighbours (the /64 refinement) and 5,000 random
+    addresses inside the dense /16 buckets (up to 100,000 starts each)."""
+    snap = _snap()
+    his, los = snap.v6_starts
+    rng = np.random.default_rng(5)
+    picks = rng.integers(1, len(his), 5000)
+    starts = [int(his[i]) << 64 | int(los[i]) for i in picks]
+    values = [max(0, s + int(d)) for s in starts for d in (-1, 0, 1)]
+    dense = [0x2001, 0x2400, 0x2A01, 0x2A02, 0x2A09, 0x2605]
+    values += [
+        int(rng.choice(dense)) << 112 | int(rng.integers(0, 2**62)) << 50 for _ in range(5000)
+    ]
+    hi = np.array([v >> 64 for v in values], dtype=np.uint64)
+    lo = np.array([v & (2**64 - 1) for v in values], dtype=np.uint64)
+    expected = snap.locate_many_v6(hi, lo).tolist()
+    assert [snap.locate(_v6_text(v)) for v in values] == expected
