@@ -245,6 +245,7 @@ def main() -> int:
         draw_scaling(json.loads(args.chart_from.read_text()), args.chart_from.with_suffix(".svg"))
         return 0
 
+    load_before = os.getloadavg()
     rss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t = time.perf_counter()
     snap = Snapshot.embedded()
@@ -439,6 +440,10 @@ def main() -> int:
         f"{rss_mb_after:.0f} MB after."
     )
     print("Counts at that date:", batch.counts())
+    print(
+        f"Load average (1 min): {load_before[0]:.2f} at the start, "
+        f"{os.getloadavg()[0]:.2f} at the end."
+    )
     return 0
 
 

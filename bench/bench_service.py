@@ -184,12 +184,29 @@ def start_geogate(
     return proc, port
 
 
-def tree_memory(pid: int) -> tuple[int, float, float]:
-    """(processes, summed PSS MB, summed RSS MB) of ``pid`` and its children."""
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its children (the supervisor and its workers)."""
     out = subprocess.run(
         ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
     ).stdout
-    pids = [pid, *(int(x) for x in out.split())]
+    return [pid, *(int(x) for x in out.split())]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by ``pid`` and its children."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def tree_memory(pid: int) -> tuple[int, float, float]:
+    """(processes, summed PSS MB, summed RSS MB) of ``pid`` and its children."""
+    pids = tree_pids(pid)
     pss = rss = 0.0
     for p in pids:
         text = Path(f"/proc/{p}/smaps_rollup").read_text(encoding="utf-8")
@@ -242,21 +259,34 @@ def main() -> int:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     ips = [str(ipaddress.IPv4Address(int(x))) for x in random_public_ipv4(10_000, seed=7)]
     half = max(1, args.connections // 2)
+    load_before = os.getloadavg()
     results: list[Result] = []
+    # geogate's own CPU seconds per decision, per measurement: the cost that more cores divide.
+    cpu_per: dict[str, float] = {}
     started: list[subprocess.Popen[bytes]] = []
     memory: list[tuple[str, int, float, float]] = []
 
-    def measure(name: str, url: str, body: str, connections: int | None = None) -> None:
+    def measure(
+        name: str,
+        url: str,
+        body: str,
+        connections: int | None = None,
+        *,
+        service: int | None = None,
+    ) -> None:
         script = lua_script(workdir, re.sub(r"\W+", "_", name), ips, body)
-        results.append(
-            run_wrk(
-                name,
-                url,
-                script,
-                duration=args.duration,
-                connections=connections or args.connections,
-            )
+        before = tree_cpu_seconds(service) if service is not None else 0.0
+        result = run_wrk(
+            name,
+            url,
+            script,
+            duration=args.duration,
+            connections=connections or args.connections,
         )
+        results.append(result)
+        if service is not None and result.rps > 0:
+            used = tree_cpu_seconds(service) - before
+            cpu_per[name] = used / (result.rps * args.duration)
 
     with tempfile.TemporaryDirectory(prefix="geogate-bench-") as tmp:
         workdir = Path(tmp)
@@ -274,12 +304,20 @@ def main() -> int:
             started.append(proxy)
             wait_for(f"http://127.0.0.1:{sport}/", proxy, "nginx")
             gurl = f"http://127.0.0.1:{gport}"
-            measure("geogate POST /v1/decide, 1 worker", gurl, DECIDE)
+            measure("geogate POST /v1/decide, 1 worker", gurl, DECIDE, service=geogate.pid)
             memory.append(("1 worker (after the /v1/decide run)", *tree_memory(geogate.pid)))
             measure(
-                "geogate GET /v1/auth/nginx (direct), 1 worker", gurl, FORWARDED % "/v1/auth/nginx"
+                "geogate GET /v1/auth/nginx (direct), 1 worker",
+                gurl,
+                FORWARDED % "/v1/auth/nginx",
+                service=geogate.pid,
             )
-            measure("nginx auth_request -> geogate", f"http://127.0.0.1:{nport}", FORWARDED % "/")
+            measure(
+                "nginx auth_request -> geogate",
+                f"http://127.0.0.1:{nport}",
+                FORWARDED % "/",
+                service=geogate.pid,
+            )
             measure(
                 f"nginx auth_request -> geogate, {half} connections",
                 f"http://127.0.0.1:{nport}",
@@ -294,6 +332,7 @@ def main() -> int:
                         "1 worker",
                         f"http://127.0.0.1:{eport}",
                         FORWARDED % "/",
+                        service=geogate.pid,
                     )
                 finally:
                     stop(envoy)
@@ -302,10 +341,13 @@ def main() -> int:
             two, tport = start_geogate(workdir, workers=2)
             started.append(two)
             turl = f"http://127.0.0.1:{tport}"
-            measure("geogate POST /v1/decide, 2 workers", turl, DECIDE)
+            measure("geogate POST /v1/decide, 2 workers", turl, DECIDE, service=two.pid)
             memory.append(("2 workers + supervisor (same point)", *tree_memory(two.pid)))
             measure(
-                "geogate GET /v1/auth/nginx (direct), 2 workers", turl, FORWARDED % "/v1/auth/nginx"
+                "geogate GET /v1/auth/nginx (direct), 2 workers",
+                turl,
+                FORWARDED % "/v1/auth/nginx",
+                service=two.pid,
             )
             stop(two)
             measure("nginx static 200 (ceiling)", f"http://127.0.0.1:{sport}", FORWARDED % "/")
@@ -323,10 +365,12 @@ def main() -> int:
         ),
         cpu,
     )
+    load_after = os.getloadavg()
     print(
         f"\nMachine: {os.cpu_count()} cores ({model}), Python {platform.python_version()}; "
         f"wrk -t1 -c{args.connections} -d{args.duration}s on loopback; "
-        "10,000 distinct client addresses.\n"
+        "10,000 distinct client addresses; load average "
+        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after.\n"
     )
     print("| path | decisions/s | p50 | p99 | vs nginx static | non-2xx |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
@@ -347,6 +391,13 @@ def main() -> int:
     print("| --- | ---: | ---: | ---: |")
     for name, count, pss, rss in memory:
         print(f"| {name} | {count} | {pss:.0f} MB | {rss:.0f} MB |")
+    print()
+    print("geogate's own CPU time per decision (all its processes; what more cores divide):")
+    print()
+    print("| path | geogate CPU per decision | decisions per geogate CPU-second |")
+    print("| --- | ---: | ---: |")
+    for name, seconds in cpu_per.items():
+        print(f"| {name} | {seconds * 1e6:.0f} µs | {1 / seconds:,.0f} |")
     return 0
 
 
