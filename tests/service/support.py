@@ -37,15 +37,27 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def render_template(path: Path, ports: Mapping[int, int]) -> str:
-    """The text of a deploy file with its port numbers replaced (each must occur in it)."""
+def render_template(
+    path: Path, ports: Mapping[int, int], *, files: Mapping[str, Path] | None = None
+) -> str:
+    """The text of a deploy file with its port numbers and ``files`` (paths such as the access
+    log's, to the test's own) replaced (each must occur in it)."""
     text = path.read_text(encoding="utf-8")
     for old, new in ports.items():
         pattern = rf"(?<![0-9.]){old}(?![0-9])"
         if not re.search(pattern, text):
             raise AssertionError(f"{path.name} no longer mentions port {old}")
         text = re.sub(pattern, str(new), text)
+    for old_path, new_path in (files or {}).items():
+        if old_path not in text:
+            raise AssertionError(f"{path.name} no longer mentions {old_path}")
+        text = text.replace(old_path, str(new_path))
     return text
+
+
+NGINX_ACCESS_LOG = "/var/log/nginx/geogate.json.log"
+"""Where the deploy files' JSON access logs go (tests substitute their own directory)."""
+ENVOY_ACCESS_LOG = "/var/log/envoy/geogate.json.log"
 
 
 def wait_until(check: object, *, timeout: float, what: str) -> None:

@@ -18,6 +18,7 @@ import pytest
 from tests.service.conftest import BLOCKED_ACCOUNT, Addresses
 from tests.service.support import (
     DEPLOY,
+    ENVOY_ACCESS_LOG,
     Geogate,
     Process,
     Upstream,
@@ -36,7 +37,8 @@ MODES = ("http", "grpc")
 def start_envoy(
     workdir: Path, mode: str, *, geogate: Geogate, api_port: int
 ) -> tuple[Process, int]:
-    """Envoy running ``deploy/envoy/envoy-<mode>.yaml`` with its ports substituted."""
+    """Envoy running ``deploy/envoy/envoy-<mode>.yaml`` with its ports substituted and its
+    JSON access log written to ``workdir/access-<mode>.json.log``."""
     port, admin = free_port(), free_port()
     geogate_port = geogate.port if mode == "http" else geogate.grpc_port
     assert geogate_port is not None
@@ -44,7 +46,8 @@ def start_envoy(
     ports = {10000: port, 9901: admin, 9000: api_port}
     ports[8300 if mode == "http" else 8301] = geogate_port
     config = workdir / f"envoy-{mode}.yaml"
-    config.write_text(render_template(source, ports), encoding="utf-8")
+    log = {ENVOY_ACCESS_LOG: workdir / f"access-{mode}.json.log"}
+    config.write_text(render_template(source, ports, files=log), encoding="utf-8")
     process = start_process(
         f"envoy-{mode}",
         [

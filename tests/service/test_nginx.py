@@ -19,6 +19,7 @@ import pytest
 from tests.service.conftest import Addresses
 from tests.service.support import (
     DEPLOY,
+    NGINX_ACCESS_LOG,
     Geogate,
     Process,
     Upstream,
@@ -37,10 +38,15 @@ NGINX_CONF = DEPLOY / "nginx" / "geogate.conf"
 
 
 def start_nginx(workdir: Path, *, geogate_port: int, api_port: int) -> tuple[Process, int]:
-    """nginx running the deploy file (ports substituted) inside a minimal main config."""
+    """nginx running the deploy file (ports substituted, its JSON access log written to
+    ``workdir/access.json.log``) inside a minimal main config."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    site = render_template(NGINX_CONF, {8080: port, 8300: geogate_port, 9000: api_port})
+    site = render_template(
+        NGINX_CONF,
+        {8080: port, 8300: geogate_port, 9000: api_port},
+        files={NGINX_ACCESS_LOG: workdir / "access.json.log"},
+    )
     (workdir / "geogate.conf").write_text(site, encoding="utf-8")
     user = "user root;\n" if os.geteuid() == 0 else ""
     temp = "\n".join(
