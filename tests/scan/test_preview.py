@@ -33,7 +33,7 @@ AT = datetime(2024, 7, 12, tzinfo=UTC)
 LATE_AT = datetime(
     2024, 7, 30, tzinfo=UTC
 )  # after the labelled traffic's three weeks past the date
-SCANNED = ("type", "ts", "account", "org", "ip", "user_agent", "accept_language")
+SCANNED = ("type", "ts", "account", "org", "ip", "user_agent", "accept_language", "api_key")
 
 
 def _ingest_then_enforce(
@@ -99,14 +99,16 @@ def test_preview_equals_ingest_then_enforce_dry_run(
     stats = json.loads(written.metadata[PREVIEW_STATS_KEY.encode()])
     assert stats["lines"] == requests.num_rows
     assert stats["late"] == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["account_preview"] == stats
 
 
 @pytest.fixture(scope="module")
 def labelled_log(tmp_path_factory: pytest.TempPathFactory, snapshot: Snapshot) -> Path:
     """The judgement benchmark's traffic at a tenth of its size (37 accounts, about 61,000
-    requests over seven weeks), as the fields a log has, with identical duplicates: every 50th
-    line repeated at once, every 77th three lines later (the log then goes back in time by
-    seconds there, as logs written at the end of each request do)."""
+    requests over seven weeks), as the fields a log has (API keys included), with identical
+    duplicates: every 50th line repeated at once, every 77th three lines later (the log then
+    goes back in time by seconds there, as logs written at the end of each request do)."""
     traffic = generate(1, 0.1, snapshot=snapshot)
     lines: list[bytes] = []
     later: list[tuple[int, bytes]] = []
