@@ -106,7 +106,8 @@ def scan_command(
         typer.Option(
             "--preview-accounts",
             help="Also feed the requests through the account engine and list the accounts it "
-            "would flag, warn and block at --at (exact, but at the engine's ingestion rate).",
+            "would flag, warn and block at --at (exact: each account's identical requests of "
+            "an hour go in as one counted event; see docs/scan.md for the rate).",
         ),
     ] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Tables only.")] = False,
