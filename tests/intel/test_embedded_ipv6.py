@@ -33,7 +33,6 @@ _U64 = (1 << 64) - 1
 
 def embeddings(v4: int) -> dict[str, int]:
     """Every IPv6 form of the IPv4 address ``v4`` (as integers), by form name."""
-    hi16, lo16 = v4 >> 16, v4 & 0xFFFF
     return {
         "ipv4-mapped": 0xFFFF << 32 | v4,
         **({"ipv4-compatible": v4} if v4 > 1 else {}),  # :: and ::1 are not
@@ -46,8 +45,32 @@ def embeddings(v4: int) -> dict[str, int]:
         | 0x63BF << 32
         | (~v4 & 0xFFFFFFFF),
         "nat64": 0x0064_FF9B << 96 | v4,
-        "nat64-local": 0x0064_FF9B_0001 << 80 | hi16 << 64 | lo16 << 40,  # RFC 6052 /48 form
         "nat64-local/96": 0x0064_FF9B_0001 << 80 | v4,  # 64:ff9b:1::a.b.c.d
+        # The RFC 6052 forms below /96 are told apart by their zero suffix and an IPv4 address
+        # not in 0.0.0.0/8 (never a client address), so they are exact for every other one.
+        **(rfc6052_forms(v4) if v4 >> 24 else {}),
+    }
+
+
+def rfc6052_forms(v4: int) -> dict[str, int]:
+    """The RFC 6052 /32 to /64 forms of ``v4`` in 64:ff9b::/32 (u octet, subnet bits zero):
+    the IPv4 bits start at the prefix length and skip bits 64-71."""
+    local = 0x0064_FF9B_0001 << 80
+    other = 0x0064_FF9B << 96
+
+    def at(prefix: int, length: int) -> int:
+        before_u = max(0, 64 - length)
+        after_u = 32 - before_u
+        high = (v4 >> after_u) << 64 if before_u else 0
+        return prefix | high | (v4 & ((1 << after_u) - 1)) << (56 - after_u)
+
+    return {
+        "nat64/32": at(other, 32),
+        # the /40 form of 1.x.x.x lies in the local-use block 64:ff9b:1::/48
+        **({"nat64/40": at(other, 40)} if v4 >> 24 != 1 else {}),
+        "nat64-local": at(local, 48),
+        "nat64-local/56": at(local, 56),
+        "nat64-local/64": at(local, 64),
     }
 
 
@@ -99,6 +122,31 @@ def test_nat64_local_forms() -> None:
     assert embedded_ipv4_text("64:ff9b:1:102:3:400::") == ("1.2.3.4", "nat64-local")
     # a /96 under a longer local prefix: the u octet is not zero, so the last 32 bits
     assert embedded_ipv4_text("64:ff9b:1:ab:ff00::102:304") == ("1.2.3.4", "nat64-local")
+    # RFC 6052 /56 and /64 forms in the local block; /32 and /40 forms in 64:ff9b::/32
+    assert embedded_ipv4_text("64:ff9b:1:1:2:304::") == ("1.2.3.4", "nat64-local")
+    assert embedded_ipv4_text("64:ff9b:1:0:1:203:400:0") == ("1.2.3.4", "nat64-local")
+    assert embedded_ipv4_text("64:ff9b:102:304::") == ("1.2.3.4", "nat64")
+    assert embedded_ipv4_text("64:ff9b:5:607:8::") == ("5.6.7.8", "nat64")
+    # a /96 under a subnet of the local block: the suffix is not zero, so the last 32 bits
+    assert embedded_ipv4_text("64:ff9b:1:0:5:0:102:304") == ("1.2.3.4", "nat64-local")
+
+
+def test_nat64_forms_of_a_denied_address_are_denied_at_every_entry() -> None:
+    """The /56 and /64 local forms of a Chinese address once read as 1.0.0.0 (allow AU) and
+    0.0.0.0; now the decision, the batch and the forwarded walk all see 59.224.0.1."""
+    forms = [_text(x) for x in rfc6052_forms(0x3BE00001).values()]
+    assert "64:ff9b:1:0:3b:e000:100:0" in forms
+    for ip in forms:
+        d = DECIDER.decide(ip, at=AT)
+        assert (d.action, d.facts.country, d.facts.embedded_ipv4) == (
+            Action.DENY,
+            "CN",
+            "59.224.0.1",
+        ), ip
+        _, walked = DECIDER.decide_request("10.0.0.7", x_forwarded_for=f"[{ip}]:443", at=AT)
+        assert walked.action is Action.DENY, ip
+    batch = DECIDER.decide_many([*forms, "8.8.8.8"], at=AT)
+    assert batch.actions.tolist()[:-1] == [int(Action.DENY)] * len(forms)
 
 
 def test_client_address_walk_locates_the_embedded_address() -> None:
@@ -123,7 +171,7 @@ def test_every_embedding_decides_like_the_ipv4_address(v4: int) -> None:
     texts = [_text(x) for x in forms.values()]
     for name, value in forms.items():
         text = _text(value)
-        assert embedded_ipv4(value) == (v4, name.split("/")[0]), text
+        assert embedded_ipv4(value) == (v4, name.split("/")[0]), (name, text)
         assert SNAP.locate(text) == SNAP.locate(ipv4), text
         got = DECIDER.decide(text, at=AT)
         assert (got.action, got.reasons, got.region) == (want.action, want.reasons, want.region), (
@@ -153,7 +201,10 @@ def test_vectorized_unwrap_matches_the_scalar_one(value: int) -> None:
         assert int(addrs[0]) == scalar[0]
 
 
-@pytest.mark.parametrize("prefix", [0x2002 << 112, 0x2001_0000 << 96, 0x0064_FF9B << 96])
+@pytest.mark.parametrize(
+    "prefix",
+    [0x2002 << 112, 0x2001_0000 << 96, 0x0064_FF9B << 96, 0x0064_FF9B_0001 << 80, 0x0064 << 112],
+)
 def test_vectorized_unwrap_on_prefix_edges(prefix: int) -> None:
     for value in (prefix, prefix | 1, prefix | _U64, prefix | (1 << 96) - 1):
         test_vectorized_unwrap_matches_the_scalar_one.hypothesis.inner_test(value=value)  # type: ignore[attr-defined]

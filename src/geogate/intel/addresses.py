@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from typing import Final, Literal
 
 IPVersion = Literal[4, 6]
@@ -24,6 +25,8 @@ _MAPPED_PREFIX: Final = b"\x00" * 10 + b"\xff\xff"
 _V4: Final = 0xFFFFFFFF
 _NAT64_WKP: Final = 0x0064_FF9B_0000_0000_0000_0000  # 64:ff9b::/96, top 96 bits
 _NAT64_LOCAL: Final = 0x0064_FF9B_0001  # 64:ff9b:1::/48, top 48 bits (RFC 8215)
+_NAT64_32: Final = 0x0064_FF9B  # 64:ff9b::/32, top 32 bits: holds both
+_U64: Final = (1 << 64) - 1
 
 EMBEDDINGS: Final = (
     "ipv4-mapped",
@@ -97,10 +100,12 @@ def embedded_ipv4(value: int) -> tuple[int, str] | None:
     - ``2002:AABB:CCDD::/48`` 6to4 (RFC 3056): bits 16-47;
     - ``2001:0::/32`` Teredo (RFC 4380): the client address is the last 32 bits inverted;
     - ``64:ff9b::/96`` nat64 (RFC 6052 well-known prefix): the last 32 bits;
-    - ``64:ff9b:1::/48`` nat64-local (RFC 8215): the operator picks the prefix length, so
-      the form is inferred: bits 48-95 zero means the /96 form (last 32 bits); the ``u``
-      octet (bits 64-71) and the suffix (bits 88-127) zero means the /48 form (bits 48-63 and
-      72-87); anything else is read as a /96 under a longer prefix (last 32 bits).
+    - ``64:ff9b:1::/48`` nat64-local (RFC 8215) and the rest of ``64:ff9b::/32`` nat64: the
+      operator picks the prefix length (RFC 6052: /32, /40, /48, /56, /64 or /96; at least
+      /48 inside the local-use block), which the address does not say, so the form is
+      inferred: the shortest length whose ``u`` octet (bits 64-71) and suffix are zero and
+      whose IPv4 address does not start with 0 (``0.0.0.0/8`` is never a client), else /96
+      (the last 32 bits). With the operator's subnet bits zero every form reads back exactly.
 
     Returns None for any other address.
     """
@@ -121,15 +126,39 @@ def embedded_ipv4(value: int) -> tuple[int, str] | None:
         if value >> 96 == 0x2001_0000:
             return (~value) & _V4, "teredo"
         return None
-    if top16 == 0x0064:
-        if value >> 32 == _NAT64_WKP:
+    if value >> 96 == _NAT64_32:
+        if (value >> 32) & _U64 == 0:
             return value & _V4, "nat64"
-        if value >> 80 == _NAT64_LOCAL:
-            middle = (value >> 32) & ((1 << 48) - 1)
-            if middle and (value >> 56) & 0xFF == 0 and value & ((1 << 40) - 1) == 0:
-                return ((value >> 64) & 0xFFFF) << 16 | ((value >> 40) & 0xFFFF), "nat64-local"
-            return value & _V4, "nat64-local"
+        local = value >> 80 == _NAT64_LOCAL
+        form = "nat64-local" if local else "nat64"
+        hi, lo = value >> 64, value & _U64
+        if lo >> 56 == 0:  # the u octet: zero in every form but /96
+            for length, read in _RFC6052_FORMS:
+                if local and length < 48:
+                    continue
+                v4, suffix = read(hi, lo)
+                if suffix == 0 and v4 >> 24:
+                    return v4, form
+        return value & _V4, form
     return None
+
+
+def _read_form(length: int) -> Callable[[int, int], tuple[int, int]]:
+    """RFC 6052 section 2.2: the IPv4 address of a ``/length`` prefix and the suffix bits after
+    it, from the high and low 64 bits (the IPv4 bits skip bits 64-71, the ``u`` octet)."""
+    before_u = max(0, 64 - length)  # IPv4 bits above bit 64
+    after_u = 32 - before_u  # IPv4 bits below the u octet
+    suffix_bits = 56 - after_u
+
+    def read(hi: int, lo: int) -> tuple[int, int]:
+        v4 = (hi & ((1 << before_u) - 1)) << after_u | (lo >> suffix_bits) & ((1 << after_u) - 1)
+        return v4, lo & ((1 << suffix_bits) - 1)
+
+    return read
+
+
+_RFC6052_FORMS: Final = tuple((n, _read_form(n)) for n in (32, 40, 48, 56, 64))
+"""(prefix length, reader) of the RFC 6052 forms below /96, shortest first."""
 
 
 def embedded_ipv4_text(ip: str) -> tuple[str, str] | None:

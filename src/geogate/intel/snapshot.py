@@ -1038,16 +1038,28 @@ def embedded_ipv4_arrays(
     mapped = zero_hi & ((lo_up == 0xFFFF) | (lo_up == 0xFFFF0000) | ((lo_up == 0) & (lo > 1)))
     six_to_four = top16 == u(0x2002)
     teredo = (hi >> u(32)) == u(0x20010000)
+    in_nat64 = (hi >> u(32)) == u(0x0064FF9B)
     nat64 = (hi == u(0x0064FF9B00000000)) & (lo_up == 0)
     local = (hi >> u(16)) == u(0x0064FF9B0001)
-    middle = ((hi & u(0xFFFF)) << u(32)) | lo_up
-    form48 = local & (middle != 0) & (((lo >> u(56)) & u(0xFF)) == 0)
-    form48 &= (lo & u((1 << 40) - 1)) == 0
     v4 = lo & v4mask
     v4 = np.where(six_to_four, (hi >> u(16)) & v4mask, v4)
     v4 = np.where(teredo, ~lo & v4mask, v4)
-    v4 = np.where(form48, ((hi & u(0xFFFF)) << u(16)) | ((lo >> u(40)) & u(0xFFFF)), v4)
-    embedded = mapped | six_to_four | teredo | nat64 | local
+    # RFC 6052 forms below /96 (see embedded_ipv4): the shortest whose u octet and suffix
+    # are zero and whose IPv4 address does not start with 0; /48 at least in the local block.
+    open_ = in_nat64 & ~nat64 & ((lo >> u(56)) == 0)
+    for length in (32, 40, 48, 56, 64):
+        before_u = max(0, 64 - length)
+        after_u = 32 - before_u
+        suffix_bits = 56 - after_u
+        read = ((hi & u((1 << before_u) - 1)) << u(after_u)) | (
+            (lo >> u(suffix_bits)) & u((1 << after_u) - 1)
+        )
+        hit = open_ & ((lo & u((1 << suffix_bits) - 1)) == 0) & ((read >> u(24)) != 0)
+        if length < 48:
+            hit &= ~local
+        v4 = np.where(hit, read, v4)
+        open_ &= ~hit
+    embedded = mapped | six_to_four | teredo | in_nat64
     return embedded, v4.astype(np.uint32)
 
 

@@ -5,10 +5,11 @@ The record layout is detected per record, so one adapter reads all of them:
 - GeoIP2 / GeoLite2 / DB-IP GeoIP2-compatible: ``country.iso_code`` (else
   ``registered_country.iso_code``), every entry of ``subdivisions`` by its ``iso_code`` (the
   first one else by its English name), ``city.names.en`` with ``city.geoname_id``,
-  ``autonomous_system_number`` / ``autonomous_system_organization``;
+  ``autonomous_system_number`` / ``autonomous_system_organization`` (under ``traits`` in
+  GeoIP2 Enterprise);
 - ip-location-db flat files: ``country_code``, ``state1`` (a subdivision *name*), ``city``;
 - IPinfo: ``country_code`` or ``country`` (a code), ``region``, ``city``, ``asn`` as
-  ``"AS15169"``, ``as_name``.
+  ``"AS15169"``, ``as_name`` (``name`` in its ASN database).
 
 The city is kept only for ranges in the subdivisions given as ``city_regions`` (the build's
 city precision): elsewhere it would split ranges for no rule's sake.
@@ -20,10 +21,14 @@ Anonymizer flags (field ``flags``) come from:
   ``is_tor_exit_node`` (tor), ``is_hosting_provider`` (hosting), ``is_anonymous`` (anonymous,
   only when no specific kind is set), with Anonymous-Plus ``anonymizer_confidence`` and
   ``provider_name`` kept as evidence; the same keys under ``traits`` (GeoIP2 Enterprise);
+- MaxMind GeoIP Residential Proxy (``database_type`` ``GeoIP-Residential-Proxy``): every
+  record is a residential_proxy exit, with its ``provider_name`` and ``anonymizer_confidence``;
 - IPinfo privacy: ``vpn``, ``proxy``, ``tor``, ``relay``, ``hosting`` (booleans or the
   strings ``"true"``/``"false"``), ``service`` (the provider's name, kept as evidence);
 - ``is_*`` layouts (IPinfo, ipapi.is and similar): ``is_vpn``, ``is_proxy``, ``is_tor``,
-  ``is_relay``, ``is_hosting``/``is_datacenter``, ``is_residential_proxy``, ``is_anonymous``.
+  ``is_relay``, ``is_hosting``/``is_datacenter``, ``is_residential_proxy``, ``is_anonymous``
+  (anonymous unless a VPN, proxy, Tor or relay flag names the kind: there a hosting flag
+  does not, so IPinfo Core's anonymous datacenter exit is both hosting and anonymous).
 
 Subdivision names are mapped to ISO 3166-2 codes by :mod:`geogate.intel.subdivisions`.
 """
@@ -121,6 +126,13 @@ class MmdbSource:
             self._reader = maxminddb.open_database(str(self._path))
         except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
             raise IntelDataError(f"cannot open MaxMind DB: {exc}", path=str(path)) from exc
+        # MaxMind's Residential Proxy database lists only residential proxy exits: its records
+        # carry provider_name and anonymizer_confidence but no is_* key.
+        self._every_record = (
+            NetworkFlag.RESIDENTIAL_PROXY
+            if "residential-proxy" in self.database_type.lower()
+            else NetworkFlag.NONE
+        )
         self.unmapped_subdivisions: Counter[tuple[str, str]] = Counter()
         """(country, name) of subdivision names that no rule or alias mapped, with counts."""
 
@@ -243,7 +255,7 @@ class MmdbSource:
         provider: str | None = None
         confidence: int | None = None
         if "flags" in fields:
-            flags, provider, confidence = _anonymizer_of(record)
+            flags, provider, confidence = _anonymizer_of(record, every_record=self._every_record)
         return (country, place, asn, org, flags, provider, confidence)
 
     def _place_of(self, record: dict[str, Any], country: str | None) -> Place | None:
@@ -301,12 +313,18 @@ def _city_of(record: dict[str, Any]) -> tuple[str | None, int | None]:
     if isinstance(city, dict):  # GeoIP2 layout
         names = city.get("names")
         name = names.get("en") if isinstance(names, dict) else None
-        gid = city.get("geoname_id")
-        return (
-            name if isinstance(name, str) else None,
-            gid if isinstance(gid, int) and not isinstance(gid, bool) and gid >= 0 else None,
-        )
-    return (city if isinstance(city, str) else None), None
+        return name if isinstance(name, str) else None, _geoname_id(city.get("geoname_id"))
+    # IPinfo's location layouts carry a top-level geoname_id, often as text.
+    return (city if isinstance(city, str) else None), _geoname_id(record.get("geoname_id"))
+
+
+def _geoname_id(value: object) -> int | None:
+    """A GeoNames id given as a number or as decimal text; None for anything else."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 10:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 32:
+        return value
+    return None
 
 
 def _to_range(p: list[Any]) -> SourceRange:
@@ -338,10 +356,19 @@ def _is_true(value: object) -> bool:
     return False
 
 
-def _anonymizer_of(record: dict[str, Any]) -> tuple[NetworkFlag, str | None, int | None]:
-    """Flags, provider name and confidence of an anonymizer record (see the module doc)."""
-    flags = NetworkFlag.NONE
+def _anonymizer_of(
+    record: dict[str, Any], *, every_record: NetworkFlag = NetworkFlag.NONE
+) -> tuple[NetworkFlag, str | None, int | None]:
+    """Flags, provider name and confidence of an anonymizer record (see the module doc).
+
+    ``every_record`` is the flag a database sets on every record it holds, whatever the
+    record says (residential_proxy for MaxMind's GeoIP Residential Proxy database)."""
+    flags = every_record
     anonymous = False
+    # MaxMind sets is_anonymous for a hosting provider too, so there hosting explains it;
+    # IPinfo's and ipapi's is_anonymous means VPN, proxy, Tor or relay, so their is_hosting
+    # does not: an anonymous datacenter exit keeps both flags.
+    hosting_explains = False
     provider: str | None = None
     confidence: int | None = None
     traits = record.get("traits")
@@ -350,6 +377,7 @@ def _anonymizer_of(record: dict[str, Any]) -> tuple[NetworkFlag, str | None, int
             if key in layer and _is_true(layer[key]):
                 flags |= flag
         anonymous = anonymous or _is_true(layer.get("is_anonymous"))
+        hosting_explains = hosting_explains or _is_true(layer.get("is_hosting_provider"))
         for key in _PROVIDER_KEYS:
             name = layer.get(key)
             if provider is None and isinstance(name, str) and name.strip():
@@ -362,8 +390,9 @@ def _anonymizer_of(record: dict[str, Any]) -> tuple[NetworkFlag, str | None, int
             and 0 < conf <= 100
         ):
             confidence = conf
-    if anonymous and not flags:
-        flags = NetworkFlag.ANONYMOUS
+    explained = flags if hosting_explains else flags & ~NetworkFlag.HOSTING
+    if anonymous and not explained:
+        flags |= NetworkFlag.ANONYMOUS
     if not flags:
         # Evidence without a flag (a provider name on a clean record) is not kept.
         return NetworkFlag.NONE, None, None
@@ -399,9 +428,14 @@ def _country_of(record: dict[str, Any]) -> str | None:
 def _asn_of(record: dict[str, Any]) -> tuple[int | None, str | None]:
     number = record.get("autonomous_system_number")
     org = record.get("autonomous_system_organization")
+    traits = record.get("traits")
+    if number is None and isinstance(traits, dict):  # GeoIP2 Enterprise keeps it in traits
+        number = traits.get("autonomous_system_number")
+        org = traits.get("autonomous_system_organization")
     if number is None:
         number = record.get("asn")
-        org = record.get("as_name", org)
+        # IPinfo country/Lite layouts say as_name; its ASN database says name.
+        org = record.get("as_name", record.get("name", org))
     if isinstance(number, str):
         text = number.upper().removeprefix("AS")
         number = int(text) if text.isdigit() else None
