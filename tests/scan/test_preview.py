@@ -22,6 +22,7 @@ from bench.judgement.generate import generate
 from tests.scan.logfiles import event_jsonl
 
 from geogate.cli.main import main
+from geogate.errors import ConfigError
 from geogate.intel.snapshot import Snapshot
 from geogate.policy.model import PolicySet
 from geogate.scan.preview import PREVIEW_STATS_KEY, AccountPreview
@@ -215,3 +216,21 @@ def test_a_duplicate_in_the_next_batch_counts_once(
         log, tmp_path, snapshot, policies, batch_rows=2, dedupe_horizon_seconds=0
     )
     assert (preview.lines, preview.duplicates, preview.late) == (3, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"batch_size": 0}, "batch size must be positive, not 0"),
+        ({"dedupe_horizon_seconds": -1}, "dedupe horizon must be 0 or more seconds, not -1"),
+    ],
+)
+def test_bad_preview_settings_are_one_line_errors(
+    tmp_path: Path,
+    snapshot: Snapshot,
+    policies: PolicySet,
+    options: dict[str, int],
+    message: str,
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        AccountPreview(policies, snapshot, db=tmp_path / "preview.db", **options)
