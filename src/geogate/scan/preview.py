@@ -189,9 +189,11 @@ class AccountPreview:
                     for newest_us, t in self._recent
                     if newest_us >= low
                 ]
-                earlier = pa.concat_tables(parts) if parts else None
+                earlier = pa.concat_tables(parts, promote_options="default") if parts else None
                 if earlier is not None and earlier.num_rows:
-                    both = pa.concat_tables([earlier, table.take(pa.array(maybe))])
+                    both = pa.concat_tables(
+                        [earlier, table.take(pa.array(maybe))], promote_options="default"
+                    )
                     seen = _first_occurrences(
                         both.column("ts").cast(pa.int64()).to_numpy().astype(np.int64),
                         [c.combine_chunks() for c in both.columns[1:]],
