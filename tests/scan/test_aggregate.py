@@ -157,3 +157,35 @@ def test_since_and_until_keep_a_window(
     assert 0 < result.rows == inside < requests.num_rows
     days = {d.isoformat() for d in result.tables["daily"].column("day").to_pylist()}
     assert days == {"2024-07-07", "2024-07-08"}
+
+
+def test_processes_over_shares_of_the_files_write_the_same_tables(
+    tmp_path: Path, logs: Path, requests: pa.Table, snapshot, policies: PolicySet
+) -> None:
+    """--jobs: files scanned in forked processes, tables merged: equal to one process."""
+    write_parquet(tmp_path / "more.parquet", requests.slice(0, 100))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{broken\n{"ts":"2024-07-10T00:00:00Z","ip":"8.8.8.8","account":"a"}\n')
+    inputs = [str(logs), str(tmp_path / "more.parquet"), str(bad)]
+    seen: list[tuple[int, int]] = []
+    results = []
+    for jobs in (1, 2):
+        config = ScanConfig(
+            inputs=inputs,
+            out=tmp_path / f"out-{jobs}",
+            policies=policies,
+            snapshot=snapshot,
+            trusted=TrustedProxies.parse(["10.0.0.0/8"]),
+            compare=Scenario(policies=policies, at=LATER),
+            report=False,
+        )
+        progress = (lambda rows, done: seen.append((rows, done))) if jobs == 2 else None
+        results.append(scan_local(config, jobs=jobs, progress=progress))
+    one, two = results
+    assert two.rows == one.rows
+    assert two.stats.count == one.stats.count == 1
+    assert set(two.tables) == set(one.tables)
+    for name, table in one.tables.items():
+        assert two.tables[name].equals(table), name
+    assert seen
+    assert seen[-1][0] == one.rows

@@ -10,12 +10,20 @@ only, must place every request where the proxy and geogate placed it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.service.support import Geogate, Upstream, run_upstream, start_geogate, wait_until
+from tests.service.support import (
+    DEPLOY,
+    Geogate,
+    Upstream,
+    run_upstream,
+    start_geogate,
+    wait_until,
+)
 from tests.service.test_envoy import start_envoy
 from tests.service.test_nginx import start_nginx
 
@@ -132,3 +140,22 @@ def test_the_envoy_json_log_is_scanned_with_each_requests_client(
     finally:
         process.stop()
     _check(result, lines)
+
+
+def test_the_documented_log_formats_are_the_deploy_files_own() -> None:
+    """docs/scan.md shows the formats of deploy/ verbatim (the doc's blocks are run by
+    test_proxy_logs.py, the deploy files above)."""
+    doc = (DEPLOY.parent / "docs" / "scan.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```(nginx|yaml)\n(.*?)```", doc, re.S)
+    nginx = next(b for lang, b in blocks if lang == "nginx" and "log_format" in b)
+    envoy = next(b for lang, b in blocks if lang == "yaml" and "json_format" in b)
+
+    def words(text: str) -> str:
+        return " ".join(text.split())
+
+    conf = words((DEPLOY / "nginx" / "geogate.conf").read_text())
+    log_format, access_log = nginx.rsplit("access_log", 1)
+    assert words(log_format) in conf
+    assert words("access_log" + access_log) in conf
+    for mode in ("http", "grpc"):
+        assert words(envoy) in words((DEPLOY / "envoy" / f"envoy-{mode}.yaml").read_text())

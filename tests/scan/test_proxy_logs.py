@@ -91,7 +91,7 @@ def test_nginx_json_log_format_from_the_docs(
     port = free_port()
     log = tmp_path / "api.json.log"
     fmt = _doc_block("nginx", "log_format geogate_json")
-    fmt = fmt.replace("/var/log/nginx/api.json.log", str(log))
+    fmt = fmt.replace("/var/log/nginx/geogate.json.log", str(log))
     log_format, access_log = fmt.rsplit("access_log", 1)
     temp = "\n".join(
         f"  {kind}_temp_path {tmp_path / kind};"
@@ -105,7 +105,8 @@ def test_nginx_json_log_format_from_the_docs(
         f"  server {{\n    listen 127.0.0.1:{port};\n"
         "    set_real_ip_from 127.0.0.1;\n    real_ip_header X-Forwarded-For;\n"
         "    real_ip_recursive on;\n"
-        '    set $geogate_action "allow";  # auth_request_set sets it in deploy/nginx\n'
+        '    set $geogate_action "allow";  # auth_request_set sets them in deploy/nginx\n'
+        '    set $geogate_region "";\n'
         f"    access_log{access_log}\n"
         '    location / { return 200 "ok"; }\n  }\n}\n'
     )
@@ -139,7 +140,9 @@ def test_envoy_json_log_format_from_the_docs(
     clients = {k: clients[k] for k in ("US", "CN", "RU")}
     port, admin = free_port(), free_port()
     log = tmp_path / "api.json.log"
-    access_log = _doc_block("yaml", "json_format").replace("/var/log/envoy/api.json.log", str(log))
+    access_log = _doc_block("yaml", "json_format").replace(
+        "/var/log/envoy/geogate.json.log", str(log)
+    )
     indented = "\n".join("          " + line for line in access_log.splitlines())
     (tmp_path / "envoy.yaml").write_text(
         f"""admin:

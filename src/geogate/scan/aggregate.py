@@ -510,6 +510,30 @@ def _merge(name: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def merge_tables(name: str, tables: Sequence[pa.Table]) -> pa.Table:
+    """Base table ``name`` of several scans (of different files) as one: one row per key,
+    counts summed, first and last times kept (sorted like :meth:`Accumulator.result`)."""
+    spec = base_spec(name)
+    parts = []
+    for table in tables:
+        if table.num_rows == 0:
+            continue
+        part: dict[str, Any] = {k: table.column(k).combine_chunks() for k in spec.keys}
+        for m in spec.measures:
+            part[m.name] = table.column(m.name).cast(pa.int64()).to_numpy()
+        parts.append(part)
+    if not parts:
+        return empty_table(spec)
+    merged = _merge(name, parts)
+    out = pa.table(
+        {
+            **{k: merged[k] for k in spec.keys},
+            **{m.name: pa.array(merged[m.name], pa.int64()) for m in spec.measures},
+        }
+    )
+    return sort_table(_normalise(out, spec), spec.keys)
+
+
 def empty_table(spec: TableSpec) -> pa.Table:
     """A table of the spec's columns with no rows."""
     names = [*spec.keys, *(m.name for m in spec.measures)]

@@ -101,6 +101,14 @@ def scan_command(
         typer.Option("--trusted-proxy", help="CIDR whose forwarding headers are believed."),
     ] = None,
     engine: Annotated[str, typer.Option("--engine", help="local or spark.")] = "local",
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            help="Local engine: scan the input files in N processes (memory is per process).",
+        ),
+    ] = 1,
     preview_accounts: Annotated[
         bool,
         typer.Option(
@@ -163,7 +171,7 @@ def scan_command(
 
         result = scan_spark(config)
     elif no_progress or not sys.stderr.isatty():
-        result = scan_local(config)
+        result = scan_local(config, jobs=jobs)
     else:
         from geogate.scan.readers import expand_inputs, input_bytes  # noqa: PLC0415
 
@@ -183,7 +191,7 @@ def scan_command(
             def progress(rows: int, done: int) -> None:
                 bar.update(task, completed=done, rows=rows)
 
-            result = scan_local(config, progress=progress)
+            result = scan_local(config, progress=progress, jobs=jobs)
     s = result.stats
     err.print(
         f"scanned {result.rows:,} requests from {result.files} files in {result.seconds:.1f} s "

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from geogate.client_ip import TrustedProxies
 from geogate.errors import ConfigError
 from geogate.policy.model import PolicySet
-from geogate.scan.aggregate import Accumulator, derive_tables
+from geogate.scan.aggregate import Accumulator, derive_tables, merge_tables
 from geogate.scan.judge import Judge, Scenario, Verdicts
 from geogate.scan.readers import ReadOptions, ReadStats, expand_inputs, read_file
 
@@ -212,14 +212,41 @@ def finish(
     return result
 
 
-def scan_local(config: ScanConfig, *, progress: ProgressFn | None = None) -> ScanResult:
-    """Scan with the in-process engine (streaming; memory holds the output's distinct keys)."""
+def scan_local(
+    config: ScanConfig, *, progress: ProgressFn | None = None, jobs: int = 1
+) -> ScanResult:
+    """Scan with the in-process engine (streaming; memory holds the output's distinct keys).
+
+    ``jobs`` > 1 scans the input files in that many processes (each a share of the files,
+    the largest first; memory is per process), then merges their tables. The account preview
+    runs in this process only.
+    """
     paths = expand_inputs(config.inputs)
     if not paths:
         raise ConfigError("no input files", key="LOGS")
+    if jobs < 1:
+        raise ConfigError(f"jobs must be at least 1, not {jobs}", key="--jobs")
+    start = time.perf_counter()
+    if jobs > 1 and len(paths) > 1 and not config.preview_accounts:
+        rows, stats, tables = _scan_processes(config, paths, jobs, progress)
+    else:
+        rows, stats, tables = _scan_here(config, paths, progress)
+    result = ScanResult(
+        rows=rows,
+        stats=stats,
+        tables=tables,
+        seconds=time.perf_counter() - start,
+        engine="local",
+        files=len(paths),
+    )
+    return finish(config, result)
+
+
+def _scan_here(
+    config: ScanConfig, paths: Sequence[Path], progress: ProgressFn | None
+) -> tuple[int, ReadStats, dict[str, pa.Table]]:
     stats = ReadStats()
     acc = Accumulator(compare=config.compare is not None)
-    start = time.perf_counter()
     rows = 0
     with tempfile.TemporaryDirectory(prefix="geogate-preview-") as tmp:
         preview = None
@@ -235,12 +262,72 @@ def scan_local(config: ScanConfig, *, progress: ProgressFn | None = None) -> Sca
         tables = acc.result()
         if preview is not None:
             tables["account_preview"] = preview.result(config.at or config.effective_pivot())
-    result = ScanResult(
-        rows=rows,
-        stats=stats,
-        tables=tables,
-        seconds=time.perf_counter() - start,
-        engine="local",
-        files=len(paths),
+    return rows, stats, tables
+
+
+def _shares(paths: Sequence[Path], count: int) -> list[list[Path]]:
+    """The files split into ``count`` shares of about equal size (largest first, each to
+    the smallest share so far), each in input order."""
+    shares: list[list[Path]] = [[] for _ in range(count)]
+    sizes = [0] * count
+    for path in sorted(paths, key=lambda p: p.stat().st_size, reverse=True):
+        i = sizes.index(min(sizes))
+        shares[i].append(path)
+        sizes[i] += path.stat().st_size
+    order = {p: i for i, p in enumerate(paths)}
+    return [sorted(share, key=order.__getitem__) for share in shares if share]
+
+
+# What forked scan processes inherit: the configuration (policies and snapshot are shared
+# copy-on-write rather than pickled), the shares, and counters for the progress bar.
+_FORKED: dict[str, Any] = {}
+
+
+def _scan_share(index: int) -> tuple[int, ReadStats, dict[str, pa.Table]]:
+    config: ScanConfig = _FORKED["config"]
+    done_rows, done_bytes = _FORKED["rows"][index], _FORKED["bytes"][index]
+
+    def report(rows: int, consumed: int) -> None:
+        done_rows.value, done_bytes.value = rows, consumed
+
+    return _scan_here(config, _FORKED["shares"][index], report)
+
+
+def _scan_processes(
+    config: ScanConfig, paths: Sequence[Path], jobs: int, progress: ProgressFn | None
+) -> tuple[int, ReadStats, dict[str, pa.Table]]:
+    """:func:`_scan_here` over shares of the files in forked processes, tables merged."""
+    import multiprocessing  # noqa: PLC0415
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait  # noqa: PLC0415
+
+    shares = _shares(paths, min(jobs, len(paths)))
+    context = multiprocessing.get_context("fork")
+    _FORKED.update(
+        config=config,
+        shares=shares,
+        rows=[context.Value("q", 0, lock=False) for _ in shares],
+        bytes=[context.Value("q", 0, lock=False) for _ in shares],
     )
-    return finish(config, result)
+    try:
+        with ProcessPoolExecutor(max_workers=len(shares), mp_context=context) as pool:
+            pending = {pool.submit(_scan_share, i) for i in range(len(shares))}
+            futures = list(pending)
+            while pending:
+                _, pending = wait(pending, timeout=0.25, return_when=FIRST_EXCEPTION)
+                if progress is not None:
+                    progress(
+                        sum(v.value for v in _FORKED["rows"]),
+                        sum(v.value for v in _FORKED["bytes"]),
+                    )
+                if any(f.done() and f.exception() for f in futures):
+                    break
+            results = [f.result() for f in futures]  # raises a process's error
+    finally:
+        _FORKED.clear()
+    stats = ReadStats()
+    for _, part, _ in results:
+        stats.merge(part)
+    tables = {
+        name: merge_tables(name, [found[name] for _, _, found in results]) for name in results[0][2]
+    }
+    return sum(r for r, _, _ in results), stats, tables
