@@ -1,7 +1,7 @@
 """Benchmark of `geogate scan`: rows/s end to end, against a naive per-row loop, peak memory.
 
     python bench/bench_scan.py [--rows 10000000] [--naive-rows 1000000] [--gzip-rows 1000000]
-                               [--spark-rows 1000000] [--repeat 10]
+                               [--spark-rows 1000000] [--repeat 10] [--jobs 2] [--profile]
 
 Generates a synthetic log (cached in .cache/bench/), then, in the same run:
 
@@ -12,11 +12,12 @@ Generates a synthetic log (cached in .cache/bench/), then, in the same run:
   account x country), timed on the first ``--naive-rows`` rows;
 - the same scan from gzip JSON Lines (the first ``--gzip-rows`` rows);
 - ``--repeat`` times the Parquet file in one scan (10 x 10 M = 100 M rows) to show that memory
-  stays flat as the input grows;
+  stays flat as the input grows, and again with ``--jobs`` processes (wall time on the cores);
 - the Spark engine in local mode on the first ``--spark-rows`` rows.
 
-Rates per core divide rows by the process's CPU time (user + system), which is what the
-machine gave the scan; wall-clock rates are printed beside them.
+Rates per core divide rows by the CPU time (user + system) of the scan and its scan
+processes, which is what the machine gave the scan; wall-clock rates are printed beside
+them, and the load average before and after.
 """
 
 from __future__ import annotations
@@ -115,10 +116,13 @@ def head_parquet(parquet: Path, rows: int) -> Path:
     return path
 
 
-def child(inputs: list[str], engine: str) -> dict[str, float]:
-    """Run one scan in a fresh process; its rows, wall and CPU seconds and peak RSS."""
+def child(
+    inputs: list[str], engine: str, *, jobs: int = 1, profile: bool = False
+) -> dict[str, float]:
+    """Run one scan in a fresh process; its rows, wall and CPU seconds (its own and its
+    scan processes') and peak RSS (its own, and the largest scan process's)."""
     code = f"""
-import json, time, sys
+import json, time, sys, resource, cProfile, pstats, io
 from pathlib import Path
 import tempfile
 from geogate.intel.snapshot import Snapshot
@@ -131,23 +135,38 @@ pol = load_policy_set([resolve_policy_path("builtin:unsupported-regions")])
 out = Path(tempfile.mkdtemp())
 cfg = ScanConfig(inputs={inputs!r}, out=out, policies=pol, snapshot=snap, report=False,
                  read=ReadOptions(client_hints=False), at=parse_when({AT!r}))
-c0 = time.process_time(); t0 = time.perf_counter()
+def cpu():
+    s = resource.getrusage(resource.RUSAGE_SELF)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+prof = cProfile.Profile(time.process_time) if {profile!r} else None
+c0 = cpu(); t0 = time.perf_counter()
+if prof: prof.enable()
 if {engine!r} == "spark":
     from geogate.scan.spark import scan_spark
     r = scan_spark(cfg)
 else:
-    r = scan_local(cfg)
+    r = scan_local(cfg, jobs={jobs!r})
+if prof: prof.disable()
 wall = time.perf_counter() - t0
-cpu = time.process_time() - c0
+used = cpu() - c0
+if prof:
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(18)
+    print(text.getvalue(), file=sys.stderr)
 # VmHWM: this process's own peak (ru_maxrss would carry the parent's over fork + exec).
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status")
            if line.startswith("VmHWM:"))
-print(json.dumps({{"rows": r.rows, "wall": wall, "cpu": cpu, "rss_mb": hwm / 1024}}))
+kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({{"rows": r.rows, "wall": wall, "cpu": used, "rss_mb": hwm / 1024,
+                  "child_rss_mb": kids / 1024, "jobs": {jobs!r}}}))
 """
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     out = subprocess.run(
         [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
     )
+    if profile:
+        print(out.stderr, file=sys.stderr)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -190,17 +209,25 @@ def main() -> None:
     ap.add_argument("--gzip-rows", type=int, default=1_000_000)
     ap.add_argument("--spark-rows", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--jobs", type=int, default=2, help="processes for a second repeat run")
+    ap.add_argument("--profile", action="store_true", help="cProfile the Parquet scan")
     args = ap.parse_args()
 
+    print(f"load average at start: {os.getloadavg()}", file=sys.stderr)
     parquet = generate(args.rows)
     results: dict[str, dict[str, float]] = {}
-    results["parquet"] = child([str(parquet)], "local")
+    results["parquet"] = child([str(parquet)], "local", profile=args.profile)
     results["naive"] = naive(parquet, args.naive_rows)
     results["gzip"] = child([str(gzip_jsonl(parquet, args.gzip_rows))], "local")
     if args.repeat > 1:
         results["repeat"] = child([str(parquet)] * args.repeat, "local")
+        if args.jobs > 1:
+            results[f"repeat, --jobs {args.jobs}"] = child(
+                [str(parquet)] * args.repeat, "local", jobs=args.jobs
+            )
     if args.spark_rows:
         results["spark"] = child([str(head_parquet(parquet, args.spark_rows))], "spark")
+    print(f"load average at end: {os.getloadavg()}", file=sys.stderr)
 
     def rate(r: dict[str, float], key: str) -> float:
         return r["rows"] / r[key]
@@ -213,7 +240,11 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
-        rss = f"{r['rss_mb']:.0f} MB" if "rss_mb" in r and name != "spark" else "-"
+        rss = "-"
+        if "rss_mb" in r and name != "spark":
+            rss = f"{r['rss_mb']:.0f} MB"
+            if r.get("jobs", 1) > 1:
+                rss += f" (+ {r['child_rss_mb']:.0f} MB per scan process)"
         if name == "spark":  # the work runs in the JVM and Python workers, not this process
             cpu = per_core = ratio = "-"
         else:
