@@ -48,7 +48,11 @@ from geogate.intel.addresses import IPVersion, format_address, parse_address
 from geogate.intel.facts import IntelFacts, NetworkFlag, Provenance
 from geogate.intel.places import MAX_PLACE_SUBDIVISIONS, Place
 from geogate.intel.sources import ProblemLog, SourceRange
-from geogate.intel.sources.mmdb_verify import first_bad_record, verify_mmdb
+from geogate.intel.sources.mmdb_verify import (
+    first_bad_record,
+    verify_data_section,
+    verify_mmdb,
+)
 from geogate.intel.subdivisions import resolve_subdivision
 from geogate.policy.cities import canonical_city
 
@@ -154,11 +158,14 @@ class MmdbSource:
         """Yield every network in the file with the extracted values (adjacent equal
         networks merged). Networks under ``::/96`` of an IPv6 tree are IPv4 ones.
 
-        The file is checked whole first (:func:`~geogate.intel.sources.mmdb_verify.verify_mmdb`)
-        and a data record that does not decode stops the build: ``IntelDataError`` naming the
-        file and the first bad offset, never a partial source.
+        The file is checked whole first (the search tree by
+        :func:`~geogate.intel.sources.mmdb_verify.verify_mmdb`, the data section by
+        :func:`~geogate.intel.sources.mmdb_verify.verify_data_section`) and a data record
+        that does not decode stops the build: ``IntelDataError`` naming the file and the first
+        bad offset, never a partial source.
         """
         check = verify_mmdb(self._path)
+        verify_data_section(self._path, check)
         where = self._path.name
         pending: list[Any] | None = None  # [version, first, last, values]
         try:
@@ -187,7 +194,7 @@ class MmdbSource:
                 if pending is not None:
                     yield _to_range(pending)
                 pending = [version, first, last, values]
-        except (maxminddb.InvalidDatabaseError, ValueError, UnicodeDecodeError) as exc:
+        except (maxminddb.InvalidDatabaseError, ValueError, UnicodeDecodeError, SystemError) as exc:
             bad = first_bad_record(self._path, check.data_offsets, tree_bytes=check.tree_bytes)
             at = f"first bad record at offset {bad}" if bad is not None else "offset not found"
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
