@@ -307,6 +307,65 @@ def _reason_dict(masks: npt.NDArray[np.uint32], code: npt.NDArray[np.int64]) -> 
     return _dict(encoded.indices.to_numpy()[code], names)
 
 
+class _Clients:
+    """A batch's distinct client addresses, with what the previous batch already worked out
+    for those it had too (logs repeat their clients from batch to batch): parsed addresses
+    and decisions are computed for the new ones only.
+
+    Decisions are kept per decider and policy segment — the unit in which
+    :meth:`geogate.decide.Decider.key_table` holds them constant.
+    """
+
+    def __init__(self, uniq: pa.Array, previous: _Clients | None) -> None:
+        self.uniq = uniq
+        n = len(uniq)
+        self.is_v4 = np.zeros(n, bool)
+        self.ints = np.zeros(n, np.uint32)
+        self.decided: dict[tuple[int, int], tuple[npt.NDArray[Any], ...]] = {}
+        if previous is not None and n and len(previous.uniq):
+            found = pc.index_in(uniq, value_set=previous.uniq)
+            src = found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        else:
+            src = np.full(n, -1, np.int64)
+        self.hit = np.flatnonzero(src >= 0)
+        self.src = src[self.hit]
+        self.new = np.flatnonzero(src < 0)
+        if previous is not None and len(self.hit):
+            self.is_v4[self.hit] = previous.is_v4[self.src]
+            self.ints[self.hit] = previous.ints[self.src]
+        self.new_texts = uniq.take(pa.array(self.new)) if len(self.new) < n else uniq
+        new_v4, new_ints = Judge._parse_uniques(self.new_texts)
+        self.new_parsed = (new_v4, new_ints)
+        self.is_v4[self.new[new_v4]] = True
+        self.ints[self.new[new_v4]] = new_ints
+
+    @property
+    def parsed(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]]:
+        """Positions of the IPv4 addresses and their values."""
+        v4_pos = np.flatnonzero(self.is_v4)
+        return v4_pos, self.ints[v4_pos]
+
+    def decide(
+        self, judge: Judge, decider: Decider, at: datetime, previous: _Clients | None
+    ) -> tuple[npt.NDArray[Any], ...]:
+        """actions, reasons, regions, keys of each distinct address at ``at``."""
+        key = (id(decider), decider.policies.segment(at))
+        done = self.decided.get(key)
+        if done is not None:
+            return done
+        old = previous.decided.get(key) if previous is not None else None
+        if old is None or not len(self.hit):
+            done = judge._decide_uniques(decider, self.uniq, self.parsed, at)
+        else:
+            fresh = judge._decide_uniques(decider, self.new_texts, self.new_parsed, at)
+            done = tuple(np.empty(len(self.uniq), column.dtype) for column in fresh)
+            for out, before, now in zip(done, old, fresh, strict=True):
+                out[self.hit] = before[self.src]
+                out[self.new] = now
+        self.decided[key] = done
+        return done
+
+
 class Judge:
     """Decides batches of :data:`geogate.scan.readers.RAW_SCHEMA` rows.
 
@@ -337,6 +396,7 @@ class Judge:
         )
         self.egress_names: list[str] = []  # egress networks other than IPv4 /24s, by id
         self._egress_ids: dict[str, int] = {}
+        self._clients: _Clients | None = None  # the previous batch's
 
     def _decider(self, scenario: Scenario) -> Decider:
         d = self._deciders.get(id(scenario))
@@ -467,11 +527,11 @@ class Judge:
     def _decide_entries(
         self,
         scenario: Scenario,
-        uniq: pa.Array,
+        clients: _Clients,
+        previous: _Clients | None,
         cidx: npt.NDArray[np.int64],
         ts_us: npt.NDArray[np.int64],
         accounts: pa.Array,
-        parsed: tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]],
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Outcomes, npt.NDArray[np.int64]]:
         """Each row's entry, each entry's client (index into ``uniq``; ``len(uniq)`` for
         none), the entries' outcomes under ``scenario``, and each client's range key.
@@ -480,6 +540,7 @@ class Judge:
         exempt account gets an entry of its own.
         """
         decider = self._decider(scenario)
+        uniq = clients.uniq
         n_uniq = len(uniq)
         width = n_uniq + 1
         ats, seg = self._segments(scenario, ts_us)
@@ -489,7 +550,7 @@ class Judge:
         regions = np.zeros(size, np.uint16)
         keys = np.full(width, -1, np.int64)
         for j, at in enumerate(ats):
-            a, r, g, k = self._decide_uniques(decider, uniq, parsed, at)
+            a, r, g, k = clients.decide(self, decider, at, previous)
             base = j * width
             actions[base : base + n_uniq] = _ACTION_INDEX[a]
             reasons[base : base + n_uniq] = r
@@ -566,14 +627,17 @@ class Judge:
         ts = batch.column("ts")
         ts_us = ts.cast(pa.int64()).to_numpy(zero_copy_only=False)
         accounts = batch.column("account")
-        parsed = self._parse_uniques(uniq)
+        previous = self._clients
+        known = _Clients(uniq, previous)
+        self._clients = known
+        parsed = known.parsed
         code_a, client_a, out_a, keys = self._decide_entries(
-            self.scenario, uniq, cidx, ts_us, accounts, parsed
+            self.scenario, known, previous, cidx, ts_us, accounts
         )
         code, client, out_b = code_a, client_a, None
         if self.compare is not None:
             code_b, _, b, _ = self._decide_entries(
-                self.compare, uniq, cidx, ts_us, accounts, parsed
+                self.compare, known, previous, cidx, ts_us, accounts
             )
             if code_b is code_a:  # one entry per client in both: the same table
                 out_b = b
