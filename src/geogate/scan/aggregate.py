@@ -212,10 +212,11 @@ class Accumulator:
 
     Per batch, the rows are grouped by integer keys built from a few gathers — the batch's
     outcome entries are classed first (a batch has far fewer distinct outcomes than rows),
-    accounts and orgs are local dictionary ids mapped to global ids once per distinct value —
-    and counted with ``bincount`` or one hash aggregation. The partial results, in global
-    integer ids, are merged whenever they pass ``compact_rows``; strings come back only for
-    the output's distinct keys at the end.
+    accounts and orgs are the batch's dictionary ids — and counted with ``bincount`` or one
+    hash aggregation. A batch's partial result holds integer codes for everything but the
+    account and org (taken once per distinct key); partial results are merged with NumPy
+    whenever they pass ``compact_rows``, and region, kind, reason and egress names come back
+    only for the output's distinct keys at the end.
     """
 
     def __init__(self, *, compare: bool, compact_rows: int = 2_000_000) -> None:

@@ -141,11 +141,6 @@ other networks (IPv6 /48) get ids from this base on, numbered by the :class:`Jud
 for no egress network."""
 
 
-def v4_network_name(prefix: int) -> str:
-    """``0x01020300`` -> ``"1.2.3.0/24"``."""
-    return f"{prefix >> 24}.{(prefix >> 16) & 255}.{(prefix >> 8) & 255}.0/24"
-
-
 def egress_names(ids: npt.NDArray[np.int64], named: Sequence[str]) -> pa.Array:
     """The networks egress ``ids`` stand for ("" for -1); ``named``: the names of ids from
     :data:`EGRESS_NAMED_BASE` on. IPv4 /24 names are formatted by Arrow, not per id."""
@@ -241,14 +236,6 @@ class Verdicts:
         change[(ai == 1) & (bi == 0)] = 4
         change[(ai != bi) & (change == 0)] = 5
         return change
-
-    def egress_name(self, egress_id: int) -> str:
-        """The network an egress id stands for ("" for none)."""
-        if egress_id < 0:
-            return ""
-        if egress_id < EGRESS_NAMED_BASE:
-            return v4_network_name(egress_id)
-        return self.egress_names[egress_id - EGRESS_NAMED_BASE]
 
     def to_batch(self) -> pa.RecordBatch:
         """The judged rows: the columns of :data:`JUDGED_FIELDS` (and :data:`COMPARE_FIELDS`
