@@ -8,8 +8,8 @@ of addresses at once, and ``facts_at(key)`` turns one key into :class:`IntelFact
 
 Hot-path cost (measured, see docs/snapshot-format.md): ``locate`` parses with
 ``socket.inet_pton`` and searches a 65,536-entry table on the top 16 bits, then bisects the
-few starts of that bucket in an ``array.array`` (no Python int objects for the whole table,
-so it stays small and cache friendly).
+few starts of that bucket in a memoryview of the numpy starts (no Python int objects for the
+whole table and no copy of it, so it stays small and cache friendly).
 """
 
 from __future__ import annotations
@@ -342,11 +342,13 @@ class Snapshot:
         self._v4_np = _readonly(v4)
         self._v6_hi_np = _readonly(v6h)
         self._v6_lo_np = _readonly(v6l)
-        self._v4_starts = array.array(_U32_CODE, v4.tobytes())
+        # Memoryviews of the numpy arrays: bisect reads them as fast as an array.array, with no
+        # 12 MB copy at load (every `geogate check` loads the snapshot).
+        self._v4_starts = self._v4_np.data
         v4_bounds = _bucket_bounds(v4 >> np.uint32(16))
         self._v4_bounds = array.array(_U32_CODE, v4_bounds.astype(np.uint32).tobytes())
-        self._v6_hi = array.array(_U64_CODE, v6h.tobytes())
-        self._v6_lo = array.array(_U64_CODE, v6l.tobytes())
+        self._v6_hi = self._v6_hi_np.data
+        self._v6_lo = self._v6_lo_np.data
         v6_bounds = _bucket_bounds(v6h >> np.uint64(48))
         self._v6_bounds = array.array(_U32_CODE, v6_bounds.astype(np.uint32).tobytes())
         self._v4_bnp = (v4_bounds[:-1], v4_bounds[1:])
