@@ -169,7 +169,9 @@ def test_build_precedence_matches_brute_force(
         (d / "build.toml").write_text(
             "[build]\nblank_special_purpose = false\n"
             '[[sources]]\nname = "a"\nkind = "csv-country"\npath = "a.csv"\ndate = "2026-06-01"\n'
+            "min_networks = 0\n"  # an empty source is a case of the property
             '[[sources]]\nname = "b"\nkind = "csv-country"\npath = "b.csv"\ndate = "2026-06-02"\n'
+            "min_networks = 0\n"
             '[precedence]\nlocation = ["a", "b"]\n'
         )
         snap = build_snapshot(load_build_config(d / "build.toml"))

@@ -932,12 +932,19 @@ def _org_column_is_redundant(
 
 
 def _check_file_yield(sc: SourceConfig, path: Path, count: int) -> None:
-    """A non-empty file that gives nothing is a wrong layout or a broken file, not no data."""
-    if count == 0 and sc.min_networks != 0 and path.exists() and path.stat().st_size > 0:
+    """A file that gives nothing is a wrong layout, a broken file or a failed download (an
+    empty file too: a feed that came back empty would drop every flag it gave), not no data;
+    ``min_networks = 0`` allows it."""
+    if count == 0 and sc.min_networks != 0 and path.exists():
+        size = path.stat().st_size
+        what = (
+            "the file is empty"
+            if size == 0
+            else f"no usable networks for {', '.join(sc.fields)} in this {size}-byte file "
+            "(wrong kind or layout?)"
+        )
         raise IntelDataError(
-            f"source {sc.name}: no usable networks for {', '.join(sc.fields)} in this "
-            f"{path.stat().st_size}-byte file (wrong kind or layout?); set min_networks = 0 "
-            "to allow an empty feed",
+            f"source {sc.name}: {what}; set min_networks = 0 to allow an empty feed",
             path=str(path),
         )
 

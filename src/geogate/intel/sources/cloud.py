@@ -46,7 +46,7 @@ class CloudRangesSource:
         try:
             if self._path.stat().st_size > MAX_JSON_BYTES:
                 raise IntelDataError("file too large for a range list", path=str(self._path))
-            text = self._path.read_text(encoding="utf-8", errors="replace")
+            text = self._path.read_text(encoding="utf-8-sig", errors="replace")
         except OSError as exc:
             raise IntelDataError(
                 f"cannot read: {exc.strerror or exc}", path=str(self._path)

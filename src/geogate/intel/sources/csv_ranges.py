@@ -77,7 +77,7 @@ class CsvRangeSource:
         """Yield one range per valid line, in file order."""
         where = self._path.name
         try:
-            fh = self._path.open(encoding="utf-8", errors="replace", newline="")
+            fh = self._path.open(encoding="utf-8-sig", errors="replace", newline="")
         except OSError as exc:
             raise IntelDataError(
                 f"cannot read: {exc.strerror or exc}", path=str(self._path)

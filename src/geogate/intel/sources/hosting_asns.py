@@ -54,7 +54,7 @@ class HostingAsnSource:
             )
             return SHIPPED_NAME.rsplit("/", 1)[-1], ref.read_text(encoding="utf-8")
         try:
-            return self._path.name, self._path.read_text(encoding="utf-8", errors="replace")
+            return self._path.name, self._path.read_text(encoding="utf-8-sig", errors="replace")
         except OSError as exc:
             raise IntelDataError(
                 f"cannot read: {exc.strerror or exc}", path=str(self._path)

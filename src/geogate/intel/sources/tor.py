@@ -37,7 +37,7 @@ class TorExitListSource:
         """Yield one single-address range per listed exit."""
         where = self._path.name
         try:
-            fh = self._path.open(encoding="utf-8", errors="replace")
+            fh = self._path.open(encoding="utf-8-sig", errors="replace")
         except OSError as exc:
             raise IntelDataError(
                 f"cannot read: {exc.strerror or exc}", path=str(self._path)
