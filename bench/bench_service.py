@@ -145,6 +145,8 @@ def nginx_conf(workdir: Path, *, listen: int, geogate: int, static: int) -> Path
     for old, new in ((8080, listen), (8300, geogate), (9000, static)):
         site = re.sub(rf"(?<![0-9.]){old}(?![0-9])", str(new), site)
     site = site.replace("listen [::1]:", "# listen [::1]:")
+    # The deploy file's JSON access log (as shipped: logging is part of the measured path).
+    site = site.replace("/var/log/nginx/geogate.json.log", str(workdir / "access.json.log"))
     (workdir / "site.conf").write_text(site, encoding="utf-8")
     temp = "".join(
         f"  {k}_temp_path {workdir / k};\n"
@@ -228,6 +230,9 @@ def start_envoy(
     for old, new in ((10000, port), (9901, admin), (9000, api_port), (8300, geogate_port)):
         text = re.sub(rf"(?<![0-9.]){old}(?![0-9])", str(new), text)
     text = re.sub(r"(?<![0-9.])8301(?![0-9])", str(geogate_port), text)
+    text = text.replace(
+        "/var/log/envoy/geogate.json.log", str(workdir / f"access-{mode}-{geogate_port}.json.log")
+    )
     config = workdir / f"envoy-{mode}-{geogate_port}.yaml"
     config.write_text(text, encoding="utf-8")
     proc = subprocess.Popen(
