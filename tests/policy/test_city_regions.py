@@ -74,6 +74,19 @@ def test_most_specific_rule_wins() -> None:
         ('"UA-65/a\\\\b"', "a character a name cannot have"),
         ('"UA-23/Zaporizhzhia", "UA-23/zaporizhzhya"', "already in rule"),
         ('"UA-23/Запоріжжя"', "write the city in ASCII"),
+        # A GeoNames reference without a GeoNames id was taken for a city name (a warning).
+        ('"UA-23/geonames:abc"', "GeoNames id in digits"),
+        ('"UA-23/geonames:-1"', "GeoNames id in digits"),
+        ('"UA-23/geonames:"', "GeoNames id in digits"),
+        ('"UA-23/geonames:1e5"', "GeoNames id in digits"),
+        ('"UA-23/geonames:0x10"', "GeoNames id in digits"),
+        ('"UA-23/geonames:99999999999"', "GeoNames id in digits"),
+        ('"UA-23/geonames:687700", "UA-23/GEONAMES:0687700"', "already in rule"),
+        ('"UA-23/Zapo\u200drizhzhia"', "a character a name cannot have"),
+        ('"UA-23/\u202eaihzhziropaZ"', "a character a name cannot have"),
+        ('"UA-23\uff0fZaporizhzhia"', "not an ISO 3166-1 alpha-2 country"),
+        ('"/"', "needs its ISO 3166-2 subdivision"),
+        ('"UA-23//Zaporizhzhia"', "a character a name cannot have"),
     ],
 )
 def test_bad_city_regions_name_file_line_and_key(entry: str, fragment: str) -> None:
@@ -82,6 +95,11 @@ def test_bad_city_regions_name_file_line_and_key(entry: str, fragment: str) -> N
         parse_policy(text, path="p.toml")
     assert str(info.value).startswith("p.toml:6: rules[0].regions: ")
     assert fragment in str(info.value)
+
+
+def test_a_geonames_reference_has_one_spelling() -> None:
+    region = Region.parse("ua-23/GEONAMES: 0687700")
+    assert (region.code, region.key) == ("UA-23/geonames:687700", "UA-23/geonames:687700")
 
 
 def test_region_line_points_at_the_city(tmp_path: Path) -> None:

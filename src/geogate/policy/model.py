@@ -52,6 +52,20 @@ _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _SUBDIVISION = re.compile(r"^[A-Z]{2}-[A-Z0-9]{1,3}$")
 
 
+def _geonames_ref(text: str, name: str) -> str:
+    """``geonames:ID`` in its one spelling (lower case, no leading zeros); ValueError for a
+    reference whose id is not a GeoNames id, which would otherwise be taken for a city name
+    that never matches."""
+    _, colon, number = name.partition(":")
+    number = number.strip()
+    if not colon or not (number.isdigit() and len(number) <= 10 and int(number) < 1 << 32):
+        raise ValueError(
+            f"{text!r}: a GeoNames reference is geonames: and the city's GeoNames id in "
+            "digits (e.g. 'UA-23/geonames:687700')"
+        )
+    return f"geonames:{int(number)}"
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Region:
     """An ISO 3166-1 alpha-2 country (``"CN"``), an ISO 3166-2 subdivision (``"UA-43"``) or a
@@ -88,6 +102,8 @@ class Region:
                     f"{text!r}: write the city in ASCII, as the location source's English name "
                     "(accents are ignored when matching)"
                 )
+            if name.casefold().startswith("geonames:"):
+                name = _geonames_ref(text, name)
             return cls(f"{code}/{name}")
         if not (_COUNTRY.match(code) or _SUBDIVISION.match(code)):
             raise ValueError(
