@@ -78,3 +78,28 @@ def test_ip2location_style_csv(tmp_path: Path) -> None:
     assert snap.lookup("1.0.0.1").country == "US"
     assert snap.lookup("1.0.2.1").country == "CN"
     assert snap.lookup("0.1.2.3").country is None
+
+
+def test_ip2proxy_style_csv(tmp_path: Path) -> None:
+    """IP2Proxy PX2: quoted integers and a proxy_type code; a robot (SES) row is skipped."""
+    (tmp_path / "IP2PROXY-LITE-PX2.CSV").write_text(
+        '"ip_from","ip_to","proxy_type","country_code","country_name"\n'
+        '"16777216","16777471","VPN","US","United States of America"\n'
+        '"16777472","16777727","TOR","DE","Germany"\n'
+        '"16777728","16777983","DCH","NL","Netherlands"\n'
+        '"16777984","16778239","PUB","CN","China"\n'
+        '"16778240","16778495","RES","BR","Brazil"\n'
+        '"16778496","16778751","CPN","US","United States of America"\n'
+        '"16778752","16779007","SES","US","United States of America"\n'
+    )
+    snap = _build(tmp_path, "csv-flag", "IP2PROXY-LITE-PX2.CSV")
+    want = {
+        "1.0.0.1": NetworkFlag.VPN,
+        "1.0.1.1": NetworkFlag.TOR,
+        "1.0.2.1": NetworkFlag.HOSTING,
+        "1.0.3.1": NetworkFlag.PROXY,
+        "1.0.4.1": NetworkFlag.RESIDENTIAL_PROXY,
+        "1.0.5.1": NetworkFlag.RELAY,
+        "1.0.6.1": NetworkFlag.NONE,
+    }
+    assert {ip: snap.lookup(ip).flags for ip in want} == want

@@ -31,14 +31,28 @@ CsvKind = Literal["country", "asn", "flag"]
 CSV_KINDS: Final = ("country", "asn", "flag")
 
 
+# IP2Proxy's proxy_type codes (its PX2 and later CSV files: ip_from, ip_to, proxy_type, ...).
+# SES (search engine robots) names no anonymizer, so such a row is skipped as unknown.
+IP2PROXY_TYPES: Final = {
+    "DCH": NetworkFlag.HOSTING,  # hosting provider, data center or CDN
+    "PUB": NetworkFlag.PROXY,  # public proxy
+    "WEB": NetworkFlag.PROXY,  # web proxy
+    "RES": NetworkFlag.RESIDENTIAL_PROXY,  # residential proxy
+    "CPN": NetworkFlag.RELAY,  # consumer privacy network (iCloud Private Relay and similar)
+    "EPN": NetworkFlag.HOSTING,  # enterprise private network: a company's cloud egress
+}
+
+
 def parse_flags(text: str) -> NetworkFlag | None:
-    """Flag names joined by ``|`` (``"vpn|proxy"``) as a NetworkFlag; None if one is unknown."""
+    """Flag names joined by ``|`` (``"vpn|proxy"``), or an IP2Proxy ``proxy_type`` code
+    (``VPN``, ``TOR``, ``DCH``, ``PUB``, ``WEB``, ``RES``, ``CPN``, ``EPN``), as a NetworkFlag;
+    None if one is unknown."""
     flags = NetworkFlag.NONE
     for part in text.replace(";", "|").split("|"):
         word = part.strip().upper()
         if not word:
             continue
-        member = NetworkFlag.__members__.get(word)
+        member = IP2PROXY_TYPES.get(word) or NetworkFlag.__members__.get(word)
         if member is None or member is NetworkFlag.NONE:
             return None
         flags |= member
