@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import tracemalloc
 from pathlib import Path
 
 import pyarrow as pa
@@ -227,3 +228,29 @@ def test_api_keys_are_read_for_the_account_preview_only(tmp_path: Path) -> None:
     assert table.column("api_key").to_pylist() == ["k-1"]
     table, _ = _read_all(path, ReadOptions(client_hints=False))
     assert table.column("api_key").to_pylist() == [None]
+
+
+@pytest.mark.parametrize("fmt", ["events", "nginx-combined"])
+def test_a_line_of_many_megabytes_is_one_malformed_line(
+    tmp_path: Path, requests: pa.Table, fmt: str
+) -> None:
+    """A line without an end for 40 MB is counted once and skipped without being held in
+    memory whole; the lines around it are read."""
+    suffix, render = TEXT_FORMATS[fmt]
+    text = render(requests)
+    half = text.index(b"\n", len(text) // 2) + 1
+    long_line = b"x" * 40_000_000
+    path = write_text(
+        tmp_path / f"log{suffix}", text[:half] + long_line + b"\n" + text[half:], "gzip"
+    )
+    del long_line
+    tracemalloc.start()
+    try:
+        table, stats = _read_all(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 40_000_000
+    assert table.num_rows == requests.num_rows
+    assert stats.count == 1
+    assert stats.samples[0]["line"] == text[:half].count(b"\n") + 1

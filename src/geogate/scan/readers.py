@@ -218,6 +218,7 @@ def _lines(
         stream = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), codec) if codec else None
         tail = b""
         blocks = 0
+        skipping = False
         while True:
             try:
                 block = stream.read(_BLOCK_BYTES) if stream is not None else raw.read(_BLOCK_BYTES)
@@ -231,13 +232,24 @@ def _lines(
             if stats is not None:
                 stats.bytes_read = raw.tell()
             blocks += 1
+            if skipping:
+                block, skipping = _skip_line(block)
             lines = (tail + block).split(b"\n")
             tail = lines.pop()
             yield from lines
+            if len(tail) > MAX_LINE_CHARS:  # too long already: its start stands for it
+                yield tail[: MAX_LINE_CHARS + 1]
+                tail, skipping = b"", True
             if limit_blocks is not None and blocks >= limit_blocks:
                 return
         if tail:
             yield tail
+
+
+def _skip_line(data: bytes) -> tuple[bytes, bool]:
+    """``data`` after the end of the line being skipped, and whether it is still skipped."""
+    end = data.find(b"\n")
+    return (b"", True) if end < 0 else (data[end + 1 :], False)
 
 
 class _Columns:
@@ -351,6 +363,7 @@ def _blocks(path: Path, *, stats: ReadStats, block_bytes: int) -> Iterator[bytes
         stream = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), codec) if codec else None
         parts: list[bytes] = []
         size = 0
+        skipping = False
         while True:
             try:
                 chunk = stream.read(_BLOCK_BYTES) if stream is not None else raw.read(_BLOCK_BYTES)
@@ -360,6 +373,8 @@ def _blocks(path: Path, *, stats: ReadStats, block_bytes: int) -> Iterator[bytes
             if not chunk:
                 break
             stats.bytes_read = raw.tell()
+            if skipping:
+                chunk, skipping = _skip_line(chunk)
             parts.append(chunk)
             size += len(chunk)
             if size < block_bytes:
@@ -367,7 +382,10 @@ def _blocks(path: Path, *, stats: ReadStats, block_bytes: int) -> Iterator[bytes
             block = b"".join(parts)
             cut = block.rfind(b"\n")
             if cut < 0:
-                parts = [block]
+                # A block without a line end: the line is far too long. Its start stands for
+                # it (counted as over-long), the rest is skipped: memory stays bounded.
+                yield block[: MAX_LINE_CHARS + 1] + b"\n"
+                parts, size, skipping = [], 0, True
                 continue
             yield block[: cut + 1]
             parts = [block[cut + 1 :]]
