@@ -137,3 +137,11 @@ def test_ipinfo_location_geonames_ids_reach_city_rules(snaps: dict[str, Snapshot
         assert decide(preset, snap, Req(ip=ip), at=AT).action is action, ip
     for ip in ("5.2.0.1", "5.4.0.1", "2a02:2770::1"):
         assert decide(preset, snap, Req(ip=ip), at=AT).action is Action.DENY, ip
+
+
+def test_flags_in_a_nested_object(snaps: dict[str, Snapshot]) -> None:
+    snap = snaps["nested"]
+    vpn = snap.lookup("8.1.0.1")
+    assert (vpn.country, vpn.flags, vpn.anonymizer_provider) == ("US", F.VPN | F.HOSTING, "NordVPN")
+    assert snap.lookup("8.2.0.1").flags == F.TOR
+    assert snap.lookup("8.3.0.1").flags == F.HOSTING

@@ -25,8 +25,10 @@ Anonymizer flags (field ``flags``) come from:
   record is a residential_proxy exit, with its ``provider_name`` and ``anonymizer_confidence``;
 - IPinfo privacy: ``vpn``, ``proxy``, ``tor``, ``relay``, ``hosting`` (booleans or the
   strings ``"true"``/``"false"``), ``service`` (the provider's name, kept as evidence);
-- ``is_*`` layouts (IPinfo, ipapi.is and similar): ``is_vpn``, ``is_proxy``, ``is_tor``,
-  ``is_relay``, ``is_hosting``/``is_datacenter``, ``is_residential_proxy``, ``is_anonymous``
+- ``is_*`` layouts (IPinfo, ipapi.is, ipregistry and similar): ``is_vpn``, ``is_proxy``,
+  ``is_tor``/``is_tor_exit``, ``is_relay``, ``is_hosting``/``is_datacenter``/
+  ``is_cloud_provider``, ``is_residential_proxy``, ``is_anonymous``, at the top of the record
+  or in a ``privacy`` or ``security`` object
   (anonymous unless a VPN, proxy, Tor or relay flag names the kind: there a hosting flag
   does not, so IPinfo Core's anonymous datacenter exit is both hosting and anonymous).
 
@@ -77,6 +79,8 @@ _FLAG_KEYS: Final[tuple[tuple[str, NetworkFlag], ...]] = (
     ("is_relay", NetworkFlag.RELAY),
     ("is_hosting", NetworkFlag.HOSTING),
     ("is_datacenter", NetworkFlag.HOSTING),
+    ("is_cloud_provider", NetworkFlag.HOSTING),
+    ("is_tor_exit", NetworkFlag.TOR),
     ("vpn", NetworkFlag.VPN),
     ("proxy", NetworkFlag.PROXY),
     ("tor", NetworkFlag.TOR),
@@ -84,6 +88,7 @@ _FLAG_KEYS: Final[tuple[tuple[str, NetworkFlag], ...]] = (
     ("hosting", NetworkFlag.HOSTING),
 )
 _PROVIDER_KEYS: Final = ("provider_name", "service")
+_NESTED_FLAG_KEYS: Final = ("traits", "privacy", "security")
 _TRUE_TEXT: Final = frozenset({"true", "1", "yes", "y", "t"})
 
 
@@ -378,8 +383,10 @@ def _anonymizer_of(
     hosting_explains = False
     provider: str | None = None
     confidence: int | None = None
-    traits = record.get("traits")
-    for layer in (record, traits) if isinstance(traits, dict) else (record,):
+    # The flags sit at the top, or in a nested object: GeoIP2 Enterprise "traits", IPinfo's
+    # API layout "privacy", ipregistry's and similar "security".
+    nested = (record.get(key) for key in _NESTED_FLAG_KEYS)
+    for layer in (record, *(n for n in nested if isinstance(n, dict))):
         for key, flag in _FLAG_KEYS:
             if key in layer and _is_true(layer[key]):
                 flags |= flag
