@@ -8,8 +8,11 @@ which Typer would import to convert the arguments.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from importlib.resources import files
+from pathlib import Path
 
 HEAVY = (
     "geogate.notify",
@@ -31,21 +34,25 @@ HEAVY = (
 )
 
 PROBE = f"""
-import json, sys
+import contextlib, io, json, sys
 from geogate.cli.main import main
-code = main(sys.argv[1:])
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    code = main(sys.argv[1:])
 heavy = {HEAVY!r}
-print(json.dumps({{"code": code, "loaded": sorted(m for m in sys.modules if m.startswith(heavy))}}))
+loaded = sorted(m for m in sys.modules if m.startswith(heavy))
+print(json.dumps({{"code": code, "loaded": loaded, "stdout": out.getvalue()}}))
 """
 
 
-def run_probe(*args: str) -> dict[str, object]:
+def run_probe(*args: str, env: dict[str, str] | None = None) -> dict[str, object]:
     result = subprocess.run(
         [sys.executable, "-c", PROBE, *args],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+        env={**os.environ, **(env or {})},
     )
     assert result.returncode == 0, result.stderr
     report: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
@@ -56,6 +63,30 @@ def test_check_imports_no_store_notices_or_web_modules() -> None:
     report = run_probe("check", "8.8.8.8", "2a00:1450:4001::1", "--json")
     assert report["code"] == 0
     assert report["loaded"] == []
+
+
+def test_every_check_option_is_read_without_pydantic(tmp_path: Path) -> None:
+    """Lists, paths, text and flags (Typer would convert each with pydantic), also from the
+    environment, reach the check as the right types."""
+    snapshot = tmp_path / "copy.snapshot"
+    snapshot.write_bytes((files("geogate.intel") / "data" / "default.snapshot").read_bytes())
+    report = run_probe(
+        "check",
+        "59.224.0.1",
+        "--snapshot",
+        str(snapshot),
+        "--at",
+        "2024-07-10",
+        "--account",
+        "acct-1",
+        "--json",
+        env={"GEOGATE_POLICY": "builtin:unsupported-regions"},
+    )
+    assert report["code"] == 0
+    assert report["loaded"] == []
+    decision = json.loads(str(report["stdout"]).splitlines()[0])
+    assert (decision["action"], decision["region"]) == ("deny", "CN")
+    assert decision["at"].startswith("2024-07-10")
 
 
 def test_the_probe_sees_what_other_commands_import() -> None:
