@@ -42,6 +42,7 @@ unit:
 test: system-deps install lint typecheck unit
 
 bench: install
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'  # chart (matplotlib)
 	$(BIN)/python bench/bench_decide.py
 	$(BIN)/python bench/bench_service.py
 	$(BIN)/python bench/bench_accounts.py
