@@ -500,8 +500,8 @@ class Judge:
         )
         seg = np.searchsorted(bounds, ts_us, side="right")
         present = np.flatnonzero(np.bincount(seg, minlength=len(bounds) + 1))
-        if len(present) == 1:
-            first = int(ts_us[0])
+        if len(present) <= 1:  # one segment (or no rows)
+            first = int(ts_us[0]) if len(ts_us) else int(bounds[0]) if len(bounds) else 0
             return [datetime.fromtimestamp(first / 1_000_000, UTC)], None
         ats: list[datetime] = []
         position = np.zeros(len(bounds) + 1, np.int64)
