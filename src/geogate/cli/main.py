@@ -337,8 +337,8 @@ def data_build(
         bool,
         typer.Option(
             "--force",
-            help="Replace the snapshot even when more addresses change country than "
-            "max_country_change allows.",
+            help="Replace the snapshot even when more addresses change country (or "
+            "subdivision) than max_country_change (max_subdivision_change) allows.",
         ),
     ] = False,
 ) -> None:
@@ -347,7 +347,9 @@ def data_build(
     Sources with a `url` are downloaded first (conditional GET: an unchanged feed is not
     downloaded again); --offline builds from the cached copies only. When the output file
     already holds a snapshot, the new one replaces it only if at most `max_country_change`
-    of the located IPv4 addresses change country (default 2 %; see `geogate data diff`).
+    of the located IPv4 addresses change country (default 2 %) and at most
+    `max_subdivision_change` of those with a subdivision change it (default 10 %; see
+    `geogate data diff`).
     """
     from geogate.intel import build  # noqa: PLC0415
     from geogate.intel.fetch import default_cache_dir  # noqa: PLC0415
@@ -368,7 +370,9 @@ def data_build(
     for line in report.lines():
         err.print(line, markup=False, highlight=False)
     if output.exists() and not force:
-        _gate_country_change(output, snap, limit=cfg.max_country_change)
+        _gate_country_change(
+            output, snap, limit=cfg.max_country_change, sub_limit=cfg.max_subdivision_change
+        )
     staging = output.with_name(output.name + ".new")
     snap.save(staging)
     if verify:
@@ -378,8 +382,9 @@ def data_build(
     out.print(f"wrote {output}: {snap.meta.v4_ranges} IPv4 and {snap.meta.v6_ranges} IPv6 ranges")
 
 
-def _gate_country_change(previous: Path, snap: Any, *, limit: float) -> None:
-    """Refuse to replace ``previous`` when too many addresses would change country."""
+def _gate_country_change(previous: Path, snap: Any, *, limit: float, sub_limit: float) -> None:
+    """Refuse to replace ``previous`` when too many addresses would change country, or too
+    many of those with a subdivision would change it."""
     from geogate.intel.diff import diff_snapshots  # noqa: PLC0415
     from geogate.intel.snapshot import Snapshot  # noqa: PLC0415
 
@@ -397,6 +402,17 @@ def _gate_country_change(previous: Path, snap: Any, *, limit: float) -> None:
         raise IntelDataError(
             f"{100 * share:.2f} % of located IPv4 addresses would change country "
             f"(max_country_change {100 * limit:.2f} %; top: {top}); review with "
+            "`geogate data diff`, then rebuild with --force if it is right",
+            path=str(previous),
+        )
+    sub_share = change.subdivision_change_share
+    if sub_share > sub_limit:
+        top = ", ".join(
+            f"{m.old or '-'}->{m.new or '-'} {m.units:,}" for m in change.subdivision_movers[:3]
+        )
+        raise IntelDataError(
+            f"{100 * sub_share:.2f} % of IPv4 addresses with a subdivision would change it "
+            f"(max_subdivision_change {100 * sub_limit:.2f} %; top: {top}); review with "
             "`geogate data diff`, then rebuild with --force if it is right",
             path=str(previous),
         )

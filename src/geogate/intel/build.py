@@ -180,7 +180,9 @@ class BuildConfig:
     blocks of :data:`SPECIAL_PURPOSE` (private, loopback, link-local, documentation, multicast ...),
     where some sources carry stray registry data (one files 192.168.0.0/16 under AU).
     ``max_country_change`` is the share of located IPv4 addresses that may change country
-    when ``geogate data build`` replaces an existing snapshot (see :mod:`geogate.intel.diff`).
+    when ``geogate data build`` replaces an existing snapshot, ``max_subdivision_change`` the
+    share of IPv4 addresses with a subdivision (in either snapshot) that may change it (see
+    :mod:`geogate.intel.diff`).
     """
 
     sources: tuple[SourceConfig, ...]
@@ -189,6 +191,7 @@ class BuildConfig:
     city_regions: tuple[str, ...] = ()
     blank_special_purpose: bool = True
     max_country_change: float = 0.02
+    max_subdivision_change: float = 0.10
 
     def effective_precedence(self) -> dict[str, tuple[str, ...]]:
         """Precedence for every field, with the defaults filled in."""
@@ -235,11 +238,15 @@ def parse_build_config(
     city_regions: tuple[str, ...] = ()
     blank_special = True
     max_change = 0.02
+    max_sub_change = 0.10
     for key, value in build.items():
-        if key == "max_country_change":
+        if key in ("max_country_change", "max_subdivision_change"):
             if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
-                raise fail("build.max_country_change", "must be a share from 0 to 1 (0.02 = 2 %)")
-            max_change = float(value)
+                raise fail(f"build.{key}", "must be a share from 0 to 1 (0.02 = 2 %)")
+            if key == "max_country_change":
+                max_change = float(value)
+            else:
+                max_sub_change = float(value)
             continue
         if key == "blank_special_purpose":
             if not isinstance(value, bool):
@@ -300,6 +307,7 @@ def parse_build_config(
         city_regions=city_regions,
         blank_special_purpose=blank_special,
         max_country_change=max_change,
+        max_subdivision_change=max_sub_change,
     )
 
 
@@ -1579,6 +1587,8 @@ def render_build_config(config: BuildConfig, *, base_dir: Path | None = None) ->
         build_lines.append("blank_special_purpose = false")
     if config.max_country_change != 0.02:  # the default
         build_lines.append(f"max_country_change = {config.max_country_change!r}")
+    if config.max_subdivision_change != 0.10:  # the default
+        build_lines.append(f"max_subdivision_change = {config.max_subdivision_change!r}")
     if build_lines:
         lines += ["[build]", *build_lines, ""]
     for s in config.sources:

@@ -6,7 +6,8 @@ compares two snapshots range by range (IPv4 by addresses, IPv6 by /64 networks, 
 ranges are counted in /64s by every operator) and says how many addresses changed country,
 subdivision or network flags, and which (old, new) pairs moved the most. ``geogate data
 diff`` prints it; ``geogate data build`` refuses to replace a snapshot when more than
-``max_country_change`` of the addresses would change country (unless ``--force``).
+``max_country_change`` of the addresses would change country, or more than
+``max_subdivision_change`` of those with a subdivision would change it (unless ``--force``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from geogate.intel.snapshot import Snapshot
 
 DEFAULT_MAX_COUNTRY_CHANGE: Final = 0.02
 """Share of located IPv4 addresses allowed to change country in one update (2 %)."""
+DEFAULT_MAX_SUBDIVISION_CHANGE: Final = 0.10
+"""Share of IPv4 addresses with a subdivision allowed to change it in one update (10 %): a
+feed that drops or moves the occupied territories' subdivisions changes no country."""
 
 _TOP: Final = 10
 
@@ -43,6 +47,7 @@ class FamilyDiff:
 
     unit: str
     located: int  # units with a country in either snapshot
+    subdivided: int  # units with a subdivision in either snapshot
     country_changed: int
     subdivision_changed: int
     flags_changed: int
@@ -54,6 +59,11 @@ class FamilyDiff:
     def country_change_share(self) -> float:
         """``country_changed / located`` (0.0 when nothing is located)."""
         return self.country_changed / self.located if self.located else 0.0
+
+    @property
+    def subdivision_change_share(self) -> float:
+        """``subdivision_changed / subdivided`` (0.0 when nothing has a subdivision)."""
+        return self.subdivision_changed / self.subdivided if self.subdivided else 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,7 +80,8 @@ class SnapshotDiff:
             out.append(
                 f"{name}: {fam.country_changed:,} of {fam.located:,} located {fam.unit} changed "
                 f"country ({100 * fam.country_change_share:.3f} %), "
-                f"{fam.subdivision_changed:,} subdivision, {fam.flags_changed:,} flags"
+                f"{fam.subdivision_changed:,} of {fam.subdivided:,} subdivision "
+                f"({100 * fam.subdivision_change_share:.3f} %), {fam.flags_changed:,} flags"
             )
             for title, movers in (
                 ("country", fam.country_movers),
@@ -96,9 +107,11 @@ class SnapshotDiff:
             return {
                 "unit": f.unit,
                 "located": f.located,
+                "subdivided": f.subdivided,
                 "country_changed": f.country_changed,
                 "country_change_share": f.country_change_share,
                 "subdivision_changed": f.subdivision_changed,
+                "subdivision_change_share": f.subdivision_change_share,
                 "flags_changed": f.flags_changed,
                 "country_movers": movers(f.country_movers),
                 "subdivision_movers": movers(f.subdivision_movers),
@@ -175,12 +188,15 @@ def _family(
     fb = new.flags[keys_new].astype(np.int64)
     blank = countries.index("")
     located = int(weight[(ca != blank) | (cb != blank)].sum())
+    no_sub = subs.index("") if "" in subs else -1
+    subdivided = int(weight[(sa != no_sub) | (sb != no_sub)].sum())
     country_changed, country_movers = _movers(ca, cb, weight, countries)
     sub_changed, sub_movers = _movers(sa, sb, weight, subs)
     flags_changed, flag_movers = _movers(fa, fb, weight, None)
     return FamilyDiff(
         unit=unit,
         located=located,
+        subdivided=subdivided,
         country_changed=country_changed,
         subdivision_changed=sub_changed,
         flags_changed=flags_changed,
