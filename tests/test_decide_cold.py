@@ -168,3 +168,21 @@ def test_locate_v6_agrees_with_the_vectorised_search_at_every_kind_of_place() ->
     lo = np.array([v & (2**64 - 1) for v in values], dtype=np.uint64)
     expected = snap.locate_many_v6(hi, lo).tolist()
     assert [snap.locate(_v6_text(v)) for v in values] == expected
+
+
+def test_prepare_makes_every_verdict_so_no_first_decision_judges() -> None:
+    """After ``prepare`` (the service calls it before serving) first decisions for new ranges
+    only read verdicts: none is added, and they still equal the pure rule."""
+    snap, policies = _snap(), _policies()
+    decider = Decider(policies, snap)
+    decider.prepare()
+    verdicts = decider._view.verdicts  # the segment in force now (no `at` below)
+    made = len(verdicts)
+    assert made == len(np.unique(np.frombuffer(decider._combos or b"", dtype=np.uint64)))
+    addresses = _one_per_range(snap, 400, seed=12)
+    now = decider.clock.now()
+    for ip in addresses:
+        assert decider.decide(ip) == decide(policies, snap, RequestContext(ip=ip), at=now)
+    assert len(verdicts) == made
+    decider.prepare()  # idempotent
+    assert len(verdicts) == made

@@ -126,6 +126,9 @@ def run(
         Supervisor(config, workers=count, accounts=accounts).run()
         return
     app = create_app(config, accounts=accounts, freeze_gc=True)
+    decider = service_of(app).ref.current.decider
+    if decider is not None:
+        decider.prepare()  # no first decision for a range computes its verdict
     sock = bind_socket(config.host, config.port)
     reservation: socket.socket | None = None
     grpc_port: int | None = None
