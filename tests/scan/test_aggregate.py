@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from tests.scan import reference
 from tests.scan.logfiles import TEXT_FORMATS, write_parquet, write_text
@@ -16,7 +17,7 @@ from geogate.policy.model import PolicySet
 from geogate.policy.parse import load_policy_set, resolve_policy_path
 from geogate.scan.aggregate import Accumulator
 from geogate.scan.judge import Scenario
-from geogate.scan.readers import ReadOptions, ReadStats, expand_inputs
+from geogate.scan.readers import ReadOptions, ReadStats, expand_inputs, parquet_ranges
 from geogate.scan.run import ScanConfig, judged_batches, scan_local, verdict_batches
 
 # Odd requests beside the synthetic ones: a hidden client, IPv6 and IPv4-mapped clients, a
@@ -189,3 +190,69 @@ def test_processes_over_shares_of_the_files_write_the_same_tables(
         assert two.tables[name].equals(table), name
     assert seen
     assert seen[-1][0] == one.rows
+
+
+def test_one_parquet_file_is_cut_into_row_group_ranges_for_processes(
+    tmp_path: Path, requests: pa.Table, snapshot, policies: PolicySet
+) -> None:
+    """--jobs with a single Parquet file: each process reads a range of its row groups; the
+    tables, and the row numbers of malformed rows, are those of one process."""
+    table = requests.set_column(
+        1,
+        "ip",
+        pa.array([None if i == 450 else ip for i, ip in enumerate(requests["ip"].to_pylist())]),
+    )
+    log = tmp_path / "one.parquet"
+    pq.write_table(table, log, row_group_size=100)
+    assert parquet_ranges(log, 2) == [(0, 3), (3, 6)]
+    results = []
+    for jobs in (1, 2):
+        config = ScanConfig(
+            inputs=[str(log)],
+            out=tmp_path / f"out-{jobs}",
+            policies=policies,
+            snapshot=snapshot,
+            read=ReadOptions(batch_rows=64),
+            report=False,
+        )
+        results.append(scan_local(config, jobs=jobs))
+    one, two = results
+    assert two.rows == one.rows == requests.num_rows - 1
+    assert two.stats.samples == one.stats.samples
+    assert [s["line"] for s in one.stats.samples] == [451]
+    for name, table in one.tables.items():
+        assert two.tables[name].equals(table), name
+
+
+def test_processes_name_ipv6_egress_networks_alike(
+    tmp_path: Path, snapshot, policies: PolicySet
+) -> None:
+    """IPv6 egress networks are numbered per process in the order it meets them; the merged
+    tables name them as one process does."""
+    first, second = "2001:470:1e0::5", "2001:470:391::5"  # datacenter ranges in the data
+
+    def line(ip: str, account: str) -> bytes:
+        return b'{"ts":"2024-07-10T00:00:00Z","ip":"%s","account":"%s"}' % (
+            ip.encode(),
+            account.encode(),
+        )
+
+    (tmp_path / "a.jsonl").write_bytes(line(first, "a") + b"\n" + line(second, "b") + b"\n")
+    (tmp_path / "b.jsonl").write_bytes(line(second, "c") + b"\n" + line(first, "d") + b"\n")
+    results = []
+    for jobs in (1, 2):
+        config = ScanConfig(
+            inputs=[str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")],
+            out=tmp_path / f"out-{jobs}",
+            policies=policies,
+            snapshot=snapshot,
+            report=False,
+        )
+        results.append(scan_local(config, jobs=jobs).tables)
+    one, two = results
+    assert set(one["egress"].column("egress").to_pylist()) == {
+        "2001:470:1e0::/48",
+        "2001:470:391::/48",
+    }
+    for name, table in one.items():
+        assert two[name].equals(table), name

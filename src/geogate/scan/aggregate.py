@@ -33,6 +33,7 @@ from geogate.scan.judge import (
     ACTIONS,
     CHANGES,
     DAY_US,
+    EGRESS_NAMED_BASE,
     KINDS,
     Verdicts,
     cached_reason_names,
@@ -227,7 +228,10 @@ class Accumulator:
         self.limits: dict[str, int] = dict.fromkeys(self.parts, compact_rows)
         self.masks: dict[int, int] = {}  # reason mask -> dense id
         self.mask_values: list[int] = []
-        self.last: Verdicts | None = None  # region and egress names for the output
+        # Names for the output: regions (the snapshot's), egress networks other than IPv4
+        # /24s (by id from EGRESS_NAMED_BASE, numbered by the judge; see absorb()).
+        self.region_values: pa.Array | None = None
+        self.egress_names: list[str] = []
 
     # ----- per batch ------------------------------------------------------------------
 
@@ -279,7 +283,8 @@ class Accumulator:
         """Group one judged batch and keep its partial results."""
         if v.rows == 0:
             return
-        self.last = v
+        self.region_values = v.region_values
+        self.egress_names = v.egress_names
         ent = self._entities(v)
         rid = self._mask_ids(v.a.reasons)
         self._daily(v, rid)
@@ -427,18 +432,63 @@ class Accumulator:
         out: dict[str, pa.Table] = {}
         for spec in self.specs:
             parts = self.parts[spec.name]
-            if parts and self.last is not None:
-                table = self._strings(spec, _merge(spec.name, parts), self.last)
+            if parts and self.region_values is not None:
+                table = self._strings(spec, _merge(spec.name, parts), self.region_values)
             else:
                 table = empty_table(spec)
             out[spec.name] = sort_table(table, spec.keys)
         return out
 
-    def _strings(self, spec: TableSpec, merged: dict[str, Any], v: Verdicts) -> pa.Table:
+    # ----- across processes -----------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """What :meth:`absorb` needs to add this accumulator's counts to another's (in
+        another process): the merged partial tables, with reason masks and egress names
+        instead of this process's own ids."""
+        masks = np.array(self.mask_values, np.int64)
+        tables: dict[str, dict[str, Any]] = {}
+        for spec in self.specs:
+            if not self.parts[spec.name]:
+                continue
+            merged = _merge(spec.name, self.parts[spec.name])
+            for key in ("reasons", "reasons_b"):
+                if key in merged:
+                    merged[key] = masks[merged[key]]
+            tables[spec.name] = merged
+        return {
+            "tables": tables,
+            "region_values": self.region_values,
+            "egress_names": list(self.egress_names),
+        }
+
+    def absorb(self, state: Mapping[str, Any]) -> None:
+        """Add the counts of another accumulator's :meth:`state` to this one's."""
+        if state["region_values"] is not None:
+            self.region_values = state["region_values"]
+        named = {name: i for i, name in enumerate(self.egress_names)}
+        for name, their in state["tables"].items():
+            part = dict(their)
+            for key in ("reasons", "reasons_b"):
+                if key in part:
+                    part[key] = self._mask_ids(part[key].astype(np.uint32))
+            if "egress" in part:
+                ids = part["egress"].copy()
+                for i in np.flatnonzero(ids >= EGRESS_NAMED_BASE).tolist():
+                    text = state["egress_names"][int(ids[i]) - EGRESS_NAMED_BASE]
+                    if text not in named:
+                        named[text] = len(self.egress_names)
+                        self.egress_names.append(text)
+                    ids[i] = EGRESS_NAMED_BASE + named[text]
+                part["egress"] = ids
+            self._keep(name, part)
+
+    def _strings(
+        self, spec: TableSpec, merged: dict[str, Any], region_values: pa.Array
+    ) -> pa.Table:
         """Integer ids back to the output's values and types."""
         names = {
-            "region": v.region_values,
-            "region_b": v.region_values,
+            "region": region_values,
+            "region_b": region_values,
             "kind": pa.array(KINDS),
             "action": pa.array(ACTIONS),
             "change": pa.array(CHANGES),
@@ -456,7 +506,7 @@ class Accumulator:
             elif key == "day":
                 cols[key] = pa.array(values.astype(np.int32), pa.int32()).cast(pa.date32())
             elif key == "egress":
-                cols[key] = egress_names(values, v.egress_names)
+                cols[key] = egress_names(values, self.egress_names)
             else:
                 cols[key] = pa.array(values, _OUT_TYPES.get(key, pa.int64()))
         for m in spec.measures:
@@ -509,30 +559,6 @@ def _merge(name: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
             (np.minimum if fn == "min" else np.maximum).at(folded, cls, values)
             out[m] = folded
     return out
-
-
-def merge_tables(name: str, tables: Sequence[pa.Table]) -> pa.Table:
-    """Base table ``name`` of several scans (of different files) as one: one row per key,
-    counts summed, first and last times kept (sorted like :meth:`Accumulator.result`)."""
-    spec = base_spec(name)
-    parts = []
-    for table in tables:
-        if table.num_rows == 0:
-            continue
-        part: dict[str, Any] = {k: table.column(k).combine_chunks() for k in spec.keys}
-        for m in spec.measures:
-            part[m.name] = table.column(m.name).cast(pa.int64()).to_numpy()
-        parts.append(part)
-    if not parts:
-        return empty_table(spec)
-    merged = _merge(name, parts)
-    out = pa.table(
-        {
-            **{k: merged[k] for k in spec.keys},
-            **{m.name: pa.array(merged[m.name], pa.int64()) for m in spec.measures},
-        }
-    )
-    return sort_table(_normalise(out, spec), spec.keys)
 
 
 def empty_table(spec: TableSpec) -> pa.Table:

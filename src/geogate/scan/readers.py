@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Final
 
@@ -840,9 +841,32 @@ def read_csv(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterator[pa
         raw.close()
 
 
-def read_parquet(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterator[pa.RecordBatch]:
-    """Parquet, row group by row group; the address column is read dictionary-encoded so
-    that each distinct address is parsed and looked up once per batch."""
+def parquet_ranges(path: Path, parts: int) -> list[tuple[int, int]]:
+    """At most ``parts`` contiguous ranges of a Parquet file's row groups with about equal
+    rows (``[(0, n)]`` for a file that is not Parquet or has one row group)."""
+    try:
+        meta = pq.ParquetFile(str(path)).metadata
+    except (pa.ArrowInvalid, OSError):
+        return [(0, 0)]
+    groups = meta.num_row_groups
+    if groups < 2 or parts < 2:
+        return [(0, groups)]
+    rows = np.cumsum([meta.row_group(i).num_rows for i in range(groups)])
+    cuts = np.searchsorted(rows, rows[-1] * np.arange(1, parts) / parts, side="left") + 1
+    bounds = sorted({0, *(int(c) for c in cuts if 0 < c < groups), groups})
+    return list(pairwise(bounds))
+
+
+def read_parquet(
+    path: Path,
+    opts: ReadOptions,
+    malformed: ReadStats,
+    *,
+    row_groups: tuple[int, int] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Parquet, row group by row group (``row_groups``: only ``[start, stop)`` of them); the
+    address column is read dictionary-encoded so that each distinct address is parsed and
+    looked up once per batch."""
     source = str(path)
     try:
         pf = pq.ParquetFile(str(path), read_dictionary=None)
@@ -858,7 +882,12 @@ def read_parquet(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterato
     size = os.path.getsize(path)
     total = pf.metadata.num_rows
     row = 1
-    for batch in _joined(pf.iter_batches(batch_size=opts.batch_rows, columns=wanted), opts):
+    groups = None
+    if row_groups is not None:
+        groups = list(range(*row_groups))
+        row += sum(pf.metadata.row_group(i).num_rows for i in range(row_groups[0]))
+    batches = pf.iter_batches(batch_size=opts.batch_rows, columns=wanted, row_groups=groups)
+    for batch in _joined(batches, opts):
         out = _normalise_table(batch, names, source, malformed, row)
         row += batch.num_rows
         malformed.bytes_read = int(size * min(1.0, (row - 1) / max(1, total)))
@@ -897,10 +926,20 @@ _READERS: Final = {
 }
 
 
-def read_file(path: Path, opts: ReadOptions, malformed: ReadStats) -> Iterator[pa.RecordBatch]:
-    """Batches of one input file, in its format (``opts.format`` or detected)."""
+def read_file(
+    path: Path,
+    opts: ReadOptions,
+    malformed: ReadStats,
+    *,
+    row_groups: tuple[int, int] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Batches of one input file, in its format (``opts.format`` or detected);
+    ``row_groups`` reads a range of a Parquet file's row groups only."""
     fmt = opts.format if opts.format != "auto" else detect_format(path)
     try:
+        if row_groups is not None and fmt == "parquet":
+            yield from read_parquet(path, opts, malformed, row_groups=row_groups)
+            return
         yield from _READERS[fmt](path, opts, malformed)
     except (OSError, pa.ArrowInvalid) as exc:
         # A truncated gzip/zstd stream: keep what was read, record where it stopped.

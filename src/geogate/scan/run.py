@@ -24,9 +24,16 @@ import pyarrow.parquet as pq
 from geogate.client_ip import TrustedProxies
 from geogate.errors import ConfigError
 from geogate.policy.model import PolicySet
-from geogate.scan.aggregate import Accumulator, derive_tables, merge_tables
+from geogate.scan.aggregate import Accumulator, derive_tables
 from geogate.scan.judge import Judge, Scenario, Verdicts
-from geogate.scan.readers import ReadOptions, ReadStats, expand_inputs, read_file
+from geogate.scan.readers import (
+    ReadOptions,
+    ReadStats,
+    detect_format,
+    expand_inputs,
+    parquet_ranges,
+    read_file,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,16 +114,25 @@ def filter_window(
     return batch.filter(mask)
 
 
+Part = tuple[Path, tuple[int, int] | None]
+"""An input file, or a range of a Parquet file's row groups."""
+
+
 def verdict_batches(
-    config: ScanConfig, paths: Sequence[Path], stats: ReadStats, progress: ProgressFn | None
+    config: ScanConfig,
+    paths: Sequence[Path | Part],
+    stats: ReadStats,
+    progress: ProgressFn | None,
 ) -> Iterator[Verdicts]:
-    """Judged batches of all inputs, in order, in compact form (the local engine's stream)."""
+    """Judged batches of all inputs (files, or ranges of Parquet row groups), in order, in
+    compact form (the local engine's stream)."""
     judge = config.judge()
     rows = 0
     done_bytes = 0
-    for path in paths:
+    for item in paths:
+        path, row_groups = item if isinstance(item, tuple) else (item, None)
         stats.bytes_read = 0
-        for raw in read_file(path, config.read, stats):
+        for raw in read_file(path, config.read, stats, row_groups=row_groups):
             batch = filter_window(raw, config.since, config.until)
             if batch.num_rows:
                 rows += batch.num_rows
@@ -217,8 +233,9 @@ def scan_local(
 ) -> ScanResult:
     """Scan with the in-process engine (streaming; memory holds the output's distinct keys).
 
-    ``jobs`` > 1 scans the input files in that many processes (each a share of the files,
-    the largest first; memory is per process), then merges their tables. The account preview
+    ``jobs`` > 1 scans the inputs in that many processes (each a share of the files, the
+    largest first; a Parquet file cut into ranges of row groups when there are fewer files
+    than processes; memory is per process), then merges their tables. The account preview
     runs in this process only.
     """
     paths = expand_inputs(config.inputs)
@@ -227,8 +244,9 @@ def scan_local(
     if jobs < 1:
         raise ConfigError(f"jobs must be at least 1, not {jobs}", key="--jobs")
     start = time.perf_counter()
-    if jobs > 1 and len(paths) > 1 and not config.preview_accounts:
-        rows, stats, tables = _scan_processes(config, paths, jobs, progress)
+    shares = _shares(paths, jobs, config.read) if jobs > 1 else []
+    if len(shares) > 1 and not config.preview_accounts:
+        rows, stats, tables = _scan_processes(config, shares, progress)
     else:
         rows, stats, tables = _scan_here(config, paths, progress)
     result = ScanResult(
@@ -243,11 +261,23 @@ def scan_local(
 
 
 def _scan_here(
-    config: ScanConfig, paths: Sequence[Path], progress: ProgressFn | None
+    config: ScanConfig, paths: Sequence[Path | Part], progress: ProgressFn | None
 ) -> tuple[int, ReadStats, dict[str, pa.Table]]:
+    rows, stats, acc, preview = _accumulate(config, paths, progress)
+    tables = acc.result()
+    tables.update(preview)
+    return rows, stats, tables
+
+
+def _accumulate(
+    config: ScanConfig, paths: Sequence[Path | Part], progress: ProgressFn | None
+) -> tuple[int, ReadStats, Accumulator, dict[str, pa.Table]]:
+    """Rows judged, read statistics, the accumulated base tables, and the account preview's
+    table when asked for."""
     stats = ReadStats()
     acc = Accumulator(compare=config.compare is not None)
     rows = 0
+    extra: dict[str, pa.Table] = {}
     with tempfile.TemporaryDirectory(prefix="geogate-preview-") as tmp:
         preview = None
         if config.preview_accounts:
@@ -259,22 +289,32 @@ def _scan_here(
             acc.add(verdicts)
             if preview is not None:
                 preview.add(verdicts.to_batch())
-        tables = acc.result()
         if preview is not None:
-            tables["account_preview"] = preview.result(config.at or config.effective_pivot())
-    return rows, stats, tables
+            extra["account_preview"] = preview.result(config.at or config.effective_pivot())
+    return rows, stats, acc, extra
 
 
-def _shares(paths: Sequence[Path], count: int) -> list[list[Path]]:
-    """The files split into ``count`` shares of about equal size (largest first, each to
-    the smallest share so far), each in input order."""
-    shares: list[list[Path]] = [[] for _ in range(count)]
-    sizes = [0] * count
-    for path in sorted(paths, key=lambda p: p.stat().st_size, reverse=True):
+def _shares(paths: Sequence[Path], count: int, opts: ReadOptions) -> list[list[Part]]:
+    """The inputs split into ``count`` shares of about equal size (largest first, each to
+    the smallest share so far), each in input order. With fewer files than shares, Parquet
+    files are cut into ranges of row groups."""
+    parts: list[tuple[Part, float]] = []
+    for path in paths:
+        size = float(path.stat().st_size)
+        fmt = opts.format if opts.format != "auto" else detect_format(path)
+        ranges = parquet_ranges(path, count) if len(paths) < count and fmt == "parquet" else []
+        if len(ranges) > 1:
+            total = ranges[-1][1]
+            parts.extend(((path, r), size * (r[1] - r[0]) / total) for r in ranges)
+        else:
+            parts.append(((path, None), size))
+    shares: list[list[Part]] = [[] for _ in range(count)]
+    sizes = [0.0] * count
+    for part, size in sorted(parts, key=lambda p: p[1], reverse=True):
         i = sizes.index(min(sizes))
-        shares[i].append(path)
-        sizes[i] += path.stat().st_size
-    order = {p: i for i, p in enumerate(paths)}
+        shares[i].append(part)
+        sizes[i] += size
+    order = {part: i for i, (part, _) in enumerate(parts)}
     return [sorted(share, key=order.__getitem__) for share in shares if share]
 
 
@@ -283,24 +323,24 @@ def _shares(paths: Sequence[Path], count: int) -> list[list[Path]]:
 _FORKED: dict[str, Any] = {}
 
 
-def _scan_share(index: int) -> tuple[int, ReadStats, dict[str, pa.Table]]:
+def _scan_share(index: int) -> tuple[int, ReadStats, dict[str, Any]]:
     config: ScanConfig = _FORKED["config"]
     done_rows, done_bytes = _FORKED["rows"][index], _FORKED["bytes"][index]
 
     def report(rows: int, consumed: int) -> None:
         done_rows.value, done_bytes.value = rows, consumed
 
-    return _scan_here(config, _FORKED["shares"][index], report)
+    rows, stats, acc, _ = _accumulate(config, _FORKED["shares"][index], report)
+    return rows, stats, acc.state()
 
 
 def _scan_processes(
-    config: ScanConfig, paths: Sequence[Path], jobs: int, progress: ProgressFn | None
+    config: ScanConfig, shares: list[list[Part]], progress: ProgressFn | None
 ) -> tuple[int, ReadStats, dict[str, pa.Table]]:
-    """:func:`_scan_here` over shares of the files in forked processes, tables merged."""
+    """The inputs' shares accumulated in forked processes, their counts added up here."""
     import multiprocessing  # noqa: PLC0415
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait  # noqa: PLC0415
 
-    shares = _shares(paths, min(jobs, len(paths)))
     context = multiprocessing.get_context("fork")
     _FORKED.update(
         config=config,
@@ -325,9 +365,8 @@ def _scan_processes(
     finally:
         _FORKED.clear()
     stats = ReadStats()
-    for _, part, _ in results:
+    acc = Accumulator(compare=config.compare is not None)
+    for _, part, state in results:
         stats.merge(part)
-    tables = {
-        name: merge_tables(name, [found[name] for _, _, found in results]) for name in results[0][2]
-    }
-    return sum(r for r, _, _ in results), stats, tables
+        acc.absorb(state)
+    return sum(r for r, _, _ in results), stats, acc.result()
