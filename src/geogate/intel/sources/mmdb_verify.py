@@ -24,6 +24,7 @@ A record that fails to decode in the build's walk is located by :func:`first_bad
 
 from __future__ import annotations
 
+import array
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -250,7 +251,7 @@ def verify_data_section(path: str | Path, check: MmdbCheck) -> None:
     base = check.tree_bytes + _SEPARATOR
     decoder = Decoder(data, pointer_base=base)
     end = check.data_bytes
-    starts: list[int] = []
+    starts = array.array("q")  # 8 bytes a value: millions of values stay small
     offset = 0
     while offset < end:
         try:
@@ -277,7 +278,7 @@ def verify_data_section(path: str | Path, check: MmdbCheck) -> None:
             )
         starts.append(offset)
         offset = after
-    found = np.asarray(starts, dtype=np.int64)
+    found = np.frombuffer(starts, dtype=np.int64) if starts else np.zeros(0, np.int64)
     misplaced = check.data_offsets[~np.isin(check.data_offsets, found)]
     if len(misplaced):
         first = int(misplaced[0]) + base
