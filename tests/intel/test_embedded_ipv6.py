@@ -208,3 +208,19 @@ def test_vectorized_unwrap_matches_the_scalar_one(value: int) -> None:
 def test_vectorized_unwrap_on_prefix_edges(prefix: int) -> None:
     for value in (prefix, prefix | 1, prefix | _U64, prefix | (1 << 96) - 1):
         test_vectorized_unwrap_matches_the_scalar_one.hypothesis.inner_test(value=value)  # type: ignore[attr-defined]
+
+
+nat64_values = st.one_of(
+    st.integers(0, (1 << 96) - 1).map(lambda low: 0x0064_FF9B << 96 | low),
+    st.integers(0, (1 << 80) - 1).map(lambda low: 0x0064_FF9B_0001 << 80 | low),
+    # RFC 6052 forms: any high half, a zero u octet and a suffix of zero bits below
+    st.tuples(st.integers(0, (1 << 32) - 1), st.integers(0, (1 << 56) - 1), st.integers(0, 56)).map(
+        lambda t: 0x0064_FF9B << 96 | t[0] << 64 | (t[1] >> t[2] << t[2])
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=nat64_values)
+def test_vectorized_unwrap_matches_the_scalar_one_in_nat64(value: int) -> None:
+    test_vectorized_unwrap_matches_the_scalar_one.hypothesis.inner_test(value=value)  # type: ignore[attr-defined]
