@@ -145,3 +145,9 @@ def test_flags_in_a_nested_object(snaps: dict[str, Snapshot]) -> None:
     assert (vpn.country, vpn.flags, vpn.anonymizer_provider) == ("US", F.VPN | F.HOSTING, "NordVPN")
     assert snap.lookup("8.2.0.1").flags == F.TOR
     assert snap.lookup("8.3.0.1").flags == F.HOSTING
+
+
+def test_ipinfo_residential_proxy_database(snaps: dict[str, Snapshot]) -> None:
+    facts = snaps["ipinfo_residential_proxy"].lookup("9.10.0.1")
+    assert (facts.flags, facts.anonymizer_provider) == (F.RESIDENTIAL_PROXY, "Bright Data")
+    assert snaps["ipinfo_residential_proxy"].lookup("9.10.0.2").flags == F.NONE

@@ -21,8 +21,10 @@ Anonymizer flags (field ``flags``) come from:
   ``is_tor_exit_node`` (tor), ``is_hosting_provider`` (hosting), ``is_anonymous`` (anonymous,
   only when no specific kind is set), with Anonymous-Plus ``anonymizer_confidence`` and
   ``provider_name`` kept as evidence; the same keys under ``traits`` (GeoIP2 Enterprise);
-- MaxMind GeoIP Residential Proxy (``database_type`` ``GeoIP-Residential-Proxy``): every
-  record is a residential_proxy exit, with its ``provider_name`` and ``anonymizer_confidence``;
+- MaxMind GeoIP Residential Proxy (``database_type`` ``GeoIP-Residential-Proxy``) and
+  IPinfo's residential proxy database (a ``database_type`` naming ``residential_proxy``):
+  every record is a residential_proxy exit, with its ``provider_name`` or ``service`` and
+  ``anonymizer_confidence``;
 - IPinfo privacy: ``vpn``, ``proxy``, ``tor``, ``relay``, ``hosting`` (booleans or the
   strings ``"true"``/``"false"``), ``service`` (the provider's name, kept as evidence);
 - ``is_*`` layouts (IPinfo, ipapi.is, ipregistry and similar): ``is_vpn``, ``is_proxy``,
@@ -135,11 +137,12 @@ class MmdbSource:
             self._reader = maxminddb.open_database(str(self._path))
         except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
             raise IntelDataError(f"cannot open MaxMind DB: {exc}", path=str(path)) from exc
-        # MaxMind's Residential Proxy database lists only residential proxy exits: its records
-        # carry provider_name and anonymizer_confidence but no is_* key.
+        # MaxMind's and IPinfo's residential proxy databases list only residential proxy
+        # exits: their records carry the provider (provider_name, service) and MaxMind's
+        # anonymizer_confidence, but no is_* key.
         self._every_record = (
             NetworkFlag.RESIDENTIAL_PROXY
-            if "residential-proxy" in self.database_type.lower()
+            if "residential-proxy" in self.database_type.lower().replace("_", "-")
             else NetworkFlag.NONE
         )
         self.unmapped_subdivisions: Counter[tuple[str, str]] = Counter()
