@@ -184,3 +184,24 @@ def test_header_longer_than_the_file(snap: Snapshot, tmp_path: Path) -> None:
 def test_writer_refuses_what_the_reader_would() -> None:
     with pytest.raises(ValueError, match="1-D unsigned"):
         write_packed(io.BytesIO(), {"x": np.zeros(3, dtype=np.float64)})
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\xab\xcd\xefMaxMind.com" * 4,  # a vendor .mmdb given as --snapshot
+        b"\x93NUMPY\x01\x00v\x00{'descr': '<i8', 'fortran_order': False, 'shape': (5,), }",
+        b"hello\n",
+        b"",
+    ],
+)
+def test_a_file_that_is_no_snapshot_says_so(tmp_path: Path, content: bytes) -> None:
+    """Before, a plain .npy said "'numpy.ndarray' object does not support the context manager
+    protocol" and text numpy's advice on loading pickles."""
+    path = tmp_path / "x.snapshot"
+    path.write_bytes(content)
+    with pytest.raises(IntelDataError) as info:
+        Snapshot.load(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "not a geogate snapshot" in message, message

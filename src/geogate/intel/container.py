@@ -156,6 +156,11 @@ def open_members(data: bytes) -> Any:
     with ``files`` and ``[name]``; malformed input raises ``ValueError`` or a zip error."""
     if data.startswith(MAGIC):
         return PackedMembers(data)
+    if not data.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # a zip archive (.npz) or nothing
+        raise ValueError(
+            "not a geogate snapshot (neither a packed container nor an .npz archive); "
+            "build one with `geogate data build`"
+        )
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
