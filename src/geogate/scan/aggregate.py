@@ -570,20 +570,16 @@ def empty_table(spec: TableSpec) -> pa.Table:
 def _ranks(column: pa.ChunkedArray | pa.Array) -> tuple[npt.NDArray[np.int64], int]:
     """Dense ascending ranks of a column (nulls after every value) and how many there are.
 
-    Strings are ranked through their distinct values (a table of accounts has far fewer
-    accounts than rows), so only those are sorted.
+    The column's distinct values are ranked (a table of accounts has far fewer accounts than
+    rows, of days far fewer days), not its rows.
     """
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if pa.types.is_string(array.type) or pa.types.is_dictionary(array.type):
-        encoded = array if pa.types.is_dictionary(array.type) else pc.dictionary_encode(array)
-        values = encoded.dictionary
-        of_value = pc.rank(values, sort_keys="ascending", tiebreaker="dense").to_numpy()
-        of_value = np.append(of_value.astype(np.int64) - 1, len(values))
-        indices = encoded.indices.fill_null(len(values))
-        return of_value[indices.to_numpy(zero_copy_only=False)], len(values) + 1
-    ranks = pc.rank(array, sort_keys=[("", "ascending", "at_end")], tiebreaker="dense")
-    out = ranks.to_numpy().astype(np.int64) - 1
-    return out, int(out.max()) + 1 if len(out) else 1
+    encoded = array if pa.types.is_dictionary(array.type) else pc.dictionary_encode(array)
+    values = encoded.dictionary
+    of_value = pc.rank(values, sort_keys="ascending", tiebreaker="dense").to_numpy()
+    of_value = np.append(of_value.astype(np.int64) - 1, len(values))
+    indices = encoded.indices.fill_null(len(values))
+    return of_value[indices.to_numpy(zero_copy_only=False)], len(values) + 1
 
 
 def sort_table(table: pa.Table, keys: Sequence[str]) -> pa.Table:
