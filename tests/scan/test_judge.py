@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -15,6 +16,7 @@ from geogate.policy.model import PolicySet
 from geogate.policy.parse import load_policy_set
 from geogate.scan.judge import Judge, Scenario
 from geogate.scan.readers import RAW_SCHEMA
+from geogate.scan.run import ScanConfig, scan_local
 
 TRUSTED = TrustedProxies.parse(["10.0.0.0/8", "fd00::/8"])
 BEFORE = datetime(2024, 7, 1, tzinfo=UTC)
@@ -123,3 +125,44 @@ def test_comparison_marks_newly_denied_and_released_requests(
         ("warn", "deny", "newly_denied"),
         ("allow", "allow", "same"),
     ]
+
+
+def _place_address(snapshot, city: str) -> str:
+    """The first IPv4 address of a range the data places in ``city``."""
+    place = next(i for i, p in enumerate(snapshot.places) if i and p.city == city)
+    key = int(np.flatnonzero(snapshot.subdivision_idx[: snapshot.n4] == place)[0])
+    x = int(snapshot.v4_starts[key])
+    return f"{x >> 24}.{(x >> 16) & 255}.{(x >> 8) & 255}.{x & 255}"
+
+
+def test_city_carve_outs_carry_the_services_region_label(
+    tmp_path: Path, snapshot, clients, policies: PolicySet
+) -> None:
+    """A request from a city a rule names (the shipped policy's Zaporizhzhia and Kherson
+    carve-outs) is labelled with the rule's region, "UA-23/Zaporizhzhia", as the service
+    labels it — in the judged rows and in the tables, also when processes add them up."""
+    carved = [_place_address(snapshot, "Zaporizhzhia"), _place_address(snapshot, "Kherson")]
+    rows = [{"ts": AFTER, "peer": ip, "account": f"a{i}"} for i, ip in enumerate(carved)]
+    rows.append({"ts": AFTER, "peer": clients["UA-43"], "account": "crimea"})
+    decider = Decider(policies, snapshot)
+    want = [decider.decide(r["peer"], at=AFTER).region or "" for r in rows]
+    assert want[:2] == ["UA-23/Zaporizhzhia", "UA-65/Kherson"]
+    judged = Judge(snapshot, Scenario(policies=policies, at=AFTER), pivot=AFTER)
+    assert [r["region"] for r in judged.judge(_raw(rows)).to_pylist()] == want
+    logs = []
+    for i, row in enumerate(rows):
+        path = tmp_path / f"{i}.jsonl"
+        path.write_text(
+            f'{{"ts":"2024-07-20T00:00:00Z","ip":"{row["peer"]}","account":"{row["account"]}"}}\n'
+        )
+        logs.append(str(path))
+    for jobs in (1, 2):
+        config = ScanConfig(
+            inputs=logs,
+            out=tmp_path / f"out-{jobs}",
+            policies=policies,
+            snapshot=snapshot,
+            report=False,
+        )
+        accounts = scan_local(config, jobs=jobs).tables["accounts"].to_pylist()
+        assert sorted(r["region"] for r in accounts) == sorted(want)

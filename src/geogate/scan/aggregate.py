@@ -462,12 +462,15 @@ class Accumulator:
         }
 
     def absorb(self, state: Mapping[str, Any]) -> None:
-        """Add the counts of another accumulator's :meth:`state` to this one's."""
-        if state["region_values"] is not None:
-            self.region_values = state["region_values"]
+        """Add the counts of another accumulator's :meth:`state` to this one's (region ids,
+        reason masks and egress networks renumbered through their names)."""
+        regions = self._region_ids(state["region_values"])
         named = {name: i for i, name in enumerate(self.egress_names)}
         for name, their in state["tables"].items():
             part = dict(their)
+            for key in ("region", "region_b"):
+                if key in part:
+                    part[key] = regions[part[key]]
             for key in ("reasons", "reasons_b"):
                 if key in part:
                     part[key] = self._mask_ids(part[key].astype(np.uint32))
@@ -481,6 +484,20 @@ class Accumulator:
                     ids[i] = EGRESS_NAMED_BASE + named[text]
                 part["egress"] = ids
             self._keep(name, part)
+
+    def _region_ids(self, labels: pa.Array | None) -> npt.NDArray[np.int64]:
+        """This accumulator's ids of another's region ``labels`` (added when new)."""
+        theirs = labels.to_pylist() if labels is not None else [""]
+        mine = self.region_values.to_pylist() if self.region_values is not None else [""]
+        index = {label: i for i, label in enumerate(mine)}
+        ids = []
+        for label in theirs:
+            if label not in index:
+                index[label] = len(mine)
+                mine.append(label)
+            ids.append(index[label])
+        self.region_values = pa.array(mine, pa.string())
+        return np.array(ids, np.int64)
 
     def _strings(
         self, spec: TableSpec, merged: dict[str, Any], region_values: pa.Array

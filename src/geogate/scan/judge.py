@@ -166,7 +166,7 @@ class Outcomes:
 
     action: npt.NDArray[np.int8]  # index into ACTIONS
     reasons: npt.NDArray[np.uint32]  # bit mask over REASON_BITS
-    region: npt.NDArray[np.uint16]  # index into Verdicts.region_values
+    region: npt.NDArray[np.uint32]  # index into Verdicts.region_values
 
     def take(self, entries: npt.NDArray[np.int64]) -> Outcomes:
         """The outcomes of ``entries``, in that order."""
@@ -201,7 +201,7 @@ class Verdicts:
     egress: npt.NDArray[np.int64]  # per entry: egress network id (see EGRESS_NAMED_BASE)
     a: Outcomes  # per entry, the scenario judged
     b: Outcomes | None  # per entry, the scenario compared with
-    region_values: pa.Array  # region names (index 0: unknown, "")
+    region_values: pa.Array  # region labels by id (index 0: no region, "")
     egress_names: list[str]  # names of egress ids from EGRESS_NAMED_BASE on
 
     @property
@@ -376,11 +376,12 @@ class Judge:
         self.pivot = pivot
         self.compare = compare
         self._deciders: dict[int, Decider] = {}
-        self.region_values = pa.array(
-            [c or "" for c in snapshot.country_codes]
-            + [c or "" for c in snapshot.subdivision_codes[1:]],
-            pa.string(),
-        )
+        # Region labels as the decisions name them (a country, a subdivision, or the city a
+        # rule matched), numbered in the order met; index 0 is "" (no region).
+        self.region_labels: list[str] = [""]
+        self._region_ids: dict[str, int] = {"": 0}
+        self._region_maps: dict[tuple[int, int], npt.NDArray[np.uint32]] = {}
+        self._region_values = pa.array(self.region_labels, pa.string())
         self.egress_names: list[str] = []  # egress networks other than IPv4 /24s, by id
         self._egress_ids: dict[str, int] = {}
         self._clients: _Clients | None = None  # the previous batch's
@@ -469,7 +470,7 @@ class Judge:
         n = len(uniq)
         actions = np.full(n, INVALID, np.uint8)
         reasons = np.full(n, _INVALID_BIT, np.uint32)
-        regions = np.zeros(n, np.uint16)
+        regions = np.zeros(n, np.uint32)
         keys = np.full(n, -1, np.int64)
         if n == 0:
             return actions, reasons, regions, keys
@@ -477,7 +478,8 @@ class Judge:
         if len(v4_pos):
             b = decider.decide_many(ints, at=at)
             actions[v4_pos], reasons[v4_pos] = b.actions, b.reasons
-            regions[v4_pos], keys[v4_pos] = b.regions, b.keys
+            regions[v4_pos] = self._region_map(decider, at, b.region_codes)[b.regions]
+            keys[v4_pos] = b.keys
         if len(v4_pos) < n:
             other = np.ones(n, bool)
             other[v4_pos] = False
@@ -485,8 +487,35 @@ class Judge:
             texts = pc.take(uniq, pa.array(other_pos)).to_pylist()
             b = decider.decide_many([t if t is not None else "" for t in texts], at=at)
             actions[other_pos], reasons[other_pos] = b.actions, b.reasons
-            regions[other_pos], keys[other_pos] = b.regions, b.keys
+            regions[other_pos] = self._region_map(decider, at, b.region_codes)[b.regions]
+            keys[other_pos] = b.keys
         return actions, reasons, regions, keys
+
+    def _region_map(
+        self, decider: Decider, at: datetime, codes: tuple[str, ...]
+    ) -> npt.NDArray[np.uint32]:
+        """The judge's region ids of a decision table's region indices (once per decider
+        and policy segment: the table, and so its labels, is the segment's)."""
+        key = (id(decider), decider.policies.segment(at))
+        mapped = self._region_maps.get(key)
+        if mapped is None:
+            ids = []
+            for code in codes:
+                label = code or ""
+                i = self._region_ids.get(label)
+                if i is None:
+                    i = self._region_ids[label] = len(self.region_labels)
+                    self.region_labels.append(label)
+                ids.append(i)
+            mapped = self._region_maps[key] = np.array(ids, np.uint32)
+        return mapped
+
+    @property
+    def region_values(self) -> pa.Array:
+        """Every region label met so far, by the ids :class:`Outcomes` hold."""
+        if len(self._region_values) != len(self.region_labels):
+            self._region_values = pa.array(self.region_labels, pa.string())
+        return self._region_values
 
     def _segments(
         self, scenario: Scenario, ts_us: npt.NDArray[np.int64]
@@ -534,7 +563,7 @@ class Judge:
         size = width * len(ats)
         actions = np.full(size, _NULL_ACTION_INDEX, np.int8)
         reasons = np.full(size, _INVALID_BIT, np.uint32)
-        regions = np.zeros(size, np.uint16)
+        regions = np.zeros(size, np.uint32)
         keys = np.full(width, -1, np.int64)
         for j, at in enumerate(ats):
             a, r, g, k = clients.decide(self, decider, at, previous)
@@ -564,7 +593,7 @@ class Judge:
         cidx: npt.NDArray[np.int64],
         accounts: pa.Array,
         code: npt.NDArray[np.int64],
-        regions: npt.NDArray[np.uint16],
+        regions: npt.NDArray[np.uint32],
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], tuple[npt.NDArray[Any], ...]] | None:
         """Requests of exempt accounts, decided one by one with their account: the new
         codes, the rows concerned and their entries' action, reasons and region."""
