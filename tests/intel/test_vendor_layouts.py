@@ -151,3 +151,8 @@ def test_ipinfo_residential_proxy_database(snaps: dict[str, Snapshot]) -> None:
     facts = snaps["ipinfo_residential_proxy"].lookup("9.10.0.1")
     assert (facts.flags, facts.anonymizer_provider) == (F.RESIDENTIAL_PROXY, "Bright Data")
     assert snaps["ipinfo_residential_proxy"].lookup("9.10.0.2").flags == F.NONE
+
+
+def test_flat_text_where_geoip2_has_maps_is_read_not_refused(snaps: dict[str, Snapshot]) -> None:
+    """The whole-file check refuses a wrong type only where the build reads the key."""
+    assert snaps["converted"].lookup("8.10.0.1").country == "DE"

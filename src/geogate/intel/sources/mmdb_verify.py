@@ -52,10 +52,9 @@ _DECODE_ERRORS: Final = (
     RecursionError,
     struct.error,
 )
-# GeoIP2 keys whose value is always a map (a flipped type byte turns one into bytes or a number).
-_MAP_KEYS: Final = frozenset(
-    {"continent", "location", "names", "postal", "registered_country", "traits"}
-)
+# Keys the build reads whose value is always a map (a flipped type byte turns one into bytes
+# or a number); keys it does not read are left to the vendor.
+_MAP_KEYS: Final = frozenset({"names", "registered_country", "traits"})
 # Keys that are a map in GeoIP2 and text in the flat layouts (IPinfo, ip-location-db).
 _TEXT_OR_MAP_KEYS: Final = frozenset({"city", "country", "iso_code", "country_code"})
 
@@ -223,7 +222,7 @@ def _bad_value(value: object, depth: int = 0) -> str | None:
                 return f"{key!r} is {type(item).__name__}, not a map"
             if key in _TEXT_OR_MAP_KEYS and not isinstance(item, str | dict):
                 return f"{key!r} is {type(item).__name__}, not text or a map"
-            if key == "subdivisions" and not isinstance(item, list):
+            if key == "subdivisions" and not isinstance(item, list | str):
                 return f"'subdivisions' is {type(item).__name__}, not an array"
             why = _bad_value(item, depth + 1)
             if why is not None:
