@@ -433,10 +433,11 @@ class Accumulator:
         for spec in self.specs:
             parts = self.parts[spec.name]
             if parts and self.region_values is not None:
-                table = self._strings(spec, _merge(spec.name, parts), self.region_values)
+                merged = _merge(spec.name, parts, encoded=True)
+                table = self._strings(spec, merged, self.region_values)
+                out[spec.name] = _plain(sort_table(table, spec.keys))
             else:
-                table = empty_table(spec)
-            out[spec.name] = sort_table(table, spec.keys)
+                out[spec.name] = empty_table(spec)
         return out
 
     # ----- across processes -----------------------------------------------------------
@@ -502,7 +503,8 @@ class Accumulator:
     def _strings(
         self, spec: TableSpec, merged: dict[str, Any], region_values: pa.Array
     ) -> pa.Table:
-        """Integer ids back to the output's values and types."""
+        """Integer ids back to the output's values and types (text keys dictionary-encoded
+        until sorted)."""
         names = {
             "region": region_values,
             "region_b": region_values,
@@ -519,11 +521,12 @@ class Accumulator:
             if isinstance(values, pa.Array):
                 cols[key] = values
             elif key in names:
-                cols[key] = names[key].take(pa.array(values))
+                cols[key] = _dictionary(values, names[key])
             elif key == "day":
                 cols[key] = pa.array(values.astype(np.int32), pa.int32()).cast(pa.date32())
             elif key == "egress":
-                cols[key] = egress_names(values, self.egress_names)
+                ids, index = np.unique(values, return_inverse=True)
+                cols[key] = _dictionary(index.reshape(-1), egress_names(ids, self.egress_names))
             else:
                 cols[key] = pa.array(values, _OUT_TYPES.get(key, pa.int64()))
         for m in spec.measures:
@@ -540,9 +543,15 @@ _MERGE: Final[Mapping[str, tuple[tuple[str, ...], Mapping[str, str]]]] = {
 }
 
 
-def _merge(name: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+def _merge(
+    name: str, parts: list[dict[str, Any]], *, encoded: bool = False
+) -> dict[str, Any]:
     """Partial results of table ``name`` combined: one row per distinct key (a batch's own
-    part may hold several rows per key: the per-account part is keyed by outcome class)."""
+    part may hold several rows per key: the per-account part is keyed by outcome class).
+
+    ``encoded``: text keys come back dictionary-encoded (for the final tables: sorting ranks
+    their distinct values), else as plain text (to be merged again).
+    """
     keys, measures = _MERGE[name]
     columns: dict[str, Any] = {}
     for c, first in parts[0].items():
@@ -551,20 +560,26 @@ def _merge(name: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             columns[c] = np.concatenate([p[c] for p in parts])
     codes = []
+    texts: dict[str, pa.Array] = {}
     for k in keys:
         column = columns[k]
         if isinstance(column, pa.Array):
-            encoded = pc.dictionary_encode(column)
-            indices = encoded.indices
+            found = pc.dictionary_encode(column)
+            texts[k] = pa.concat_arrays([found.dictionary, pa.nulls(1, found.dictionary.type)])
+            indices = found.indices
             if indices.null_count:
-                indices = indices.fill_null(len(encoded.dictionary))
+                indices = indices.fill_null(len(found.dictionary))
             column = indices.to_numpy(zero_copy_only=False).astype(np.int64)
         codes.append(column)
     cls, rows = _classes(codes)
     out: dict[str, Any] = {}
-    for k in keys:
-        column = columns[k]
-        out[k] = _take(column, rows) if isinstance(column, pa.Array) else column[rows]
+    for k, code in zip(keys, codes, strict=True):
+        if k not in texts:
+            out[k] = code[rows]
+        elif encoded:
+            out[k] = _dictionary(code[rows], texts[k])
+        else:
+            out[k] = _take(texts[k], code[rows])
     groups = len(rows)
     for m, fn in measures.items():
         values = columns[m]
@@ -576,6 +591,20 @@ def _merge(name: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
             (np.minimum if fn == "min" else np.maximum).at(folded, cls, values)
             out[m] = folded
     return out
+
+
+def _dictionary(indices: npt.NDArray[np.int64], values: pa.Array) -> pa.DictionaryArray:
+    """``values[indices]`` as a dictionary array (a null value stays null)."""
+    return pa.DictionaryArray.from_arrays(pa.array(indices.astype(np.int32)), values)
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """Dictionary columns decoded to their values."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            column = table.column(i).cast(field.type.value_type)
+            table = table.set_column(i, field.name, column)
+    return table
 
 
 def empty_table(spec: TableSpec) -> pa.Table:
