@@ -256,3 +256,22 @@ def test_processes_name_ipv6_egress_networks_alike(
     }
     for name, table in one.items():
         assert two[name].equals(table), name
+
+
+def test_progress_of_processes_counts_each_byte_once(
+    tmp_path: Path, requests: pa.Table, snapshot, policies: PolicySet
+) -> None:
+    """A Parquet file cut between processes reports its size once, at the end exactly."""
+    log = tmp_path / "one.parquet"
+    pq.write_table(requests, log, row_group_size=100)
+    seen: list[tuple[int, int]] = []
+    config = ScanConfig(
+        inputs=[str(log)],
+        out=tmp_path / "out",
+        policies=policies,
+        snapshot=snapshot,
+        report=False,
+    )
+    scan_local(config, jobs=2, progress=lambda rows, done: seen.append((rows, done)))
+    assert max(done for _, done in seen) <= log.stat().st_size
+    assert seen[-1] == (requests.num_rows, pytest.approx(log.stat().st_size, rel=0.01))

@@ -543,9 +543,7 @@ _MERGE: Final[Mapping[str, tuple[tuple[str, ...], Mapping[str, str]]]] = {
 }
 
 
-def _merge(
-    name: str, parts: list[dict[str, Any]], *, encoded: bool = False
-) -> dict[str, Any]:
+def _merge(name: str, parts: list[dict[str, Any]], *, encoded: bool = False) -> dict[str, Any]:
     """Partial results of table ``name`` combined: one row per distinct key (a batch's own
     part may hold several rows per key: the per-account part is keyed by outcome class).
 

@@ -857,6 +857,17 @@ def parquet_ranges(path: Path, parts: int) -> list[tuple[int, int]]:
     return list(pairwise(bounds))
 
 
+def part_bytes(path: Path, row_groups: tuple[int, int] | None) -> int:
+    """The bytes of ``path`` a part stands for (its share of the rows, for a range of row
+    groups), for progress bars."""
+    size = os.path.getsize(path)
+    if row_groups is None:
+        return size
+    meta = pq.ParquetFile(str(path)).metadata
+    rows = sum(meta.row_group(i).num_rows for i in range(*row_groups))
+    return int(size * rows / max(1, meta.num_rows))
+
+
 def read_parquet(
     path: Path,
     opts: ReadOptions,
@@ -886,11 +897,12 @@ def read_parquet(
     if row_groups is not None:
         groups = list(range(*row_groups))
         row += sum(pf.metadata.row_group(i).num_rows for i in range(row_groups[0]))
+    first = row
     batches = pf.iter_batches(batch_size=opts.batch_rows, columns=wanted, row_groups=groups)
     for batch in _joined(batches, opts):
         out = _normalise_table(batch, names, source, malformed, row)
         row += batch.num_rows
-        malformed.bytes_read = int(size * min(1.0, (row - 1) / max(1, total)))
+        malformed.bytes_read = int(size * min(1.0, (row - first) / max(1, total)))
         if out is not None:
             yield out
 

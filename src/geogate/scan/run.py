@@ -32,6 +32,7 @@ from geogate.scan.readers import (
     detect_format,
     expand_inputs,
     parquet_ranges,
+    part_bytes,
     read_file,
 )
 
@@ -139,7 +140,7 @@ def verdict_batches(
                 yield judge.verdicts(batch)
             if progress is not None:
                 progress(rows, done_bytes + stats.bytes_read)
-        done_bytes += path.stat().st_size
+        done_bytes += part_bytes(path, row_groups)
         if progress is not None:
             progress(rows, done_bytes)
 
@@ -235,7 +236,7 @@ def scan_local(
 
     ``jobs`` > 1 scans the inputs in that many processes (each a share of the files, the
     largest first; a Parquet file cut into ranges of row groups when there are fewer files
-    than processes; memory is per process), then merges their tables. The account preview
+    than processes; memory is per process), then adds up their counts. The account preview
     runs in this process only.
     """
     paths = expand_inputs(config.inputs)
