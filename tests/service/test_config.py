@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tests.service.support import DEPLOY
 
+from geogate.client_ip import resolve_client_ip
 from geogate.errors import ConfigError
 from geogate.service.config import ClientIPHeader, FailMode, ServiceConfig, load_config
 
@@ -122,3 +123,16 @@ def test_the_example_config_in_deploy_loads() -> None:
     assert config.grpc_address == "127.0.0.1:8301"
     assert config.fail_mode is FailMode.CLOSED
     assert [str(n) for n in config.trusted_proxies.networks] == ["127.0.0.1/32", "::1/128"]
+
+
+def test_trusted_proxies_given_as_strings_in_python_are_parsed() -> None:
+    # A tuple of CIDR strings would otherwise be kept and silently trust no proxy.
+    config = ServiceConfig(trusted_proxies=("127.0.0.1", "10.0.0.0/8"))  # type: ignore[arg-type]
+    client = resolve_client_ip(
+        "10.1.2.3", x_forwarded_for="203.0.113.9", trusted=config.trusted_proxies
+    )
+    assert str(client.ip) == "203.0.113.9"
+    with pytest.raises(ConfigError, match=r"trusted_proxies.*'nope'"):
+        ServiceConfig(trusted_proxies=("nope",))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        ServiceConfig(trusted_proxies="10.0.0.0/8")  # type: ignore[arg-type]

@@ -102,6 +102,21 @@ class ServiceConfig:
     accounts_tokens: tuple[ApiToken, ...] = ()
     source: str | None = None  # the config file, for messages
 
+    def __post_init__(self) -> None:
+        # Built in Python, the trusted proxies are easily given as CIDR strings; a tuple of
+        # strings would otherwise be kept as it is and silently trust no proxy at all.
+        proxies: object = self.trusted_proxies
+        if not isinstance(proxies, TrustedProxies):
+            if isinstance(proxies, str) or not isinstance(proxies, Sequence):
+                raise ConfigError(
+                    "expected a TrustedProxies or a list of CIDRs", key="trusted_proxies"
+                )
+            try:
+                parsed = TrustedProxies.parse(str(c) for c in proxies)
+            except ClientIPError as exc:
+                raise ConfigError(str(exc), key="trusted_proxies") from None
+            object.__setattr__(self, "trusted_proxies", parsed)
+
     @property
     def worker_count(self) -> int:
         """How many processes serve: ``workers``, or the number of cores when it is 0."""
