@@ -236,18 +236,38 @@ class AccountPreview:
         # Fed in the order of their first line: each account's runs stay in its order.
         feed = np.argsort(order[starts], kind="stable")
         starts, ends, counts = starts[feed], ends[feed], counts[feed]
-        first_rows = order[starts]
-        values = {
-            n: vals.take(
-                pa.array(np.where(codes[first_rows] < 0, 0, codes[first_rows]))
-            ).to_pylist()
-            if len(vals)
-            else [None] * len(first_rows)
-            for n, (codes, vals) in zip(names, coded, strict=True)
-        }
-        nulls = {n: codes[first_rows] < 0 for n, (codes, _) in zip(names, coded, strict=True)}
+        last_s = t[ends] // _SECOND_US
+        # In engine batches of ``batch_size`` runs: the Python objects of a batch of a million
+        # lines would otherwise all exist at once.
+        for lo in range(0, len(starts), self.batch_size):
+            hi = lo + self.batch_size
+            self._ingest_slice(
+                ts_us, order[starts[lo:hi]], counts[lo:hi], last_s[lo:hi], names, coded
+            )
+
+    def _ingest_slice(
+        self,
+        ts_us: npt.NDArray[np.int64],
+        first_rows: npt.NDArray[np.int64],
+        counts: npt.NDArray[np.int64],
+        last_s: npt.NDArray[np.int64],
+        names: list[str],
+        coded: list[tuple[npt.NDArray[np.int64], pa.Array]],
+    ) -> None:
+        """One engine batch: the runs whose first lines are ``first_rows``."""
+        values: dict[str, list[Any]] = {}
+        for n, (codes, vals) in zip(names, coded, strict=True):
+            picked = codes[first_rows]
+            values[n] = (
+                vals.take(pa.array(np.where(picked < 0, 0, picked))).to_pylist()
+                if len(vals)
+                else [None] * len(first_rows)
+            )
+            for i in np.nonzero(picked < 0)[0].tolist():
+                values[n][i] = None
         stamps = pc.cast(pa.array(ts_us[first_rows]), _TS).to_pylist()
-        last_s = (t[ends] // _SECOND_US).tolist()
+        lasts = last_s.tolist()
+        sizes = counts.tolist()
         pending: list[Event] = []
         for i, ts in enumerate(stamps):
             self._seq += 1
@@ -257,18 +277,15 @@ class AccountPreview:
                 "ts": ts.isoformat().replace("+00:00", "Z"),
             }
             for n in names:
-                if not nulls[n][i]:
-                    rec["ip" if n == "client" else n] = values[n][i]
-            n_lines = int(counts[i])
+                value = values[n][i]
+                if value is not None:
+                    rec["ip" if n == "client" else n] = value
             try:
                 event = parse_record(rec, text="")
             except EventError:
-                self.rejected += n_lines
+                self.rejected += sizes[i]
                 continue
-            pending.append(event._replace(repeat=n_lines, last_epoch=last_s[i]))
-            if len(pending) >= self.batch_size:
-                self._flush(pending)
-                pending = []
+            pending.append(event._replace(repeat=sizes[i], last_epoch=lasts[i]))
         self._flush(pending)
 
     def _flush(self, events: list[Event]) -> None:
