@@ -219,3 +219,37 @@ def test_an_enforcer_fed_runs_decides_as_one_fed_lines(
         store.close()
     assert runs_rows == lines_rows
     assert runs_changes == lines_changes
+
+
+def test_an_account_that_moves_between_orgs_is_linked_to_each_whatever_the_batches(
+    tmp_path: Path,
+) -> None:
+    """An account naming org-a, then org-b on the same day belongs to both groups, whether
+    the two requests arrive in one batch or in two (links used to follow the batches)."""
+    policies = PolicySet.of([_preset()])
+    base = {"net": "us_home", "host": 1, "ua": None, "lang": None, "key": None, "fwd": None}
+    mover = _stream([base | {"gap": 0, "org": "org-a"}, base | {"gap": 60, "org": "org-b"}])
+    stayer = _stream([base | {"gap": 30, "org": "org-a", "host": 2}], account="other")
+    events = sorted([*mover, *stayer], key=lambda e: e.ts)
+    members = []
+    for batch_size in (1, 1_000):
+        store = SqlStore.open(str(tmp_path / f"b{batch_size}.db"))
+        try:
+            make_enforcer(store, policies, SNAPSHOT).ingest(events, batch_size=batch_size)
+            found = store.egress_members(min_accounts=1)
+            members.append({k: sorted(v) for k, v in found.items() if k.startswith("org:")})
+            row = store.get_account("acct")
+            assert row is not None
+            assert AccountEvidence.from_dict(row.evidence).group_keys() == (
+                "org:org-a",
+                "org:org-b",
+            )
+        finally:
+            store.close()
+    assert members[0] == members[1] == {"org:org-a": ["acct", "other"], "org:org-b": ["acct"]}
+
+
+def test_evidence_stored_before_orgs_were_kept_reads_its_one_org() -> None:
+    ev = AccountEvidence.from_dict({"v": 1, "og": "org-a"})
+    assert ev.group_keys() == ("org:org-a",)
+    assert AccountEvidence.from_dict(ev.to_dict()).orgs == {"org-a"}

@@ -414,7 +414,7 @@ class Enforcer:
                 ev, e, locator=locator, bins=bins, switch_window_seconds=switch_seconds
             ):
                 new_egress.add(account)
-            if ev.org is not None or ev.api_keys:
+            if ev.orgs or ev.api_keys:
                 new_egress.add(account)
             touched.add(account)
         complete: dict[str, datetime] = {}

@@ -92,6 +92,7 @@ MAX_USER_AGENTS: Final = 64
 MAX_EGRESS: Final = 48
 MAX_PAYMENT_KEYS: Final = 32
 MAX_API_KEYS: Final = 8
+MAX_ORGS: Final = 8
 
 _CLASS_OTHER: Final = 0
 _CLASS_UNSUPPORTED_RESIDENTIAL: Final = 1
@@ -409,6 +410,7 @@ class AccountEvidence:
         "last_ts",
         "notable",
         "org",
+        "orgs",
         "payments",
         "regions",
         "requests",
@@ -436,6 +438,9 @@ class AccountEvidence:
         self.clock_cache: ClockEstimate | None = None  # not stored: cheap to recompute
         self.notable = False  # not stored: an event since loading could change the verdict
         self.org: str | None = None  # the latest org the account's requests named
+        # Every org it named (first MAX_ORGS): an account that moves between orgs belongs to
+        # each group, whichever batch its requests arrived in.
+        self.orgs: set[str] = set()
         self.api_keys: set[str] = set()  # API keys its requests used (first MAX_API_KEYS)
 
     # ----- serialisation ----------------------------------------------------------------
@@ -461,6 +466,7 @@ class AccountEvidence:
             "x": self.forwarded,
             "ad": self.assessed_day,
             "og": self.org,
+            "ogs": sorted(self.orgs),
             "ks": sorted(self.api_keys),
         }
 
@@ -491,6 +497,7 @@ class AccountEvidence:
         ev.forwarded = dict(data.get("x") or {})
         ev.assessed_day = int(data.get("ad", -1))
         ev.org = data.get("og")
+        ev.orgs = set(data.get("ogs") or ((ev.org,) if ev.org else ()))
         ev.api_keys = set(data.get("ks") or ())
         return ev
 
@@ -541,11 +548,8 @@ class AccountEvidence:
     def group_keys(self) -> tuple[str, ...]:
         """Keys of the account groups it belongs to: its org and the API keys it used
         (``org:NAME``, ``key:KEY``). A reseller's customers share both."""
-        keys = [f"key:{k}" for k in sorted(self.api_keys)]
-        if self.org:
-            org = self.org if len(self.org) <= 100 else "#" + key_digest(self.org)
-            keys.insert(0, f"org:{org}")
-        return tuple(keys)
+        orgs = [f"org:{o if len(o) <= 100 else '#' + key_digest(o)}" for o in sorted(self.orgs)]
+        return (*orgs, *(f"key:{k}" for k in sorted(self.api_keys)))
 
     def located_days(self, *, before: int | None = None) -> tuple[int | None, int | None, int, int]:
         """Direct location observations in the UTC days up to ``before`` (exclusive): the
@@ -678,8 +682,11 @@ class AccountEvidence:
                     self.notable = True
                     if len(self.languages_unsupported) < MAX_LANGUAGES:
                         self.languages_unsupported.add(tag)
-        if event.org is not None:
-            self.org = event.org
+        org = event.org
+        if org is not None:
+            self.org = org
+            if org and org not in self.orgs and len(self.orgs) < MAX_ORGS:
+                self.orgs.add(org)
         api_key = event.api_key
         if api_key is not None and len(self.api_keys) < MAX_API_KEYS:
             self.api_keys.add(key_digest(api_key))
