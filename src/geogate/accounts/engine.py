@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -260,7 +260,7 @@ class Enforcer:
             notices = 0
             for seg in sorted(segments):
                 notices += self._apply_segment(tx, batch, segments[seg])
-            all_transitions = self._write(tx, work, list(work))
+            all_transitions = self._write(tx, batch, list(work))
         self._remember()
         return BatchReport(
             received=len(events),
@@ -311,7 +311,9 @@ class Enforcer:
                 policy = self.policies.in_force(next(iter(due.values())))
                 config = AccountsConfig.from_policy(policy)
                 notices += self._assess(tx, batch, due, config, policy)
-            all_transitions = self._write(tx, work, [a for due in by_segment.values() for a in due])
+            all_transitions = self._write(
+                tx, batch, [a for due in by_segment.values() for a in due]
+            )
         self._remember()
         return BatchReport(
             received=0,
@@ -321,11 +323,14 @@ class Enforcer:
             notices=notices,
         )
 
-    def _write(
-        self, tx: StoreTx, work: dict[str, _Work], changed: list[str]
-    ) -> list[TransitionRow]:
-        """Save the ``changed`` accounts and every transition of ``work``; the saved rows are
-        cached once the transaction commits (:meth:`_remember`)."""
+    def _write(self, tx: StoreTx, batch: _Batch, changed: list[str]) -> list[TransitionRow]:
+        """Save the ``changed`` accounts, their new egress and group links and every transition
+        of the batch; the saved rows are cached once the transaction commits
+        (:meth:`_remember`). Links are written once here, not as each account-day is judged:
+        nothing reads them before :meth:`enforce`, and an account's keys only grow, so the
+        links are the same and one statement replaces one per account-day."""
+        work = batch.work
+        self._link(tx, batch)
         transitions = [t for w in work.values() for t in w.transitions]
         saved = [self._row(a, work[a]) for a in changed]
         if saved:
@@ -429,22 +434,21 @@ class Enforcer:
                 self._open.discard(account)
             else:
                 self._open.add(account)
-        # Egress and group links of accounts left open are written now too.
-        self._link(tx, batch, [a for a in touched if a in self._open])
         return notices + self._assess(tx, batch, complete, config, policy)
 
-    def _link(self, tx: StoreTx, batch: _Batch, accounts: Collection[str]) -> None:
+    @staticmethod
+    def _link(tx: StoreTx, batch: _Batch) -> None:
+        """Link the accounts whose egress or groups may have grown to their keys."""
         work = batch.work
         links = [
             (k, a)
-            for a in accounts
-            if a in batch.new_egress
+            for a in sorted(batch.new_egress)
             for k in (*work[a].evidence.egress, *work[a].evidence.group_keys())
             if not k.startswith("asn:")
         ]
         if links:
             tx.link_egress(links)
-            batch.new_egress.difference_update(accounts)
+        batch.new_egress.clear()
 
     def _assess(
         self,
@@ -459,7 +463,6 @@ class Enforcer:
         every account at one time: judged here it would depend on which accounts happened to
         be committed first."""
         work = batch.work
-        self._link(tx, batch, candidates)
         # Only accounts whose verdict may have changed are assessed: an event carried evidence,
         # the state depends on time (flagged, warned), or a new UTC day began since the last
         # assessment (slow patterns: clock, relay; decay of old evidence).
