@@ -55,6 +55,8 @@ def test_bad_options_are_one_line_errors(
     assert main(["scan", str(tmp_path), "--out", str(tmp_path), "--field", "bogus=x"]) == 2
     (tmp_path / "x.jsonl").write_text("")
     assert main(["scan", str(tmp_path / "x.jsonl"), "--out", str(tmp_path), "--jobs", "0"]) == 2
+    huge = ["--jobs", "9" * 20]  # used to build that many shares and never return
+    assert main(["scan", str(tmp_path / "x.jsonl"), "--out", str(tmp_path), *huge]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 4
+    assert len(lines) == 5
     assert all(line.startswith("geogate: error: ") for line in lines)

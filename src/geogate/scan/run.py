@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -229,6 +229,10 @@ def finish(
     return result
 
 
+MAX_JOBS: Final = 256
+"""The most processes ``--jobs`` starts (each holds its own tables in memory)."""
+
+
 def scan_local(
     config: ScanConfig, *, progress: ProgressFn | None = None, jobs: int = 1
 ) -> ScanResult:
@@ -242,8 +246,8 @@ def scan_local(
     paths = expand_inputs(config.inputs)
     if not paths:
         raise ConfigError("no input files", key="LOGS")
-    if jobs < 1:
-        raise ConfigError(f"jobs must be at least 1, not {jobs}", key="--jobs")
+    if not 1 <= jobs <= MAX_JOBS:
+        raise ConfigError(f"jobs must be between 1 and {MAX_JOBS}, not {jobs}", key="--jobs")
     start = time.perf_counter()
     shares = _shares(paths, jobs, config.read) if jobs > 1 else []
     if len(shares) > 1 and not config.preview_accounts:
