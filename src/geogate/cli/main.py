@@ -394,28 +394,30 @@ def _gate_country_change(previous: Path, snap: Any, *, limit: float, sub_limit: 
         err.print(f"note: not comparing with {previous}: {exc.one_line()}", markup=False)
         return
     change = diff_snapshots(old, snap).v4
-    share = change.country_change_share
-    if share > limit:
-        top = ", ".join(
-            f"{m.old or '-'}->{m.new or '-'} {m.units:,}" for m in change.country_movers[:3]
-        )
-        raise IntelDataError(
-            f"{100 * share:.2f} % of located IPv4 addresses would change country "
-            f"(max_country_change {100 * limit:.2f} %; top: {top}); review with "
-            "`geogate data diff`, then rebuild with --force if it is right",
-            path=str(previous),
-        )
-    sub_share = change.subdivision_change_share
-    if sub_share > sub_limit:
-        top = ", ".join(
-            f"{m.old or '-'}->{m.new or '-'} {m.units:,}" for m in change.subdivision_movers[:3]
-        )
-        raise IntelDataError(
-            f"{100 * sub_share:.2f} % of IPv4 addresses with a subdivision would change it "
-            f"(max_subdivision_change {100 * sub_limit:.2f} %; top: {top}); review with "
-            "`geogate data diff`, then rebuild with --force if it is right",
-            path=str(previous),
-        )
+    gates = (
+        (
+            change.country_change_share,
+            limit,
+            change.country_movers,
+            "located IPv4 addresses would change country",
+            "max_country_change",
+        ),
+        (
+            change.subdivision_change_share,
+            sub_limit,
+            change.subdivision_movers,
+            "IPv4 addresses with a subdivision would change it",
+            "max_subdivision_change",
+        ),
+    )
+    for share, most, movers, what, key in gates:
+        if share > most:
+            top = ", ".join(f"{m.old or '-'}->{m.new or '-'} {m.units:,}" for m in movers[:3])
+            raise IntelDataError(
+                f"{100 * share:.2f} % of {what} ({key} {100 * most:.2f} %; top: {top}); "
+                "review with `geogate data diff`, then rebuild with --force if it is right",
+                path=str(previous),
+            )
 
 
 @data_app.command("diff")
