@@ -3,6 +3,7 @@ snapshots compiled by the real builder, and address picks from snapshot data."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.server
 import json
@@ -19,8 +20,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
+import uvloop
 
 from geogate.intel.build import BuildConfig, SourceConfig, build_snapshot
 from geogate.intel.snapshot import Snapshot
@@ -361,3 +364,23 @@ class AsgiClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LoopThread:
+    """An asyncio event loop (uvloop, as the service runs) in a daemon thread, for servers
+    that live on a loop (the gRPC server) in tests that are plain functions."""
+
+    def __init__(self) -> None:
+        self.loop = uvloop.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Any, timeout: float = 10.0) -> Any:
+        """Run ``coroutine`` on the loop and return its result."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        return future.result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()

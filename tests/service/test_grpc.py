@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 from tests.service.conftest import Addresses
+from tests.service.support import LoopThread
 
 from geogate.client_ip import TrustedProxies
 from geogate.intel.snapshot import Snapshot
@@ -41,8 +42,9 @@ def stub(embedded: Snapshot) -> Iterator[Any]:
         accounts=InMemoryAccountStatus(["acct-blocked"]),
         metrics=ServiceMetrics(),
     )
+    loop = LoopThread()
     server = GrpcAuthzServer(servicer, address="127.0.0.1:0")
-    port = server.start()
+    port = loop.run(server.start())
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     check = channel.unary_unary(
         pb.CHECK_METHOD,
@@ -53,7 +55,8 @@ def stub(embedded: Snapshot) -> Iterator[Any]:
         yield check
     finally:
         channel.close()
-        server.stop(0)
+        loop.run(server.stop(0))
+        loop.close()
 
 
 def request(peer: str, headers: dict[str, str]) -> Any:

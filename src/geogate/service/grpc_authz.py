@@ -10,29 +10,28 @@ walked right to left over the trusted proxies), decides with the current Engine 
   denial body and the ``x-geogate-*`` headers; 503 (UNAVAILABLE) when failing closed, 400
   (INVALID_ARGUMENT) for a malformed client address.
 
-The server is grpcio's thread-pool server in the same process as the HTTP service, sharing its
-:class:`~geogate.service.engine.EngineRef`, so a reload switches both at once; with several
+The server runs on the HTTP service's event loop (:mod:`geogate.service.grpc_wire`) and shares
+its :class:`~geogate.service.engine.EngineRef`, so a reload switches both at once; with several
 workers each runs one on the shared port (``SO_REUSEPORT``). A check reads only the three
-headers it needs and sends a response serialized once per Decision. grpcio's asyncio server
-on the HTTP service's event loop was tried and dropped: behind Envoy on the benchmark machine
-it served fewer checks per second than the thread pool (bench/RESULTS.md); in both, grpcio's
-own per-call machinery, not the decision, takes most of the time.
+headers it needs and sends a response serialized once per Decision. grpcio's servers (its
+thread pool, and its asyncio server on this loop) were measured first: their per-call
+machinery cost about 250 µs of CPU per check, against about 1 µs for the decision
+(bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from concurrent import futures
 from typing import Any
 
-import grpc
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 from geogate.decide import TwoGenerationCache
 from geogate.errors import ConfigError
 from geogate.service import envoy_proto as pb
 from geogate.service.engine import EngineRef, Verdict, enforce
+from geogate.service.grpc_wire import INVALID_ARGUMENT, CallError, GrpcServer, UnaryMethod
 from geogate.service.metrics import ServiceMetrics
 from geogate.service.ports import AccountStatusPort
 from geogate.service.responses import JSON_TYPE, decision_headers, refusal_body
@@ -41,7 +40,7 @@ log = logging.getLogger("geogate.service")
 
 # google.rpc.Code values
 _OK = 0
-_INVALID_ARGUMENT = 3
+_INVALID_ARGUMENT = INVALID_ARGUMENT
 _PERMISSION_DENIED = 7
 _UNAVAILABLE = 14
 _RPC_CODE = {200: _OK, 400: _INVALID_ARGUMENT, 403: _PERMISSION_DENIED, 503: _UNAVAILABLE}
@@ -155,58 +154,57 @@ class AuthorizationServicer:
         return data
 
 
-def _handler(servicer: AuthorizationServicer) -> grpc.GenericRpcHandler:
-    check: Callable[[Any, Any], bytes] = servicer.check_encoded
-    return grpc.method_handlers_generic_handler(
-        pb.SERVICE_NAME,
-        {
-            "Check": grpc.unary_unary_rpc_method_handler(
-                check,
-                request_deserializer=pb.CheckRequest.FromString,
-                response_serializer=None,  # check_encoded gives the bytes
-            )
-        },
-    )
+def _check_method(servicer: AuthorizationServicer) -> UnaryMethod:
+    from_string = pb.CheckRequest.FromString
+
+    def handle(data: bytes) -> bytes:
+        try:
+            request = from_string(data)
+        except DecodeError:
+            raise CallError(INVALID_ARGUMENT, "malformed CheckRequest message") from None
+        return servicer.check_encoded(request)
+
+    return UnaryMethod(handle)
 
 
 class GrpcAuthzServer:
-    """The gRPC server hosting :class:`AuthorizationServicer` on ``address`` (``host:port``)."""
+    """The ext_authz gRPC server for :class:`AuthorizationServicer` on ``address``
+    (``host:port``, port 0 for a free one), on the running event loop (see
+    :mod:`geogate.service.grpc_wire`)."""
 
     def __init__(
         self,
         servicer: AuthorizationServicer,
         *,
         address: str,
-        threads: int = 2,
         reuse_port: bool = False,
     ) -> None:
-        # Two threads: a check never waits on I/O (the blocked-account set is refreshed in the
-        # background), so more threads only contend for the GIL. Behind Envoy on 2 cores, 2
-        # threads served 4,600-4,850 checks/s against 3,100 with 8 (bench/RESULTS.md).
         self.servicer = servicer
         self.address = address
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="geogate-grpc"),
+        host, _, port = address.rpartition(":")
+        self._server = GrpcServer(
+            {pb.CHECK_METHOD: _check_method(servicer)},
+            host=host,
+            port=int(port),
             # Only the workers of one service share a port (SO_REUSEPORT); otherwise a busy
             # port must be an error, not a silently shared one.
-            options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
+            reuse_port=reuse_port,
         )
-        self._server.add_generic_rpc_handlers((_handler(servicer),))
         self.port = 0
 
-    def start(self) -> int:
+    async def start(self) -> int:
         """Bind and start serving; returns the bound port. Raises ConfigError when the address
         cannot be bound."""
         try:
-            self.port = self._server.add_insecure_port(self.address)
-        except RuntimeError as exc:
-            raise ConfigError(f"cannot listen on {self.address}: {exc}", key="grpc_port") from None
-        if self.port == 0:
-            raise ConfigError(f"cannot listen on {self.address}", key="grpc_port")
-        self._server.start()
+            self.port = await self._server.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {self.address}: {exc.strerror or exc}", key="grpc_port"
+            ) from None
         log.info("geogate ext_authz gRPC server on %s", self.address)
         return self.port
 
-    def stop(self, grace_seconds: float = 2.0) -> None:
-        """Stop accepting calls and wait up to ``grace_seconds`` for calls in flight."""
-        self._server.stop(grace_seconds).wait()
+    async def stop(self, grace_seconds: float = 2.0) -> None:
+        """Stop accepting calls and close the connections once the calls in flight are
+        answered (at most ``grace_seconds``)."""
+        await self._server.stop(grace_seconds)

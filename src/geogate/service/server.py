@@ -1,4 +1,5 @@
-"""Running the decision service: uvicorn for HTTP, grpcio for Envoy's gRPC ext_authz.
+"""Running the decision service: uvicorn for HTTP and, on the same event loop, Envoy's gRPC
+ext_authz.
 
 Everything that can be wrong with the configuration (values, policy files, listen addresses)
 is found before the first request: :func:`run` raises ConfigError/PolicyError, which the CLI
@@ -20,6 +21,7 @@ serving process.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -182,8 +184,8 @@ def _serve(
     freezing the heap; a forked worker only freezes what it made itself, so the collector
     never walks (and copies) the pages it shares with the supervisor.
 
-    gRPC runs on grpcio's thread-pool server: grpcio's asyncio server on uvicorn's loop was
-    tried and measured slower behind Envoy on the benchmark machine (see bench/RESULTS.md)."""
+    The gRPC server runs on uvicorn's event loop (:mod:`geogate.service.grpc_wire`): a check
+    is decided inline as its call arrives, with no thread hand-off."""
     grpc_server: GrpcAuthzServer | None = None
     if grpc_port is not None and config.grpc_address is not None:
         service = service_of(app)
@@ -207,17 +209,22 @@ def _serve(
         backlog=2048,
     )
     server = uvicorn.Server(uv_config)
-    if grpc_server is not None:
-        grpc_server.start()
     if refreeze:
         freeze_heap()
     else:
         gc.freeze()
-    try:
-        server.run(sockets=[sock])
-    finally:
+
+    async def serve() -> None:
         if grpc_server is not None:
-            grpc_server.stop()
+            await grpc_server.start()
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            if grpc_server is not None:
+                await grpc_server.stop()
+
+    with asyncio.Runner(loop_factory=uv_config.get_loop_factory()) as runner:
+        runner.run(serve())
 
 
 _SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
