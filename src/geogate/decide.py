@@ -14,17 +14,28 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
-from typing import Any, Final, Protocol
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from geogate.client_ip import ClientIPHeader, TrustedProxies, parse_ip, resolve_client_ip
 from geogate.clock import Clock, SystemClock
+from geogate.errors import ConfigError
 from geogate.intel.addresses import embedded_ipv4_text
 from geogate.intel.facts import IntelFacts, IntelLookup, NetworkFlag
 from geogate.intel.places import Place
 from geogate.policy.model import Action, Anonymizer, Policy, PolicySet, Rule
+
+if TYPE_CHECKING:
+    from geogate._fastpath import ColdPath
+
+_fastpath: ModuleType | None
+try:  # the optional compiled cold path (Cython); absent when installed without a C compiler
+    from geogate import _fastpath
+except ImportError:  # pragma: no cover - CI builds it (tests/test_fastpath.py)
+    _fastpath = None
 
 
 class Reason(enum.StrEnum):
@@ -678,7 +689,16 @@ class Decider:
         clock: Clock | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         client_ip_header: ClientIPHeader | str = ClientIPHeader.X_FORWARDED_FOR,
+        accelerated: bool | None = None,
     ) -> None:
+        """Bind ``policies``, ``intel`` and the trusted proxies for the hot path.
+
+        ``accelerated`` picks the first decision for a range: ``None`` (default) uses the
+        compiled path (``geogate._fastpath``) when it was built at install, ``intel`` is a
+        snapshot and ``GEOGATE_PURE_PYTHON`` is not set; ``False`` always uses the Python path;
+        ``True`` requires the compiled one (ConfigError when it is not built). Both give the
+        same decisions and cache behaviour; see :attr:`accelerated`.
+        """
         self.policies = policies if isinstance(policies, PolicySet) else PolicySet.of([policies])
         self.intel = intel
         self.trusted = trusted
@@ -698,6 +718,33 @@ class Decider:
         self._prepared: set[int] = set()  # policy segments whose verdicts are all made
         # Keys below n4 are IPv4 ranges: an IPv6 text located there carried an IPv4 address.
         self._n4: int = getattr(intel, "n4", 1 << 62)
+        self._cold = self._cold_path(accelerated)
+        # What decide calls after an address cache miss: the compiled path or the Python one.
+        self._miss = self._cold.miss if self._cold is not None else self._address_miss
+
+    def _cold_path(self, accelerated: bool | None) -> ColdPath | None:
+        """The compiled cold path for this decider, or None for the Python path."""
+        if accelerated is False:
+            return None
+        tables = getattr(self.intel, "search_tables", None)
+        if _fastpath is None or tables is None:
+            if accelerated:
+                why = (
+                    "was not built at install (no C compiler?)"
+                    if _fastpath is None
+                    else "needs a Snapshot to search"
+                )
+                raise ConfigError(f"accelerated=True: the compiled decision path {why}")
+            return None
+        if accelerated is None and _fastpath.pure_python_forced():
+            return None
+        cold: ColdPath = _fastpath.ColdPath(self, tables(), self._n4, _RangeDecision)
+        return cold
+
+    @property
+    def accelerated(self) -> bool:
+        """True when first decisions for a range run in the compiled path (geogate._fastpath)."""
+        return self._cold is not None
 
     def prepare(self) -> None:
         """Build what the first decisions would build, e.g. before serving or forking worker
@@ -737,15 +784,23 @@ class Decider:
             entries += len(view.addresses) + len(view.ranges)
             size += len(view.addresses) * ADDRESS_ENTRY_BYTES + len(view.ranges) * RANGE_ENTRY_BYTES
         lookups = self._lookups
-        misses = self._range_hits + self._misses
+        range_hits, range_misses = self._range_counts()
+        misses = range_hits + range_misses
         return CacheStats(
             lookups=lookups,
             hits=max(0, lookups - misses),
-            range_hits=self._range_hits,
-            misses=self._misses,
+            range_hits=range_hits,
+            misses=range_misses,
             entries=entries,
             bytes_estimate=size,
         )
+
+    def _range_counts(self) -> tuple[int, int]:
+        """Range cache hits and misses, of the Python path and the compiled one together."""
+        cold = self._cold
+        if cold is None:
+            return self._range_hits, self._misses
+        return self._range_hits + cold.range_hits, self._misses + cold.misses
 
     def _verdict(self, view: _SegmentView, key: int) -> _Verdict:
         """The location outcome of range ``key``: it depends only on the range's country,
@@ -755,7 +810,7 @@ class Decider:
         if combos is None:
             # The packed column costs ~10 ms to build: worth it for a service, not for the
             # few decisions of a `geogate check` (read the four columns until 256 misses).
-            if self._misses < 256:
+            if self._range_counts()[1] < 256:
                 combo = self._combo_of(key)
             else:
                 combos = self._combos = self._combo_column()
@@ -873,7 +928,7 @@ class Decider:
         self._lookups += 1
         decision: Decision | None = view.addresses.young.get(ip)
         if decision is None:
-            decision = self._address_miss(view, ip)
+            decision = self._miss(view, ip)
         if account is not None and account in view.exempt_accounts:
             base = self._range_decision(view, self.intel.locate(ip))
             return _exempt(view.policy, base, Reason.EXEMPT_ACCOUNT)

@@ -734,6 +734,19 @@ class Snapshot:
         bounds = self._v4_bounds
         return bisect_right(self._v4_starts, x, bounds[h], bounds[h + 1]) - 1
 
+    def search_tables(self) -> tuple[memoryview, memoryview, memoryview, memoryview, memoryview]:
+        """The tables :meth:`locate` searches, as read-only buffers: the IPv4 starts (uint32),
+        the IPv4 bucket bounds (65,537 uint32, per top 16 bits), the IPv6 starts' high and low
+        halves (uint64) and the IPv6 bucket bounds. The compiled decision path
+        (``geogate._fastpath``) runs the same search over them without Python objects."""
+        return (
+            self._v4_np.data.toreadonly(),
+            memoryview(self._v4_bounds).toreadonly(),
+            self._v6_hi_np.data.toreadonly(),
+            self._v6_lo_np.data.toreadonly(),
+            memoryview(self._v6_bounds).toreadonly(),
+        )
+
     def facts_at(self, key: int) -> IntelFacts:
         """The facts of range ``key`` (memoised). Key ``-1`` (the malformed-address marker
         of :meth:`locate_many`) gives ``IntelFacts.unknown()``; other keys outside

@@ -1,0 +1,18 @@
+"""Type stub of the optional compiled cold path (``_fastpath.pyx``)."""
+
+from typing import Any
+
+def pure_python_forced() -> bool: ...
+
+class ColdPath:
+    misses: int
+    range_hits: int
+    def __init__(
+        self,
+        decider: Any,
+        tables: tuple[memoryview, memoryview, memoryview, memoryview, memoryview],
+        n4: int,
+        decision_type: type,
+    ) -> None: ...
+    def locate(self, ip: str) -> int: ...
+    def miss(self, view: Any, ip: str) -> Any: ...
