@@ -6,13 +6,16 @@ Not a test. Measures, in one run on the same machine:
 2. ``GET /v1/auth/nginx`` on ``geogate serve`` directly (what nginx's subrequest costs geogate);
 3. the nginx ``auth_request`` path: nginx running ``deploy/nginx/geogate.conf`` in front of an
    upstream that is itself a static nginx location, so the cost measured is nginx + geogate;
-4. the ceiling: the same nginx returning a static 200 with no auth_request.
+4. Envoy's ext_authz over HTTP and over gRPC (``deploy/envoy/envoy-{http,grpc}.yaml``), one
+   Envoy worker thread each (``--envoy-rounds N`` alternates them N times and prints medians);
+5. ``/v1/decide`` and ``/v1/auth/nginx`` with two workers, and the memory of 1 and 2 workers;
+6. the ceiling: the same nginx returning a static 200 with no auth_request.
 
 Every request carries a different client address (10,000 random public IPv4 addresses, fixed
 seed), so the Decider's per-range cache behaves as with real traffic. nginx runs one worker
 process, like geogate; wrk runs one thread. Prints a Markdown table for bench/RESULTS.md.
 
-    python bench/bench_service.py [--duration 10] [--connections 32]
+    python bench/bench_service.py [--duration 10] [--connections 32] [--envoy-rounds 1]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -257,6 +261,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--envoy-rounds",
+        type=int,
+        default=1,
+        help="measure Envoy HTTP and gRPC ext_authz alternately this many times (medians "
+        "printed; a noisy machine drifts less between the two)",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
@@ -329,17 +340,23 @@ def main() -> int:
                 FORWARDED % "/",
                 half,
             )
-            for mode, target in (("http", gport), ("grpc", grpc_port)):
-                envoy, eport = start_envoy(workdir, mode, geogate_port=target, api_port=sport)
-                try:
-                    measure(
-                        f"Envoy {'gRPC' if mode == 'grpc' else 'HTTP'} ext_authz -> geogate, "
-                        "1 worker",
-                        f"http://127.0.0.1:{eport}",
-                        FORWARDED % "/",
-                        service=geogate.pid,
-                    )
-                finally:
+            envoys = {
+                mode: start_envoy(workdir, mode, geogate_port=target, api_port=sport)
+                for mode, target in (("http", gport), ("grpc", grpc_port))
+            }
+            try:
+                for round_ in range(args.envoy_rounds):
+                    suffix = f" (round {round_ + 1})" if args.envoy_rounds > 1 else ""
+                    for mode, (_, eport) in envoys.items():
+                        measure(
+                            f"Envoy {'gRPC' if mode == 'grpc' else 'HTTP'} ext_authz -> "
+                            f"geogate, 1 worker{suffix}",
+                            f"http://127.0.0.1:{eport}",
+                            FORWARDED % "/",
+                            service=geogate.pid,
+                        )
+            finally:
+                for envoy, _ in envoys.values():
                     stop(envoy)
             stop(geogate)
 
@@ -403,7 +420,31 @@ def main() -> int:
     print("| --- | ---: | ---: |")
     for name, seconds in cpu_per.items():
         print(f"| {name} | {seconds * 1e6:.0f} µs | {1 / seconds:,.0f} |")
+    if args.envoy_rounds > 1:
+        print_envoy_medians(results, cpu_per)
     return 0
+
+
+def print_envoy_medians(results: list[Result], cpu_per: dict[str, float]) -> None:
+    """Median of the alternated Envoy rounds, gRPC beside HTTP."""
+    rows = {}
+    for mode in ("HTTP", "gRPC"):
+        runs = [r for r in results if r.name.startswith(f"Envoy {mode} ")]
+        rows[mode] = (
+            statistics.median(r.rps for r in runs),
+            statistics.median(r.p99_ms for r in runs),
+            statistics.median(cpu_per[r.name] for r in runs if r.name in cpu_per),
+            len(runs),
+        )
+    print()
+    print("Envoy ext_authz, median of the alternated rounds:")
+    print()
+    print("| mode | rounds | checks/s | p99 | geogate CPU per check |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for mode, (rps, p99, cpu, n) in rows.items():
+        print(f"| {mode} | {n} | {rps:,.0f} | {p99:.2f} ms | {cpu * 1e6:.0f} µs |")
+    ratio = rows["gRPC"][0] / rows["HTTP"][0]
+    print(f"\ngRPC / HTTP checks per second: {ratio:.2f}× (target ≥ 1.0×, same p99).")
 
 
 if __name__ == "__main__":
