@@ -5,7 +5,8 @@ in the same run, so the ratios hold on a shared, noisy machine:
 
 - a bare ``maxminddb`` get on the CC0 country file (``@ip-location-db/geo-whois-asn-country``
   from the npm registry, cached under .cache/bench), IPv4 and IPv6: the floor of a single
-  decision, warm and cold (first decision for a range);
+  decision, warm and cold (first decision for a range; cold through the compiled path,
+  ``geogate._fastpath``, when it is built, and through the pure-Python path beside it);
 - ``inet_aton`` + ``np.searchsorted`` over the same strings: the floor of batch decisions
   from text;
 - ``decide_many`` on integer arrays from 1 M to ``--max-n`` addresses, each size in a fresh
@@ -282,13 +283,19 @@ def main() -> int:
     warmup4, first4 = first4[100_000:200_000], first4[:100_000]
     warmup6, texts6 = texts6[100_000:], texts6[:100_000]
 
-    def cold(items: list[str], warmup: list[str], *, evidence: bool = False) -> tuple[float, float]:
+    def cold(
+        items: list[str],
+        warmup: list[str],
+        *,
+        evidence: bool = False,
+        accelerated: bool | None = None,
+    ) -> tuple[float, float]:
         """Per-address wall time and CPU time (which a busy shared machine inflates less) of a
         decider that has served other ranges (``warmup``) deciding addresses of ranges it has
-        not seen."""
+        not seen; ``accelerated=False`` times the pure-Python path."""
         best = cpu = float("inf")
         for _ in range(3):
-            fresh = Decider(policies, snap)
+            fresh = Decider(policies, snap, accelerated=accelerated)
             fresh.prepare()  # as the service does before serving
             for ip in warmup:
                 fresh.decide(ip, at=AT)
@@ -308,6 +315,9 @@ def main() -> int:
     cold4, cold4_cpu = cold(first4, warmup4)
     cold6, cold6_cpu = cold(texts6, warmup6)
     cold4_facts, _ = cold(first4, warmup4, evidence=True)
+    compiled = Decider(policies, snap).accelerated
+    pure4, pure4_cpu = cold(first4, warmup4, accelerated=False)
+    pure6, pure6_cpu = cold(texts6, warmup6, accelerated=False)
 
     # Batches.
     decider.decide_many(addrs[:1000], at=AT)
@@ -388,13 +398,19 @@ def main() -> int:
     )
     print(f"| `Decider.decide`, warm, `at` from the clock | {warm4_now * us:.2f} µs "
           f"({warm4_now / ref4:.2f}×) | | |")  # fmt: skip
+    path = "compiled path" if compiled else "pure Python: geogate._fastpath not built or disabled"
     print(
-        f"| first decision for a range (cold) | {cold4 * us:.2f} µs ({cold4 / ref4:.1f}×) | "
-        f"{cold6 * us:.2f} µs ({cold6 / ref6:.1f}×) | ≤ 2 µs |"
+        f"| first decision for a range (cold; {path}) | {cold4 * us:.2f} µs "
+        f"({cold4 / ref4:.1f}×) | {cold6 * us:.2f} µs ({cold6 / ref6:.1f}×) | ≤ 2 µs |"
     )
     print(
         f"| same, CPU time of the process | {cold4_cpu * us:.2f} µs | {cold6_cpu * us:.2f} µs | |"
     )
+    print(
+        f"| cold, pure-Python path (`GEOGATE_PURE_PYTHON=1`) | {pure4 * us:.2f} µs "
+        f"({pure4 / ref4:.1f}×) | {pure6 * us:.2f} µs ({pure6 / ref6:.1f}×) | |"
+    )
+    print(f"| same, CPU time | {pure4_cpu * us:.2f} µs | {pure6_cpu * us:.2f} µs | |")
     print(f"| cold, evidence read too (`/v1/decide`) | {cold4_facts * us:.2f} µs | | |")
     print(
         f"| decision cache after the warm runs | hit rate {stats.hit_rate:.1%}, "
