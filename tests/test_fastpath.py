@@ -18,6 +18,7 @@ import gc
 import importlib
 import socket
 import threading
+import weakref
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -336,6 +337,23 @@ def test_compiled_decisions_stay_out_of_the_cycle_collector() -> None:
     assert decision == pure.decide("8.8.8.8", at=AFTER)
     assert isinstance(decision, Decision)
     assert decision.facts.country == "US"
+
+
+def test_a_dropped_decider_is_freed_without_the_cycle_collector() -> None:
+    """The compiled path keeps no reference to its Decider (the Decider is passed in), so a
+    replaced Decider and its caches are freed by reference counting alone, as before: the
+    service freezes its heap out of the cycle collector."""
+    for accelerated in (True, False):
+        decider = Decider(_policies("builtin"), _snap(), accelerated=accelerated)
+        for ip in ("8.8.8.8", "2a00:1450:4001::1", "::ffff:1.1.1.1", "2002:3be0:1::1"):
+            decider.decide(ip, at=AFTER)
+        ref = weakref.ref(decider)
+        gc.disable()
+        try:
+            del decider
+            assert ref() is None, accelerated
+        finally:
+            gc.enable()
 
 
 def test_threads_sharing_a_compiled_decider_get_the_pure_answers() -> None:

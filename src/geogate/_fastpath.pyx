@@ -85,11 +85,12 @@ cdef inline uint64_t _be64(const uint8_t *p) noexcept nogil:
 cdef class ColdPath:
     """The cold path of one Decider over one snapshot (see the module docstring).
 
-    ``decider`` is the :class:`~geogate.decide.Decider` (its ``_address_miss`` and
-    ``_verdict`` are the fallbacks, its ``_combos`` the packed verdict-key column once made);
     ``tables`` is :meth:`Snapshot.search_tables`; ``n4`` the number of IPv4 ranges;
-    ``decision_type`` the ``_RangeDecision`` class whose ``_verdict`` and ``_key`` slots are set.
-    ``misses`` and ``range_hits`` count as the Decider's counters of the same names.
+    ``decision_type`` the ``_RangeDecision`` class whose ``_verdict`` and ``_key`` slots are
+    set. ``misses`` and ``range_hits`` count as the Decider's counters of the same names.
+    The Decider is passed to :meth:`miss` rather than kept, so that the two make no reference
+    cycle (a replaced Decider and its caches are freed as soon as it is dropped, also when
+    the service has frozen the heap out of the cycle collector).
     """
 
     cdef const uint32_t[::1] v4
@@ -100,16 +101,13 @@ cdef class ColdPath:
     cdef const uint64_t[::1] combos
     cdef bint has_combos
     cdef Py_ssize_t n4
-    cdef object decider
-    cdef object slow_miss
-    cdef object slow_verdict
     cdef object decision_type
     cdef object set_verdict
     cdef object set_key
     cdef public long long misses
     cdef public long long range_hits
 
-    def __init__(self, decider, tables, n4, decision_type):
+    def __init__(self, tables, n4, decision_type):
         v4, v4_bounds, v6_hi, v6_lo, v6_bounds = tables
         self.v4 = v4
         self.v4_bounds = v4_bounds
@@ -124,9 +122,6 @@ cdef class ColdPath:
             raise ValueError("ranges must start at 0")  # so no search ends before index 0
         self.n4 = n4
         self.has_combos = False
-        self.decider = decider
-        self.slow_miss = decider._address_miss
-        self.slow_verdict = decider._verdict
         self.decision_type = decision_type
         self.set_verdict = decision_type.__dict__["_verdict"]
         self.set_key = decision_type.__dict__["_key"]
@@ -228,7 +223,7 @@ cdef class ColdPath:
         leaves the address to Python (see :meth:`miss`)."""
         return self._key_of(ip)
 
-    cdef object _range_decision(self, object view, Py_ssize_t key):
+    cdef object _range_decision(self, object decider, object view, Py_ssize_t key):
         cdef object ranges = view.ranges
         cdef dict young = ranges.young
         cdef object pykey = PyLong_FromSsize_t(key)
@@ -245,7 +240,7 @@ cdef class ColdPath:
             return decision
         self.misses += 1
         if not self.has_combos:
-            combos = self.decider._combos
+            combos = decider._combos
             if combos is not None:
                 self.combos = combos
                 self.has_combos = True
@@ -257,7 +252,8 @@ cdef class ColdPath:
         if found != NULL:
             verdict = <object>found
         else:
-            verdict = self.slow_verdict(view, pykey)
+            verdict = decider._verdict(view, pykey)
+            young = ranges.young  # as the Python path reads it: after the verdict is made
         decision = geogate_new_with_slots(
             self.decision_type, self.set_verdict, verdict, self.set_key, pykey
         )
@@ -266,16 +262,16 @@ cdef class ColdPath:
         PyDict_SetItem(young, pykey, decision)
         return decision
 
-    def miss(self, object view, object ip):
+    def miss(self, object decider, object view, object ip):
         """The decision for ``ip`` after an address cache miss in ``view`` (a
-        ``_SegmentView``): exactly ``Decider._address_miss(view, ip)``."""
+        ``_SegmentView``): exactly ``decider._address_miss(view, ip)``."""
         cdef object addresses = view.addresses
         cdef PyObject *found
         cdef Py_ssize_t key
         cdef object decision
         cdef dict young
         if type(ip) is not str or view.has_exempt_networks:
-            return self.slow_miss(view, ip)
+            return decider._address_miss(view, ip)
         found = PyDict_GetItemWithError(<dict>addresses.old, ip)
         if found != NULL:  # back to the young generation
             decision = <object>found
@@ -283,8 +279,8 @@ cdef class ColdPath:
             return decision
         key = self._key_of(<str>ip)
         if key < 0:
-            return self.slow_miss(view, ip)
-        decision = self._range_decision(view, key)
+            return decider._address_miss(view, ip)
+        decision = self._range_decision(decider, view, key)
         young = addresses.young
         if PyDict_GET_SIZE(young) >= <Py_ssize_t>addresses.capacity:
             young = addresses.rotate()

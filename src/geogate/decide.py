@@ -719,8 +719,6 @@ class Decider:
         # Keys below n4 are IPv4 ranges: an IPv6 text located there carried an IPv4 address.
         self._n4: int = getattr(intel, "n4", 1 << 62)
         self._cold = self._cold_path(accelerated)
-        # What decide calls after an address cache miss: the compiled path or the Python one.
-        self._miss = self._cold.miss if self._cold is not None else self._address_miss
 
     def _cold_path(self, accelerated: bool | None) -> ColdPath | None:
         """The compiled cold path for this decider, or None for the Python path."""
@@ -738,7 +736,7 @@ class Decider:
             return None
         if accelerated is None and _fastpath.pure_python_forced():
             return None
-        cold: ColdPath = _fastpath.ColdPath(self, tables(), self._n4, _RangeDecision)
+        cold: ColdPath = _fastpath.ColdPath(tables(), self._n4, _RangeDecision)
         return cold
 
     @property
@@ -928,7 +926,8 @@ class Decider:
         self._lookups += 1
         decision: Decision | None = view.addresses.young.get(ip)
         if decision is None:
-            decision = self._miss(view, ip)
+            cold = self._cold  # the compiled path, or None (passed self: no reference cycle)
+            decision = self._address_miss(view, ip) if cold is None else cold.miss(self, view, ip)
         if account is not None and account in view.exempt_accounts:
             base = self._range_decision(view, self.intel.locate(ip))
             return _exempt(view.policy, base, Reason.EXEMPT_ACCOUNT)
