@@ -218,10 +218,12 @@ cdef class ColdPath:
             return -1  # 6to4, Teredo, NAT64, compatible ...: the Python path
         return self._v6_key(xh, xl)
 
-    def locate(self, str ip):
+    def locate(self, object ip):
         """The range key of ``ip`` as ``Snapshot.locate`` gives it, or -1 when this path
         leaves the address to Python (see :meth:`miss`)."""
-        return self._key_of(ip)
+        if type(ip) is not str:
+            return -1
+        return self._key_of(<str>ip)
 
     cdef object _range_decision(self, object decider, object view, Py_ssize_t key):
         cdef object ranges = view.ranges
