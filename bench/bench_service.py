@@ -279,6 +279,7 @@ def main() -> int:
     results: list[Result] = []
     # geogate's own CPU seconds per decision, per measurement: the cost that more cores divide.
     cpu_per: dict[str, float] = {}
+    proxy_cpu_per: dict[str, float] = {}  # the same for Envoy, on the Envoy paths
     started: list[subprocess.Popen[bytes]] = []
     memory: list[tuple[str, int, float, float]] = []
 
@@ -289,9 +290,11 @@ def main() -> int:
         connections: int | None = None,
         *,
         service: int | None = None,
+        proxy: int | None = None,
     ) -> None:
         script = lua_script(workdir, re.sub(r"\W+", "_", name), ips, body)
         before = tree_cpu_seconds(service) if service is not None else 0.0
+        proxy_before = tree_cpu_seconds(proxy) if proxy is not None else 0.0
         result = run_wrk(
             name,
             url,
@@ -303,6 +306,9 @@ def main() -> int:
         if service is not None and result.rps > 0:
             used = tree_cpu_seconds(service) - before
             cpu_per[name] = used / (result.rps * args.duration)
+        if proxy is not None and result.rps > 0:
+            used = tree_cpu_seconds(proxy) - proxy_before
+            proxy_cpu_per[name] = used / (result.rps * args.duration)
 
     with tempfile.TemporaryDirectory(prefix="geogate-bench-") as tmp:
         workdir = Path(tmp)
@@ -347,13 +353,14 @@ def main() -> int:
             try:
                 for round_ in range(args.envoy_rounds):
                     suffix = f" (round {round_ + 1})" if args.envoy_rounds > 1 else ""
-                    for mode, (_, eport) in envoys.items():
+                    for mode, (envoy, eport) in envoys.items():
                         measure(
                             f"Envoy {'gRPC' if mode == 'grpc' else 'HTTP'} ext_authz -> "
                             f"geogate, 1 worker{suffix}",
                             f"http://127.0.0.1:{eport}",
                             FORWARDED % "/",
                             service=geogate.pid,
+                            proxy=envoy.pid,
                         )
             finally:
                 for envoy, _ in envoys.values():
@@ -420,13 +427,15 @@ def main() -> int:
     print("| --- | ---: | ---: |")
     for name, seconds in cpu_per.items():
         print(f"| {name} | {seconds * 1e6:.0f} µs | {1 / seconds:,.0f} |")
-    if args.envoy_rounds > 1:
-        print_envoy_medians(results, cpu_per)
+    print_envoy_medians(results, cpu_per, proxy_cpu_per)
     return 0
 
 
-def print_envoy_medians(results: list[Result], cpu_per: dict[str, float]) -> None:
-    """Median of the alternated Envoy rounds, gRPC beside HTTP."""
+def print_envoy_medians(
+    results: list[Result], cpu_per: dict[str, float], proxy_cpu_per: dict[str, float]
+) -> None:
+    """Median of the (alternated) Envoy rounds, gRPC beside HTTP, with the CPU each side
+    spends per check."""
     rows = {}
     for mode in ("HTTP", "gRPC"):
         runs = [r for r in results if r.name.startswith(f"Envoy {mode} ")]
@@ -434,15 +443,19 @@ def print_envoy_medians(results: list[Result], cpu_per: dict[str, float]) -> Non
             statistics.median(r.rps for r in runs),
             statistics.median(r.p99_ms for r in runs),
             statistics.median(cpu_per[r.name] for r in runs if r.name in cpu_per),
+            statistics.median(proxy_cpu_per[r.name] for r in runs if r.name in proxy_cpu_per),
             len(runs),
         )
     print()
-    print("Envoy ext_authz, median of the alternated rounds:")
+    print("Envoy ext_authz (median of the rounds), with the CPU each process spends per check:")
     print()
-    print("| mode | rounds | checks/s | p99 | geogate CPU per check |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for mode, (rps, p99, cpu, n) in rows.items():
-        print(f"| {mode} | {n} | {rps:,.0f} | {p99:.2f} ms | {cpu * 1e6:.0f} µs |")
+    print("| mode | rounds | checks/s | p99 | geogate CPU per check | Envoy CPU per check |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for mode, (rps, p99, cpu, proxy_cpu, n) in rows.items():
+        print(
+            f"| {mode} | {n} | {rps:,.0f} | {p99:.2f} ms | {cpu * 1e6:.0f} µs | "
+            f"{proxy_cpu * 1e6:.0f} µs |"
+        )
     ratio = rows["gRPC"][0] / rows["HTTP"][0]
     print(f"\ngRPC / HTTP checks per second: {ratio:.2f}× (target ≥ 1.0×, same p99).")
 
