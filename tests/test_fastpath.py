@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import importlib
 import socket
+import sys
 import threading
 import weakref
 from datetime import UTC, datetime
@@ -358,27 +359,33 @@ def test_a_dropped_decider_is_freed_without_the_cycle_collector() -> None:
 
 def test_threads_sharing_a_compiled_decider_get_the_pure_answers() -> None:
     """Four threads decide through one compiled decider with caches small enough to rotate
-    while they run; every answer equals the pure decider's."""
+    while they run, each switching between the two policy segments at every address (the
+    compiled path rebinds its segment view); every answer equals the pure decider's."""
     fast, pure = _pair(cache_bytes=4 * RANGE_ENTRY_BYTES * 50)
     snap = _snap()
     rng = np.random.default_rng(9)
     ips = [_v4(int(x)) for x in rng.integers(0, 2**32, 1500)] + [
         snap.network_of(int(k))[0] for k in rng.integers(snap.n4, len(snap), 500)
     ]
-    expected = {ip: pure.decide(ip, at=AFTER) for ip in ips}
+    expected = {(ip, at): pure.decide(ip, at=at) for ip in ips for at in (BEFORE, AFTER)}
     failures: list[str] = []
 
     def run(seed: int) -> None:
         order = np.random.default_rng(seed).permutation(len(ips))
-        for i in order:
-            ip = ips[int(i)]
-            if fast.decide(ip, at=AFTER) != expected[ip]:
+        for n, i in enumerate(order):
+            ip, at = ips[int(i)], (BEFORE, AFTER)[(n + seed) % 2]
+            if fast.decide(ip, at=at) != expected[ip, at]:
                 failures.append(ip)
 
     threads = [threading.Thread(target=run, args=(seed,)) for seed in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter allows
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
     assert failures == []
     assert fast.cache_stats().lookups == 4 * len(ips)
