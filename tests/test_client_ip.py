@@ -216,3 +216,70 @@ def test_spoofed_prefix_never_changes_the_client_behind_trusted_proxies(
     got = resolve_client_ip("10.9.9.9", x_forwarded_for=chain, trusted=TRUSTED)
     expected = client.ipv4_mapped if getattr(client, "ipv4_mapped", None) else client
     assert got.ip == expected
+
+
+def _near_address(draw: st.DrawFn) -> str:
+    """An address text with a small edit: leading zeros, a dropped or doubled character, a
+    zone id, a mapped or compat prefix, case and spaces (where a fast parser may differ)."""
+    ip = draw(any_ip)
+    text = draw(
+        st.sampled_from(
+            [str(ip), ip.exploded if isinstance(ip, ipaddress.IPv6Address) else str(ip)]
+        )
+    )
+    edit = draw(st.integers(0, 7))
+    at = draw(st.integers(0, max(0, len(text) - 1)))
+    if edit == 1:
+        text = text[:at] + "0" + text[at:]
+    elif edit == 2:
+        text = text[:at] + text[at + 1 :]
+    elif edit == 3:
+        text = text[:at] + text[at] + text[at:]
+    elif edit == 4:
+        text += draw(st.sampled_from(["%eth0", "%1", "/32", ".", ":"]))
+    elif edit == 5 and isinstance(ip, ipaddress.IPv4Address):
+        text = draw(st.sampled_from(["::ffff:", "::", "::FFFF:", "0::ffff:"])) + text
+    elif edit == 6:
+        text = text.upper()
+    elif edit == 7:
+        text = f" {text}\t"
+    return text
+
+
+@given(st.composite(_near_address)())
+def test_parse_agrees_with_ipaddress_on_near_addresses(text: str) -> None:
+    """The inet_pton fast path accepts exactly what ipaddress accepts (zone ids refused)."""
+    value = text.strip()
+    try:
+        expected: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(value)
+    except ValueError:
+        expected = None
+    if isinstance(expected, ipaddress.IPv6Address):
+        if expected.scope_id is not None:
+            expected = None
+        elif expected.ipv4_mapped is not None:
+            expected = expected.ipv4_mapped
+    if expected is None:
+        with pytest.raises(ClientIPError):
+            parse_ip(text)
+    else:
+        assert parse_ip(text) == expected
+        assert type(parse_ip(text)) is type(expected)
+
+
+@given(any_ip, st.lists(st.tuples(any_ip, st.integers(0, 128)), max_size=6))
+def test_trusted_membership_matches_ipaddress(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    nets: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]],
+) -> None:
+    networks = [
+        ipaddress.ip_network(f"{base}/{min(bits, base.max_prefixlen)}", strict=False)
+        for base, bits in nets
+    ]
+    trusted = TrustedProxies.parse([str(n) for n in networks] + [f"{ip}/{ip.max_prefixlen - 3}"])
+    assert (ip in trusted) is True
+    plain = TrustedProxies.parse([str(n) for n in networks])
+    assert (ip in plain) == any(ip.version == n.version and ip in n for n in networks)
+    for network in networks:  # both ends of every network are inside it
+        assert network.network_address in plain
+        assert network.broadcast_address in plain
