@@ -15,6 +15,8 @@ verdict not made yet (``Decider.prepare`` makes them all) and entries promoted f
 cache generation. Nothing here releases the GIL, so a Decider stays as thread-safe as it is.
 
 Set ``GEOGATE_PURE_PYTHON=1`` (or ``Decider(accelerated=False)``) to use the Python path.
+``tests/test_fastpath.py`` holds the two paths to each other. After editing this file, run
+``make install`` again: the editable install builds the module next to it (setup.py).
 """
 
 import os
