@@ -11,17 +11,17 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from socket import AF_INET, AF_INET6, inet_pton  # pure conversions, no I/O
 
 from geogate.errors import ClientIPError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _IPV4 = ipaddress.IPv4Address
 _IPV6 = ipaddress.IPv6Address
-_AF_INET, _AF_INET6 = socket.AF_INET, socket.AF_INET6
-_inet_pton = socket.inet_pton
+_AF_INET, _AF_INET6 = AF_INET, AF_INET6
+_inet_pton = inet_pton
 _MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
