@@ -356,6 +356,23 @@ def test_streams_beyond_the_limit_are_refused(
     assert resets == {5: 0x7}  # REFUSED_STREAM
 
 
+def test_unfinished_calls_cannot_hold_unbounded_memory(
+    server: GrpcServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(grpc_wire, "MAX_CONNECTION_BUFFER", 100)
+    body = grpc_message(b"x" * 55)  # 60 bytes
+    finished = b"".join(
+        frame(1, 4, stream, GRPC_HEADERS) + frame(0, 1, stream, body) for stream in (1, 3, 5, 7)
+    )
+    frames = raw(server.port, finished, seconds=0.5)
+    assert len([f for f in frames if f[0] == 0]) == 4  # finished calls release what they held
+    assert goaway_code(frames) is None
+    unfinished = b"".join(
+        frame(1, 4, stream, GRPC_HEADERS) + frame(0, 0, stream, body) for stream in (1, 3)
+    )
+    assert goaway_code(raw(server.port, unfinished)) == 0xB
+
+
 def test_silent_connections_are_closed(server: GrpcServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(grpc_wire, "HANDSHAKE_SECONDS", 0.2)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:

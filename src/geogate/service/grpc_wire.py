@@ -23,8 +23,9 @@ request stream ends, with no task, thread or future per call (bench/RESULTS.md).
   not gRPC -> HTTP 415; bad framing -> INTERNAL; over ``max_message_bytes`` ->
   RESOURCE_EXHAUSTED; the handler's own :class:`CallError` -> its status.
 - Hostile peers: any HTTP/2 protocol error (bad preface, frame sizes, stream ids, a HEADERS
-  block over 64 KiB across CONTINUATION frames, a broken HPACK block, window overflow) ends
-  the connection with GOAWAY and one log line; a stream beyond ``MAX_CONCURRENT_STREAMS`` is
+  block over 64 KiB across CONTINUATION frames, a broken HPACK block, window overflow,
+  unfinished calls holding over ``MAX_CONNECTION_BUFFER`` bytes) ends the connection with
+  GOAWAY and one log line; a stream beyond ``MAX_CONCURRENT_STREAMS`` is
   refused; a connection that sends no preface within ``HANDSHAKE_SECONDS`` is closed.
 """
 
@@ -53,6 +54,7 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # grpc's default receive limit
 MAX_CONCURRENT_STREAMS = 1024
 MAX_HEADER_BLOCK = 64 * 1024  # one request's header block, CONTINUATION frames included
 MAX_HEADER_LIST = 16 * 1024  # decoded, as HPACK counts it (advertised)
+MAX_CONNECTION_BUFFER = 32 * 1024 * 1024  # request bytes held for unfinished calls, per connection
 HANDSHAKE_SECONDS = 10.0
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -237,6 +239,7 @@ class GrpcProtocol(asyncio.Protocol):
         self._decoder.max_header_list_size = MAX_HEADER_LIST
         self._remembered: dict[bytes, list[tuple[bytes, bytes]]] = {}
         self._calls: dict[int, _Call] = {}
+        self._held = 0  # request bytes of the calls in self._calls
         self._last_stream = 0
         self._block_stream = 0  # a header block continues on this stream (CONTINUATION)
         self._block_parts: list[bytes] = []
@@ -351,7 +354,9 @@ class GrpcProtocol(asyncio.Protocol):
                 raise _ConnectionError(FRAME_SIZE_ERROR, "RST_STREAM not 4 bytes")
             if stream > self._last_stream:
                 raise _ConnectionError(PROTOCOL_ERROR, "RST_STREAM on an idle stream")
-            self._calls.pop(stream, None)
+            reset = self._calls.pop(stream, None)
+            if reset is not None:
+                self._held -= reset.size
             self._pending.pop(stream, None)
         elif kind == _PRIORITY:
             if stream == 0:
@@ -452,6 +457,7 @@ class GrpcProtocol(asyncio.Protocol):
         call = self._calls.get(stream)
         if call is not None:  # trailers: the request is complete
             del self._calls[stream]
+            self._held -= call.size
             self._finish(stream, call)
             return
         self._request(stream, headers, self._block_ends_stream)
@@ -498,7 +504,13 @@ class GrpcProtocol(asyncio.Protocol):
         if call.window < 0:
             raise _ConnectionError(FLOW_CONTROL_ERROR, f"stream {stream} window exceeded")
         call.size += len(payload)
+        self._held += len(payload)
+        if self._held > MAX_CONNECTION_BUFFER:
+            raise _ConnectionError(
+                ENHANCE_YOUR_CALM, f"unfinished calls hold over {MAX_CONNECTION_BUFFER} bytes"
+            )
         if call.size > self.max_message_bytes + 5:
+            self._held -= call.size
             del self._calls[stream]
             self._end_call(
                 stream, RESOURCE_EXHAUSTED, f"request over {self.max_message_bytes} bytes"
@@ -508,6 +520,7 @@ class GrpcProtocol(asyncio.Protocol):
         call.body.append(payload)
         if flags & _END_STREAM:
             del self._calls[stream]
+            self._held -= call.size
             self._finish(stream, call)
         elif call.window <= _STREAM_WINDOW // 2:
             given = _STREAM_WINDOW - call.window
