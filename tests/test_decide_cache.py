@@ -7,6 +7,7 @@ import pickle
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 
 from geogate.decide import (
     ADDRESS_ENTRY_BYTES,
@@ -41,12 +42,15 @@ def test_two_generation_cache_keeps_the_working_set() -> None:
     assert cache.evictions > 9_000
 
 
-def test_hot_addresses_stay_cached_under_a_stream_of_new_ones() -> None:
+@pytest.mark.parametrize("accelerated", [True, False], ids=["compiled", "pure"])
+def test_hot_addresses_stay_cached_under_a_stream_of_new_ones(accelerated: bool) -> None:
     """A decider whose cache holds a few hundred addresses: the ten hot clients keep hitting
     while thousands of one-off clients pass (the old cache was cleared whole when full)."""
     snap = Snapshot.embedded()
     policies = load_policy_set([resolve_policy_path("builtin:unsupported-regions")])
-    decider = Decider(policies, snap, cache_bytes=4 * 300 * ADDRESS_ENTRY_BYTES)
+    decider = Decider(
+        policies, snap, cache_bytes=4 * 300 * ADDRESS_ENTRY_BYTES, accelerated=accelerated
+    )
     hot = _addresses(snap, 10, seed=1)
     stream = _addresses(snap, 3_000, seed=2)
     for ip in hot:
@@ -64,10 +68,11 @@ def test_hot_addresses_stay_cached_under_a_stream_of_new_ones() -> None:
     assert 0.45 < stats.hit_rate < 0.55
 
 
-def test_cached_decisions_equal_the_pure_rule_with_their_evidence() -> None:
+@pytest.mark.parametrize("accelerated", [True, False], ids=["compiled", "pure"])
+def test_cached_decisions_equal_the_pure_rule_with_their_evidence(accelerated: bool) -> None:
     snap = Snapshot.embedded()
     policies = load_policy_set([resolve_policy_path("builtin:unsupported-regions")])
-    decider = Decider(policies, snap)
+    decider = Decider(policies, snap, accelerated=accelerated)
     addresses = [*_addresses(snap, 300, seed=3), "2a00:1450:4001::1", "8.8.8.8"]
     for ip in addresses:
         cached = decider.decide(ip, at=AT)
@@ -85,12 +90,13 @@ def test_cached_decisions_equal_the_pure_rule_with_their_evidence() -> None:
         assert repr(cached) == repr(reference)
 
 
-def test_decisions_follow_the_policy_segment_of_their_instant() -> None:
+@pytest.mark.parametrize("accelerated", [True, False], ids=["compiled", "pure"])
+def test_decisions_follow_the_policy_segment_of_their_instant(accelerated: bool) -> None:
     """One decider, instants before and after the enforcement date: each gets its own segment's
     answer, alternately, from the cache."""
     snap = Snapshot.embedded()
     policies = load_policy_set([resolve_policy_path("builtin:unsupported-regions")])
-    decider = Decider(policies, snap)
+    decider = Decider(policies, snap, accelerated=accelerated)
     before, after = datetime(2024, 7, 1, tzinfo=UTC), datetime(2024, 7, 10, tzinfo=UTC)
     for ip in _addresses(snap, 200, seed=4):
         for when in (before, after, before, after):

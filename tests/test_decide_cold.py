@@ -4,7 +4,8 @@ The cold path builds one small object per new range on a verdict shared by every
 the same (country, place, alternative country, flags); these tests hold it to the pure rule
 for thousands of new ranges of both families, before and after the decider switches from
 reading the columns to its packed combination column, and hold ``Snapshot.locate`` (bucket
-table, /64 refinement, exact tunnelled-IPv6 prefixes) to the vectorised search.
+table, /64 refinement, exact tunnelled-IPv6 prefixes) to the vectorised search. The decider
+tests run on both cold paths, the compiled one (geogate._fastpath) and the pure-Python one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from functools import cache
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -58,12 +60,13 @@ def _one_per_range(snap: Snapshot, n: int, *, seed: int) -> list[str]:
     return out
 
 
-def test_first_decisions_for_new_ranges_equal_the_pure_rule() -> None:
+@pytest.mark.parametrize("accelerated", [True, False], ids=["compiled", "pure"])
+def test_first_decisions_for_new_ranges_equal_the_pure_rule(accelerated: bool) -> None:
     """1,000 new ranges: the first 256 are decided from the columns, the rest from the packed
     combination column; every one equals the reference decision, evidence included, and the
     evidence is not computed until it is asked for."""
     snap, policies = _snap(), _policies()
-    decider = Decider(policies, snap)
+    decider = Decider(policies, snap, accelerated=accelerated)
     addresses = _one_per_range(snap, 1000, seed=11)
     decisions = [decider.decide(ip, at=AT) for ip in addresses]
     assert decider.cache_stats().misses == len(set(map(snap.locate, addresses)))
@@ -84,7 +87,8 @@ def test_first_decisions_for_new_ranges_equal_the_pure_rule() -> None:
         assert decision.facts == snap.lookup(ip)
 
 
-def test_ranges_of_one_combination_share_their_verdict() -> None:
+@pytest.mark.parametrize("accelerated", [True, False], ids=["compiled", "pure"])
+def test_ranges_of_one_combination_share_their_verdict(accelerated: bool) -> None:
     """Two ranges with the same location answer: distinct decisions (each has its own
     evidence) reading one shared outcome (the same reasons object)."""
     snap, policies = _snap(), _policies()
@@ -94,7 +98,7 @@ def test_ranges_of_one_combination_share_their_verdict() -> None:
     cn = snap.country_codes.index("CN")
     keys = np.flatnonzero((columns[0] == cn) & (columns[1:] == 0).all(axis=0))[:2]
     first, second = (snap.network_of(int(k))[0] for k in keys)
-    decider = Decider(policies, snap)
+    decider = Decider(policies, snap, accelerated=accelerated)
     a, b = decider.decide(first, at=AT), decider.decide(second, at=AT)
     assert a is not b
     assert a.is_denied
@@ -104,11 +108,12 @@ def test_ranges_of_one_combination_share_their_verdict() -> None:
     assert decider.cache_stats().misses == 2
 
 
-def test_tunnelled_ipv6_is_unwrapped_and_the_rest_of_2001_is_not() -> None:
+@pytest.mark.parametrize("accelerated", [True, False], ids=["compiled", "pure"])
+def test_tunnelled_ipv6_is_unwrapped_and_the_rest_of_2001_is_not(accelerated: bool) -> None:
     """Teredo (2001:0::/32) and 6to4 decide as their IPv4 client with the embedding as
     evidence; an address elsewhere in 2001::/16 is located in the IPv6 table."""
     snap, policies = _snap(), _policies()
-    decider = Decider(policies, snap)
+    decider = Decider(policies, snap, accelerated=accelerated)
     client = "59.224.0.1"  # a Chinese address
     v4 = int.from_bytes(socket.inet_aton(client), "big")
     teredo = _v6_text(0x2001_0000 << 96 | 0xFFFF_FFFF ^ v4)
@@ -170,11 +175,12 @@ def test_locate_v6_agrees_with_the_vectorised_search_at_every_kind_of_place() ->
     assert [snap.locate(_v6_text(v)) for v in values] == expected
 
 
-def test_prepare_makes_every_verdict_so_no_first_decision_judges() -> None:
+@pytest.mark.parametrize("accelerated", [True, False], ids=["compiled", "pure"])
+def test_prepare_makes_every_verdict_so_no_first_decision_judges(accelerated: bool) -> None:
     """After ``prepare`` (the service calls it before serving) first decisions for new ranges
     only read verdicts: none is added, and they still equal the pure rule."""
     snap, policies = _snap(), _policies()
-    decider = Decider(policies, snap)
+    decider = Decider(policies, snap, accelerated=accelerated)
     decider.prepare()
     verdicts = decider._view.verdicts  # the segment in force now (no `at` below)
     made = len(verdicts)
