@@ -214,7 +214,8 @@ ADDRESSES = st.one_of(
 
 
 def test_the_extension_is_built_and_used_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fails (never skips) when ``make install`` did not build geogate._fastpath."""
+    """Fails (never skips) when ``make install`` did not build geogate._fastpath, or built
+    it from another version of its source than geogate.decide expects."""
     module = importlib.import_module("geogate._fastpath")
     assert hasattr(module, "ColdPath")
     monkeypatch.delenv("GEOGATE_PURE_PYTHON", raising=False)

@@ -2,6 +2,8 @@
 
 from typing import Any
 
+INTERFACE: int
+
 def pure_python_forced() -> bool: ...
 
 class ColdPath:

@@ -70,6 +70,12 @@ cdef extern from *:
     bint geogate_has_descr_set(object d)
 
 
+INTERFACE = 1
+"""Version of what geogate.decide calls here (ColdPath's constructor and miss); decide.py
+uses this module only when it matches, so a module left built from an older source (an
+editable install not rebuilt after a pull) means the Python path, not a crash."""
+
+
 def pure_python_forced():
     """True when ``GEOGATE_PURE_PYTHON`` is set to anything but ``""`` or ``"0"``: deciders
     made without an explicit ``accelerated`` argument then use the Python path."""

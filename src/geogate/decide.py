@@ -36,6 +36,8 @@ try:  # the optional compiled cold path (Cython); absent when installed without 
     from geogate import _fastpath
 except ImportError:  # pragma: no cover - CI builds it (tests/test_fastpath.py)
     _fastpath = None
+if _fastpath is not None and getattr(_fastpath, "INTERFACE", None) != 1:
+    _fastpath = None  # built from an older _fastpath.pyx: `make install` rebuilds it
 
 
 class Reason(enum.StrEnum):
@@ -728,7 +730,8 @@ class Decider:
         if _fastpath is None or tables is None:
             if accelerated:
                 why = (
-                    "was not built at install (no C compiler?)"
+                    "was not built at install (no C compiler?) or is out of date "
+                    "(`make install` rebuilds it)"
                     if _fastpath is None
                     else "needs a Snapshot to search"
                 )
