@@ -265,7 +265,7 @@ cdef class ColdPath:
         if found != NULL:
             self.range_hits += 1
             return <object>found
-        found = PyDict_GetItemWithError(<dict>ranges.old, pykey)
+        found = PyDict_GetItemWithError(<dict?>ranges.old, pykey)
         if found != NULL:
             self.range_hits += 1
             decision = <object>found
@@ -311,7 +311,7 @@ cdef class ColdPath:
         cdef dict verdicts = self.bound_verdicts
         cdef Py_ssize_t address_capacity = self.bound_address_capacity
         cdef Py_ssize_t range_capacity = self.bound_range_capacity
-        found = PyDict_GetItemWithError(<dict>addresses.old, ip)
+        found = PyDict_GetItemWithError(<dict?>addresses.old, ip)
         if found != NULL:  # back to the young generation
             decision = <object>found
             addresses.put(ip, decision)
