@@ -93,16 +93,16 @@ def test_two_workers_share_port_memory_metrics_and_reloads(
 
         # gRPC ext_authz on the shared port.
         assert server.grpc_port is not None
-        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-            check = channel.unary_unary(
-                pb.CHECK_METHOD,
-                request_serializer=pb.CheckRequest.SerializeToString,
-                response_deserializer=pb.CheckResponse.FromString,
-            )
-            message = pb.CheckRequest()
-            message.attributes.source.address.socket_address.address = "127.0.0.1"
-            message.attributes.request.http.headers["x-forwarded-for"] = addresses.cn4
-            assert check(message, timeout=5).status.code == 7  # PERMISSION_DENIED
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+        check = channel.unary_unary(
+            pb.CHECK_METHOD,
+            request_serializer=pb.CheckRequest.SerializeToString,
+            response_deserializer=pb.CheckResponse.FromString,
+        )
+        message = pb.CheckRequest()
+        message.attributes.source.address.socket_address.address = "127.0.0.1"
+        message.attributes.request.http.headers["x-forwarded-for"] = addresses.cn4
+        assert check(message, timeout=5).status.code == 7  # PERMISSION_DENIED
 
         # SIGHUP: the supervisor loads once and replaces both workers.
         server.process.signal(signal.SIGHUP)
@@ -111,11 +111,15 @@ def test_two_workers_share_port_memory_metrics_and_reloads(
             timeout=20,
             what="both workers to be replaced",
         )
+        # The old workers sent GOAWAY and closed: the channel opened before the reload
+        # reconnects to the new workers by itself (as Envoy's does).
+        with channel:
+            assert check(message, timeout=5, wait_for_ready=True).status.code == 7
         for _ in range(6):
             assert server.get("/readyz").json()["generation"] == 2
         assert "reloaded (SIGHUP): generation 2" in server.process.output()
-        # Counters of the replaced workers are kept (120 HTTP decisions and the gRPC one).
-        assert metric(server.get("/metrics").text, "geogate_decisions_total{") == 121
+        # Counters of the replaced workers are kept (120 HTTP decisions and the gRPC two).
+        assert metric(server.get("/metrics").text, "geogate_decisions_total{") == 122
     finally:
         server.process.stop()
     assert server.process.proc.returncode in (0, -signal.SIGTERM)

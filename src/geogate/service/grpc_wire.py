@@ -700,9 +700,10 @@ class GrpcServer:
     async def stop(self, grace_seconds: float = 2.0) -> None:
         """Stop listening, send GOAWAY on every connection and close each once its calls are
         answered (at most ``grace_seconds``)."""
-        if self._server is None:
+        server, self._server = self._server, None
+        if server is None:
             return
-        self._server.close()
+        server.close()
         for connection in list(self.connections):
             connection.goaway()
         loop = asyncio.get_running_loop()
@@ -711,5 +712,4 @@ class GrpcServer:
             await asyncio.sleep(0.01)
         for connection in list(self.connections):
             connection.close()
-        await self._server.wait_closed()
-        self._server = None
+        await server.wait_closed()

@@ -215,16 +215,29 @@ def _serve(
         gc.freeze()
 
     async def serve() -> None:
+        watcher: asyncio.Task[None] | None = None
         if grpc_server is not None:
             await grpc_server.start()
+            watcher = asyncio.create_task(_stop_grpc_at_exit(server, grpc_server))
         try:
             await server.serve(sockets=[sock])
         finally:
+            if watcher is not None:
+                watcher.cancel()
             if grpc_server is not None:
                 await grpc_server.stop()
 
     with asyncio.Runner(loop_factory=uv_config.get_loop_factory()) as runner:
         runner.run(serve())
+
+
+async def _stop_grpc_at_exit(server: uvicorn.Server, grpc_server: GrpcAuthzServer) -> None:
+    """Stop the gRPC server as soon as uvicorn starts shutting down, not after its graceful
+    wait: a worker being replaced stops taking gRPC connections at once, and GOAWAY sends
+    Envoy's connections to the workers that replace it."""
+    while not server.should_exit:
+        await asyncio.sleep(0.05)
+    await grpc_server.stop()
 
 
 _SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
