@@ -15,7 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import maxminddb
 import pytest
+from mmdb_writer import MMDBWriter
+from netaddr import IPSet
 
 from geogate.decide import Reason, decide
 from geogate.decide import RequestContext as Req
@@ -156,3 +159,28 @@ def test_ipinfo_residential_proxy_database(snaps: dict[str, Snapshot]) -> None:
 def test_flat_text_where_geoip2_has_maps_is_read_not_refused(snaps: dict[str, Snapshot]) -> None:
     """The whole-file check refuses a wrong type only where the build reads the key."""
     assert snaps["converted"].lookup("8.10.0.1").country == "DE"
+
+
+def test_ipv6_tree_without_an_ipv4_subtree_is_read(tmp_path: Path) -> None:
+    """A valid IPv6 database whose all-zero path ends above ``::/96`` (MaxMind's
+    MaxMind-DB-no-ipv4-search-tree layout): maxminddb's own iterator fails on it, so it was
+    refused as corrupt. Its ``::/64`` record answers every IPv4 address."""
+    writer = MMDBWriter(ip_version=6, database_type="GeoIP2-Country", ipv4_compatible=False)
+    writer.insert_network(IPSet(["::/64"]), {"country": {"iso_code": "AU"}})
+    writer.insert_network(IPSet(["2a00::/16"]), {"country": {"iso_code": "DE"}})
+    writer.insert_network(IPSet(["2a01:4f8::/32"]), {"country": {"iso_code": "FI"}})
+    path = tmp_path / "nov4.mmdb"
+    writer.to_db_file(str(path))
+    with maxminddb.open_database(str(path)) as reader:
+        with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 network"):
+            list(reader)  # the library's iterator; if it is ever fixed, this test says so
+        (tmp_path / "build.toml").write_text(
+            '[[sources]]\nname = "nov4"\nkind = "mmdb"\npath = "nov4.mmdb"\ndate = "2026-06-01"\n'
+        )
+        snap = build_snapshot(load_build_config(tmp_path / "build.toml"))
+        for ip in ("1.2.3.4", "8.8.8.8", "223.255.255.1", "2a00::1", "2a01:4f8::9", "2a02::1"):
+            expected = reader.get(ip)
+            got = snap.lookup(ip).country
+            assert got == (expected["country"]["iso_code"] if expected else None), ip
+    assert snap.lookup("2a01:4f8::9").country == "FI"
+    assert snap.lookup("1.2.3.4").country == "AU"

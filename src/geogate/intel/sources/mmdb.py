@@ -53,9 +53,12 @@ from geogate.intel.facts import IntelFacts, NetworkFlag, Provenance
 from geogate.intel.places import MAX_PLACE_SUBDIVISIONS, Place
 from geogate.intel.sources import ProblemLog, SourceRange
 from geogate.intel.sources.mmdb_verify import (
+    MmdbCheck,
     first_bad_record,
+    ipv4_subtree_depth,
     verify_data_section,
     verify_mmdb,
+    walk_networks,
 )
 from geogate.intel.subdivisions import resolve_subdivision
 from geogate.policy.cities import canonical_city
@@ -177,7 +180,7 @@ class MmdbSource:
         where = self._path.name
         pending: list[Any] | None = None  # [version, first, last, values]
         try:
-            for net, record in self._reader:
+            for net, record in self._networks(check):
                 version: IPVersion = 4 if net.version == 4 else 6
                 first = int(net.network_address)
                 last = first + net.num_addresses - 1
@@ -212,6 +215,16 @@ class MmdbSource:
             ) from exc
         if pending is not None:
             yield _to_range(pending)
+
+    def _networks(self, check: MmdbCheck) -> Iterator[tuple[Any, Any]]:
+        """(network, record) of every network with data: the reader's own iterator, except
+        for an IPv6 tree without an IPv4 subtree, which it cannot walk (see
+        :func:`~geogate.intel.sources.mmdb_verify.walk_networks`)."""
+        if check.ip_version == 4 or ipv4_subtree_depth(self._path, check) == 96:
+            yield from self._reader
+            return
+        for net in walk_networks(self._path, check):
+            yield net, self._reader.get(str(net.network_address))
 
     def lookup(self, ip: str) -> IntelFacts:
         """Facts for one address straight from the file (``IntelLookup``)."""

@@ -25,8 +25,9 @@ A record that fails to decode in the build's walk is located by :func:`first_bad
 from __future__ import annotations
 
 import array
+import ipaddress
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -286,3 +287,54 @@ def verify_data_section(path: str | Path, check: MmdbCheck) -> None:
             f"value, first to offset {first}: overwritten data",
             path=where,
         )
+
+
+def ipv4_subtree_depth(path: str | Path, check: MmdbCheck) -> int:
+    """How deep the all-zero path of an IPv6 tree goes before it ends in a record (96 when
+    the file has an IPv4 subtree at ``::/96``, as writers usually make it)."""
+    node_bytes = check.record_size // 4
+    with Path(path).open("rb") as f:
+        node = 0
+        for depth in range(96):
+            f.seek(node * node_bytes)
+            raw = f.read(node_bytes)
+            left = _records(np.frombuffer(raw, dtype=np.uint8), 1, check.record_size)[0, 0]
+            node = int(left)
+            if node >= check.node_count:
+                return depth + 1
+    return 96
+
+
+def walk_networks(
+    path: str | Path, check: MmdbCheck
+) -> Iterator[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Every network of the search tree that points at data, in address order, for a file the
+    reader's own iterator cannot walk: an IPv6 tree whose all-zero path ends in a record above
+    ``::/96`` (no IPv4 subtree; MaxMind's ``MaxMind-DB-no-ipv4-search-tree`` test database).
+    Such a record covers every IPv4 address (looked up as ``::a.b.c.d``), so it is given as
+    ``0.0.0.0/0`` and as its IPv6 network; networks under ``::/96`` are IPv4 ones, as the
+    reader gives them. Call after :func:`verify_mmdb` (no loops, no deeper than 128 bits)."""
+    data = Path(path).read_bytes()
+    tree = np.frombuffer(data, dtype=np.uint8, count=check.tree_bytes)
+    records = _records(tree, check.node_count, check.record_size)
+    width = 128 if check.ip_version == 6 else 32
+    stack: list[tuple[int, int, int]] = [(0, 0, 0)]  # node, prefix bits, depth
+    while stack:
+        node, bits, depth = stack.pop()
+        if node < check.node_count:
+            left, right = (int(x) for x in records[node])
+            stack.append((right, bits << 1 | 1, depth + 1))
+            stack.append((left, bits << 1, depth + 1))
+            continue
+        if node == check.node_count:
+            continue  # empty
+        first = bits << (width - depth)
+        if width == 32:
+            yield ipaddress.IPv4Network((first, depth))
+        elif first == 0 and depth < 96:
+            yield ipaddress.IPv4Network((0, 0))
+            yield ipaddress.IPv6Network((0, depth))
+        elif first <= 0xFFFFFFFF and depth >= 96:
+            yield ipaddress.IPv4Network((first, depth - 96))
+        else:
+            yield ipaddress.IPv6Network((first, depth))
