@@ -337,8 +337,9 @@ def data_build(
         bool,
         typer.Option(
             "--force",
-            help="Replace the snapshot even when more addresses change country (or "
-            "subdivision) than max_country_change (max_subdivision_change) allows.",
+            help="Replace the snapshot even when more addresses change country, "
+            "subdivision or network flags than max_country_change, max_subdivision_change or "
+            "max_flag_change allows.",
         ),
     ] = False,
 ) -> None:
@@ -348,8 +349,9 @@ def data_build(
     downloaded again); --offline builds from the cached copies only. When the output file
     already holds a snapshot, the new one replaces it only if at most `max_country_change`
     of the located IPv4 addresses change country (default 2 %) and at most
-    `max_subdivision_change` of those with a subdivision change it (default 10 %; see
-    `geogate data diff`).
+    `max_subdivision_change` of those with a subdivision change it (default 10 %) and at
+    most `max_flag_change` of those carrying a network flag gain or lose it (default 25 %,
+    for flags on at least a /16's worth of addresses; see `geogate data diff`).
     """
     from geogate.intel import build  # noqa: PLC0415
     from geogate.intel.fetch import default_cache_dir  # noqa: PLC0415
@@ -371,7 +373,11 @@ def data_build(
         err.print(line, markup=False, highlight=False)
     if output.exists() and not force:
         _gate_country_change(
-            output, snap, limit=cfg.max_country_change, sub_limit=cfg.max_subdivision_change
+            output,
+            snap,
+            limit=cfg.max_country_change,
+            sub_limit=cfg.max_subdivision_change,
+            flag_limit=cfg.max_flag_change,
         )
     staging = output.with_name(output.name + ".new")
     snap.save(staging)
@@ -382,10 +388,13 @@ def data_build(
     out.print(f"wrote {output}: {snap.meta.v4_ranges} IPv4 and {snap.meta.v6_ranges} IPv6 ranges")
 
 
-def _gate_country_change(previous: Path, snap: Any, *, limit: float, sub_limit: float) -> None:
-    """Refuse to replace ``previous`` when too many addresses would change country, or too
-    many of those with a subdivision would change it."""
-    from geogate.intel.diff import diff_snapshots  # noqa: PLC0415
+def _gate_country_change(
+    previous: Path, snap: Any, *, limit: float, sub_limit: float, flag_limit: float
+) -> None:
+    """Refuse to replace ``previous`` when too many addresses would change country, too
+    many of those with a subdivision would change it, or too many of those carrying a network
+    flag would gain or lose it."""
+    from geogate.intel.diff import MIN_GATED_FLAG_UNITS, diff_snapshots  # noqa: PLC0415
     from geogate.intel.snapshot import Snapshot  # noqa: PLC0415
 
     try:
@@ -408,6 +417,21 @@ def _gate_country_change(previous: Path, snap: Any, *, limit: float, sub_limit: 
             change.subdivision_movers,
             "IPv4 addresses with a subdivision would change it",
             "max_subdivision_change",
+        ),
+        *(
+            (
+                fc.share,
+                flag_limit,
+                tuple(
+                    m
+                    for m in change.flag_movers
+                    if fc.flag in (*m.old.split("|"), *m.new.split("|"))
+                ),
+                f"IPv4 addresses flagged {fc.flag} in either snapshot would gain or lose it",
+                "max_flag_change",
+            )
+            for fc in change.flag_changes
+            if fc.carried >= MIN_GATED_FLAG_UNITS
         ),
     )
     for share, most, movers, what, key in gates:

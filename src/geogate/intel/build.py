@@ -181,8 +181,9 @@ class BuildConfig:
     where some sources carry stray registry data (one files 192.168.0.0/16 under AU).
     ``max_country_change`` is the share of located IPv4 addresses that may change country
     when ``geogate data build`` replaces an existing snapshot, ``max_subdivision_change`` the
-    share of IPv4 addresses with a subdivision (in either snapshot) that may change it (see
-    :mod:`geogate.intel.diff`).
+    share of IPv4 addresses with a subdivision (in either snapshot) that may change it,
+    ``max_flag_change`` the share of IPv4 addresses carrying a network flag (in either
+    snapshot) that may gain or lose it (see :mod:`geogate.intel.diff`).
     """
 
     sources: tuple[SourceConfig, ...]
@@ -192,6 +193,7 @@ class BuildConfig:
     blank_special_purpose: bool = True
     max_country_change: float = 0.02
     max_subdivision_change: float = 0.10
+    max_flag_change: float = 0.25
 
     def effective_precedence(self) -> dict[str, tuple[str, ...]]:
         """Precedence for every field, with the defaults filled in."""
@@ -239,14 +241,17 @@ def parse_build_config(
     blank_special = True
     max_change = 0.02
     max_sub_change = 0.10
+    max_flag_change = 0.25
     for key, value in build.items():
-        if key in ("max_country_change", "max_subdivision_change"):
+        if key in ("max_country_change", "max_subdivision_change", "max_flag_change"):
             if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
                 raise fail(f"build.{key}", "must be a share from 0 to 1 (0.02 = 2 %)")
             if key == "max_country_change":
                 max_change = float(value)
-            else:
+            elif key == "max_subdivision_change":
                 max_sub_change = float(value)
+            else:
+                max_flag_change = float(value)
             continue
         if key == "blank_special_purpose":
             if not isinstance(value, bool):
@@ -308,6 +313,7 @@ def parse_build_config(
         blank_special_purpose=blank_special,
         max_country_change=max_change,
         max_subdivision_change=max_sub_change,
+        max_flag_change=max_flag_change,
     )
 
 
@@ -1589,6 +1595,8 @@ def render_build_config(config: BuildConfig, *, base_dir: Path | None = None) ->
         build_lines.append(f"max_country_change = {config.max_country_change!r}")
     if config.max_subdivision_change != 0.10:  # the default
         build_lines.append(f"max_subdivision_change = {config.max_subdivision_change!r}")
+    if config.max_flag_change != 0.25:  # the default
+        build_lines.append(f"max_flag_change = {config.max_flag_change!r}")
     if build_lines:
         lines += ["[build]", *build_lines, ""]
     for s in config.sources:

@@ -7,7 +7,9 @@ ranges are counted in /64s by every operator) and says how many addresses change
 subdivision or network flags, and which (old, new) pairs moved the most. ``geogate data
 diff`` prints it; ``geogate data build`` refuses to replace a snapshot when more than
 ``max_country_change`` of the addresses would change country, or more than
-``max_subdivision_change`` of those with a subdivision would change it (unless ``--force``).
+``max_subdivision_change`` of those with a subdivision would change it, or more than
+``max_flag_change`` of the addresses carrying a network flag would gain or lose it (unless
+``--force``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,30 @@ DEFAULT_MAX_SUBDIVISION_CHANGE: Final = 0.10
 """Share of IPv4 addresses with a subdivision allowed to change it in one update (10 %): a
 feed that drops or moves the occupied territories' subdivisions changes no country."""
 
+DEFAULT_MAX_FLAG_CHANGE: Final = 0.25
+"""Share of the IPv4 addresses carrying a network flag (in either snapshot) allowed to gain or
+lose it in one update (25 %): a VPN or hosting feed cut short, or swapped for another kind,
+changes no country or subdivision."""
+MIN_GATED_FLAG_UNITS: Final = 65_536
+"""Flags carried by fewer IPv4 addresses (one /16) are not gated: Tor exits and other small
+lists churn by more than the share between builds, and are few addresses either way."""
+
 _TOP: Final = 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlagChange:
+    """One network flag across an update: ``carried`` units have it in either snapshot,
+    ``changed`` of them gained or lost it."""
+
+    flag: str
+    carried: int
+    changed: int
+
+    @property
+    def share(self) -> float:
+        """``changed / carried`` (0.0 when no unit carries the flag)."""
+        return self.changed / self.carried if self.carried else 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +79,7 @@ class FamilyDiff:
     country_movers: tuple[Mover, ...]
     subdivision_movers: tuple[Mover, ...]
     flag_movers: tuple[Mover, ...]
+    flag_changes: tuple[FlagChange, ...] = ()  # per flag, those carried by any unit
 
     @property
     def country_change_share(self) -> float:
@@ -83,6 +109,11 @@ class SnapshotDiff:
                 f"{fam.subdivision_changed:,} of {fam.subdivided:,} subdivision "
                 f"({100 * fam.subdivision_change_share:.3f} %), {fam.flags_changed:,} flags"
             )
+            for fc in fam.flag_changes:
+                out.append(
+                    f"  flag {fc.flag}: {fc.changed:,} of {fc.carried:,} {fam.unit} gained or "
+                    f"lost it ({100 * fc.share:.3f} %)"
+                )
             for title, movers in (
                 ("country", fam.country_movers),
                 ("subdivision", fam.subdivision_movers),
@@ -116,6 +147,10 @@ class SnapshotDiff:
                 "country_movers": movers(f.country_movers),
                 "subdivision_movers": movers(f.subdivision_movers),
                 "flag_movers": movers(f.flag_movers),
+                "flag_changes": [
+                    {"flag": c.flag, "carried": c.carried, "changed": c.changed, "share": c.share}
+                    for c in f.flag_changes
+                ],
             }
 
         return {"ipv4": fam(self.v4), "ipv6": fam(self.v6)}
@@ -193,6 +228,17 @@ def _family(
     country_changed, country_movers = _movers(ca, cb, weight, countries)
     sub_changed, sub_movers = _movers(sa, sb, weight, subs)
     flags_changed, flag_movers = _movers(fa, fb, weight, None)
+    flag_changes = []
+    for flag in NetworkFlag:
+        if not flag.value:
+            continue
+        ha, hb = (fa & flag.value) != 0, (fb & flag.value) != 0
+        carried = int(weight[ha | hb].sum())
+        if carried:
+            changed = int(weight[ha != hb].sum())
+            flag_changes.append(
+                FlagChange(flag=str(flag.name).lower(), carried=carried, changed=changed)
+            )
     return FamilyDiff(
         unit=unit,
         located=located,
@@ -203,6 +249,7 @@ def _family(
         country_movers=country_movers,
         subdivision_movers=sub_movers,
         flag_movers=flag_movers,
+        flag_changes=tuple(flag_changes),
     )
 
 
