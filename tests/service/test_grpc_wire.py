@@ -346,6 +346,38 @@ def test_remembered_header_blocks_follow_the_dynamic_table(server: GrpcServer) -
     assert 7 not in answered
 
 
+def test_frames_in_flight_on_a_stream_answered_early_are_dropped(server: GrpcServer) -> None:
+    """A call refused before its request ended (unknown method) is reset; the DATA and the
+    trailers the client had already sent on it are dropped, and the connection goes on."""
+    unknown = Encoder().encode(
+        [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", b"/test.Echo/Nothing"),
+            (b":authority", b"test"),
+            (b"content-type", b"application/grpc"),
+        ]
+    )
+    trailers = Encoder().encode([(b"x-trailer", b"1")])
+    data = (
+        frame(1, 4, 1, unknown)
+        + frame(0, 0, 1, grpc_message(b"abc"))
+        + frame(1, 4 | 1, 1, trailers)
+        + frame(1, 4, 3, GRPC_HEADERS)
+        + frame(0, 1, 3, grpc_message(b"abc"))
+    )
+    frames = raw(server.port, data, seconds=0.5)
+    assert goaway_code(frames) is None
+    resets = {stream: int.from_bytes(p, "big") for kind, _, stream, p in frames if kind == 3}
+    assert resets == {1: 0}  # NO_ERROR: answered, stop sending
+    assert [p for kind, _, stream, p in frames if kind == 0 and stream == 3] == [
+        grpc_message(b"cba")
+    ]
+    # Trailers on a stream that was never opened stay a protocol error.
+    never_opened = frame(1, 4, 5, GRPC_HEADERS) + frame(1, 4 | 1, 3, trailers)
+    assert goaway_code(raw(server.port, never_opened)) == 0x1
+
+
 def test_streams_beyond_the_limit_are_refused(
     server: GrpcServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

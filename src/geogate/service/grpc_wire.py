@@ -245,6 +245,10 @@ class GrpcProtocol(asyncio.Protocol):
         self._block_parts: list[bytes] = []
         self._block_size = 0
         self._block_ends_stream = False
+        self._block_dropped = False
+        # Streams answered and reset before their request ended (the newest 1,024): the
+        # peer's frames already in flight on them are dropped, not a protocol error.
+        self._cut: dict[int, None] = {}
         self._out: list[bytes] = []
         self._send_window = _DEFAULT_WINDOW
         self._peer_stream_window = _DEFAULT_WINDOW
@@ -433,10 +437,14 @@ class GrpcProtocol(asyncio.Protocol):
             payload = payload[5:]
         if stream > self._last_stream:
             self._last_stream = stream
-        elif stream not in self._calls:
-            raise _ConnectionError(PROTOCOL_ERROR, f"HEADERS on closed stream {stream}")
         elif not flags & _END_STREAM:
             raise _ConnectionError(PROTOCOL_ERROR, "trailers without END_STREAM")
+        elif stream not in self._calls:
+            if stream not in self._cut:
+                raise _ConnectionError(PROTOCOL_ERROR, f"HEADERS on closed stream {stream}")
+            # Trailers of a call answered and reset before it ended: decoded (the HPACK
+            # table must follow the peer's) and dropped, as frames on a reset stream are.
+            self._block_dropped = True
         self._block_stream = stream
         self._block_parts = []
         self._block_size = 0
@@ -454,6 +462,9 @@ class GrpcProtocol(asyncio.Protocol):
         parts = self._block_parts
         block = parts[0] if len(parts) == 1 else b"".join(parts)
         headers = self._decode(block)
+        if self._block_dropped:
+            self._block_dropped = False
+            return
         call = self._calls.get(stream)
         if call is not None:  # trailers: the request is complete
             del self._calls[stream]
@@ -515,7 +526,7 @@ class GrpcProtocol(asyncio.Protocol):
             self._end_call(
                 stream, RESOURCE_EXHAUSTED, f"request over {self.max_message_bytes} bytes"
             )
-            self._out.append(_frame(_RST_STREAM, 0, stream, NO_ERROR.to_bytes(4, "big")))
+            self._reset_if_open(stream, bool(flags & _END_STREAM))
             return
         call.body.append(payload)
         if flags & _END_STREAM:
@@ -530,7 +541,7 @@ class GrpcProtocol(asyncio.Protocol):
     # -- calls -------------------------------------------------------------------------------
     def _request(self, stream: int, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
         if self._closing or len(self._calls) + len(self._pending) >= MAX_CONCURRENT_STREAMS:
-            self._out.append(_frame(_RST_STREAM, 0, stream, REFUSED_STREAM.to_bytes(4, "big")))
+            self._reset(stream, REFUSED_STREAM)
             return
         method = path = content_type = None
         for name, value in headers:
@@ -560,7 +571,14 @@ class GrpcProtocol(asyncio.Protocol):
     def _reset_if_open(self, stream: int, ended: bool) -> None:
         # Answered before the request ended: the peer may stop sending (RFC 9113 8.1).
         if not ended:
-            self._out.append(_frame(_RST_STREAM, 0, stream, NO_ERROR.to_bytes(4, "big")))
+            self._reset(stream, NO_ERROR)
+
+    def _reset(self, stream: int, code: int) -> None:
+        self._out.append(_frame(_RST_STREAM, 0, stream, code.to_bytes(4, "big")))
+        cut = self._cut
+        if len(cut) >= MAX_CONCURRENT_STREAMS:
+            del cut[next(iter(cut))]
+        cut[stream] = None
 
     def _finish(self, stream: int, call: _Call) -> None:
         unary = call.method
