@@ -9,8 +9,9 @@ reading the account's current state; it must answer fast (it is on the request p
 read, not a query per request) and signal an outage by raising
 :class:`~geogate.errors.StoreUnavailable` (any :class:`~geogate.errors.StoreError`), which the
 service turns into its fail mode: ``closed`` refuses the request, ``open`` decides on the
-location alone. It is called from the event loop thread and from the gRPC worker threads, so
-implementations must be thread-safe.
+location alone. The service calls it on its event loop (HTTP and gRPC checks alike), but
+middlewares in threaded hosts call it from several threads, so implementations must be
+thread-safe.
 """
 
 from __future__ import annotations
