@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+from prometheus_client import generate_latest
 from tests.service.conftest import Addresses
 from tests.service.support import LoopThread
 
@@ -147,3 +148,24 @@ def test_unknown_fields_from_a_newer_envoy_are_ignored(addresses: Addresses) -> 
     data += b"\x0a\x06\x5a\x04\x0a\x02\x08\x01"  # attributes.field 11 (metadata_context)
     parsed = pb.CheckRequest.FromString(data)
     assert parsed.attributes.request.http.headers["x-forwarded-for"] == addresses.cn4
+
+
+def test_refused_calls_reach_the_error_counter(embedded: Snapshot) -> None:
+    metrics = ServiceMetrics()
+    servicer = AuthorizationServicer(
+        EngineRef(engine(embedded)), account_header="x-geogate-account", metrics=metrics
+    )
+    loop = LoopThread()
+    server = GrpcAuthzServer(servicer, address="127.0.0.1:0")
+    port = loop.run(server.start())
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            garbage = channel.unary_unary(pb.CHECK_METHOD)
+            with pytest.raises(grpc.RpcError) as caught:
+                garbage(b"\xff\xff\xff", timeout=5)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        loop.run(server.stop(0))
+        loop.close()
+    text = generate_latest(metrics.registry).decode()
+    assert 'geogate_request_errors_total{code="invalid_argument",endpoint="envoy_grpc"} 1.0' in text

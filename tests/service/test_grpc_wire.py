@@ -43,6 +43,8 @@ def _bug(data: bytes) -> bytes:
     raise RuntimeError("a bug")
 
 
+REFUSED: list[str] = []  # what the server counts as refused (its on_refused hook)
+
 METHODS = {
     ECHO: UnaryMethod(lambda data: data[::-1]),
     "/test.Echo/Fail": UnaryMethod(_fail),
@@ -53,7 +55,9 @@ METHODS = {
 @pytest.fixture(scope="module")
 def server() -> Iterator[GrpcServer]:
     loop = LoopThread()
-    srv = GrpcServer(METHODS, host="127.0.0.1", port=0, max_message_bytes=LIMIT)
+    srv = GrpcServer(
+        METHODS, host="127.0.0.1", port=0, max_message_bytes=LIMIT, on_refused=REFUSED.append
+    )
     loop.run(srv.start())
     try:
         yield srv
@@ -376,6 +380,21 @@ def test_frames_in_flight_on_a_stream_answered_early_are_dropped(server: GrpcSer
     # Trailers on a stream that was never opened stay a protocol error.
     never_opened = frame(1, 4, 5, GRPC_HEADERS) + frame(1, 4 | 1, 3, trailers)
     assert goaway_code(raw(server.port, never_opened)) == 0x1
+
+
+def test_refusals_are_counted_by_kind(server: GrpcServer, channel: grpc.Channel) -> None:
+    REFUSED.clear()
+    with pytest.raises(grpc.RpcError):
+        call(channel, "/test.Echo/Nothing", b"x")
+    with pytest.raises(grpc.RpcError):
+        call(channel, ECHO, b"x" * (LIMIT + 1))
+    with H2Client(server.port) as client:
+        client.response(client.request(b"{}", content_type=b"application/json"))
+    raw(server.port, frame(0, 0, 0, b"x"))
+    assert call(channel, ECHO, b"fine") == b"enif"  # answered calls are not counted
+    assert sorted(REFUSED) == sorted(
+        ["unimplemented", "resource_exhausted", "not_grpc", "http2_protocol_error"]
+    )
 
 
 def test_streams_beyond_the_limit_are_refused(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
@@ -167,6 +168,13 @@ def _check_method(servicer: AuthorizationServicer) -> UnaryMethod:
     return UnaryMethod(handle)
 
 
+def _counter(metrics: ServiceMetrics | None) -> Callable[[str], None] | None:
+    """Refused calls and closed connections into ``geogate_request_errors_total``."""
+    if metrics is None:
+        return None
+    return lambda code: metrics.error(ENDPOINT, code)
+
+
 class GrpcAuthzServer:
     """The ext_authz gRPC server for :class:`AuthorizationServicer` on ``address``
     (``host:port``, port 0 for a free one), on the running event loop (see
@@ -189,6 +197,7 @@ class GrpcAuthzServer:
             # Only the workers of one service share a port (SO_REUSEPORT); otherwise a busy
             # port must be an error, not a silently shared one.
             reuse_port=reuse_port,
+            on_refused=_counter(servicer.metrics),
         )
         self.port = 0
 

@@ -36,7 +36,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Final, cast
 from urllib.parse import quote
 
 from hpack import Decoder, Encoder, HPACKError, NeverIndexedHeaderTuple
@@ -114,6 +114,15 @@ _SETTINGS_FRAME = _frame(
     ),
 ) + _frame(_WINDOW_UPDATE, 0, 0, (_CONNECTION_WINDOW - _DEFAULT_WINDOW).to_bytes(4, "big"))
 _SETTINGS_ACK = _frame(_SETTINGS, _ACK, 0)
+
+
+# Calls refused before a decision, as counted by ``on_refused``.
+_STATUS_NAMES: Final = {
+    INVALID_ARGUMENT: "invalid_argument",
+    RESOURCE_EXHAUSTED: "resource_exhausted",
+    UNIMPLEMENTED: "unimplemented",
+    INTERNAL: "internal",
+}
 
 
 class CallError(Exception):
@@ -227,10 +236,12 @@ class GrpcProtocol(asyncio.Protocol):
         *,
         connections: set[GrpcProtocol],
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.methods = methods
         self.connections = connections
         self.max_message_bytes = max_message_bytes
+        self.on_refused = on_refused
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self._buffer = b""
@@ -541,6 +552,7 @@ class GrpcProtocol(asyncio.Protocol):
     # -- calls -------------------------------------------------------------------------------
     def _request(self, stream: int, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
         if self._closing or len(self._calls) + len(self._pending) >= MAX_CONCURRENT_STREAMS:
+            self._refused("refused_stream")
             self._reset(stream, REFUSED_STREAM)
             return
         method = path = content_type = None
@@ -553,6 +565,7 @@ class GrpcProtocol(asyncio.Protocol):
                 content_type = value
         if method != b"POST" or content_type is None or not _is_grpc(content_type):
             # Not gRPC at all: answered in HTTP, as gRPC servers do.
+            self._refused("not_grpc")
             self._out.append(_frame(_HEADERS, _END_HEADERS | _END_STREAM, stream, _NOT_GRPC_BLOCK))
             self._reset_if_open(stream, ended)
             return
@@ -612,6 +625,7 @@ class GrpcProtocol(asyncio.Protocol):
 
     def _end_call(self, stream: int, code: int, message: str) -> None:
         """A trailers-only response: the call ends with ``code`` and no message."""
+        self._refused(_STATUS_NAMES.get(code, "grpc_status_" + str(code)))
         block = _RESPONSE_BLOCK + _trailers_block(code, message)
         self._out.append(_frame(_HEADERS, _END_HEADERS | _END_STREAM, stream, block))
 
@@ -642,8 +656,13 @@ class GrpcProtocol(asyncio.Protocol):
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
         out.clear()
 
+    def _refused(self, code: str) -> None:
+        if self.on_refused is not None:
+            self.on_refused(code)
+
     def _fail_connection(self, code: int, message: str) -> None:
         log.info("gRPC connection from %s closed: %s", self.peer, message)
+        self._refused("http2_protocol_error")
         self._out.append(self._goaway_frame(code, message))
         self._flush()
         self.close()
@@ -657,6 +676,7 @@ class GrpcProtocol(asyncio.Protocol):
         self._handshake = None
         if not self._preface:
             log.info("gRPC connection from %s closed: no HTTP/2 preface", self.peer)
+            self._refused("no_preface")
             self.close()
 
     def close(self) -> None:
@@ -678,7 +698,10 @@ class GrpcProtocol(asyncio.Protocol):
 
 class GrpcServer:
     """A gRPC server for unary ``methods`` (by ``/package.Service/Method`` path) on the running
-    event loop."""
+    event loop. ``on_refused`` is called with a short code for every call refused before its
+    handler answered (``unimplemented``, ``not_grpc``, ``invalid_argument``,
+    ``resource_exhausted``, ``internal``, ``refused_stream``) and every connection closed for
+    an HTTP/2 error (``http2_protocol_error``) or a missing preface (``no_preface``)."""
 
     def __init__(
         self,
@@ -688,8 +711,10 @@ class GrpcServer:
         port: int,
         reuse_port: bool = False,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.methods = {path.encode(): method for path, method in methods.items()}
+        self.on_refused = on_refused
         self.host = host
         self.port = port
         self.reuse_port = reuse_port
@@ -699,7 +724,10 @@ class GrpcServer:
 
     def _protocol(self) -> GrpcProtocol:
         return GrpcProtocol(
-            self.methods, connections=self.connections, max_message_bytes=self.max_message_bytes
+            self.methods,
+            connections=self.connections,
+            max_message_bytes=self.max_message_bytes,
+            on_refused=self.on_refused,
         )
 
     async def start(self) -> int:
