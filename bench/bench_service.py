@@ -198,16 +198,18 @@ def tree_pids(pid: int) -> list[int]:
     return [pid, *(int(x) for x in out.split())]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds used so far by ``pid`` and its children."""
-    total = 0
-    for p in tree_pids(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
-    return total / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_seconds(p) for p in tree_pids(pid))
 
 
 def tree_memory(pid: int) -> tuple[int, float, float]:
@@ -280,6 +282,7 @@ def main() -> int:
     # geogate's own CPU seconds per decision, per measurement: the cost that more cores divide.
     cpu_per: dict[str, float] = {}
     proxy_cpu_per: dict[str, float] = {}  # the same for Envoy, on the Envoy paths
+    spread: dict[str, float] = {}  # busiest worker's share of the workers' CPU
     started: list[subprocess.Popen[bytes]] = []
     memory: list[tuple[str, int, float, float]] = []
 
@@ -367,7 +370,8 @@ def main() -> int:
                     stop(envoy)
             stop(geogate)
 
-            two, tport = start_geogate(workdir, workers=2)
+            two_grpc = free_port()
+            two, tport = start_geogate(workdir, workers=2, grpc_port=two_grpc)
             started.append(two)
             turl = f"http://127.0.0.1:{tport}"
             measure("geogate POST /v1/decide, 2 workers", turl, DECIDE, service=two.pid)
@@ -378,6 +382,20 @@ def main() -> int:
                 FORWARDED % "/v1/auth/nginx",
                 service=two.pid,
             )
+            # How Envoy's checks spread over the two workers (the deploy files' pool settings).
+            for mode, target in (("http", tport), ("grpc", two_grpc)):
+                envoy, eport = start_envoy(workdir, mode, geogate_port=target, api_port=sport)
+                workers = tree_pids(two.pid)[1:]
+                before = [cpu_seconds(p) for p in workers]
+                name = (
+                    f"Envoy {'gRPC' if mode == 'grpc' else 'HTTP'} ext_authz -> geogate, 2 workers"
+                )
+                try:
+                    measure(name, f"http://127.0.0.1:{eport}", FORWARDED % "/", service=two.pid)
+                finally:
+                    stop(envoy)
+                used = [cpu_seconds(p) - b for p, b in zip(workers, before, strict=True)]
+                spread[name] = max(used) / sum(used) if sum(used) else 0.0
             stop(two)
             measure("nginx static 200 (ceiling)", f"http://127.0.0.1:{sport}", FORWARDED % "/")
         finally:
@@ -428,6 +446,11 @@ def main() -> int:
     for name, seconds in cpu_per.items():
         print(f"| {name} | {seconds * 1e6:.0f} µs | {1 / seconds:,.0f} |")
     print_envoy_medians(results, cpu_per, proxy_cpu_per)
+    print()
+    print("Envoy's checks over two workers (busiest worker's share of their CPU; 50 % is even):")
+    print()
+    for name, share in spread.items():
+        print(f"- {name}: {share:.0%}")
     return 0
 
 
@@ -438,7 +461,7 @@ def print_envoy_medians(
     spends per check."""
     rows = {}
     for mode in ("HTTP", "gRPC"):
-        runs = [r for r in results if r.name.startswith(f"Envoy {mode} ")]
+        runs = [r for r in results if r.name.startswith(f"Envoy {mode} ") and "1 worker" in r.name]
         rows[mode] = (
             statistics.median(r.rps for r in runs),
             statistics.median(r.p99_ms for r in runs),
