@@ -4,8 +4,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Debian packages the tests start for real (proxies, databases, load generator).
-SYSTEM_PACKAGES := nginx wrk postgresql chromium openjdk-17-jre-headless
+# Debian packages the tests start for real (proxies, databases, load generator), and the C
+# compiler and Python headers that build the optional compiled decision path (setup.py).
+SYSTEM_PACKAGES := nginx wrk postgresql chromium openjdk-17-jre-headless gcc python3-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test install system-deps lint typecheck unit bench bench-judgement
