@@ -24,43 +24,16 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
 
 from hpack import Encoder
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.service.http2_frames import MemoryTransport, frame, grpc_message, whole_frames
 
 from geogate.service.grpc_wire import PREFACE, GrpcProtocol, UnaryMethod
 
 ECHO = b"/test.Echo/Echo"
-
-
-def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    head = len(payload).to_bytes(3, "big") + bytes((kind, flags))
-    return head + stream.to_bytes(4, "big") + payload
-
-
-def message(data: bytes) -> bytes:
-    return b"\x00" + len(data).to_bytes(4, "big") + data
-
-
-class Transport:
-    def __init__(self) -> None:
-        self.written = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def get_extra_info(self, name: str) -> Any:
-        return None
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def seed_connection(rng: random.Random) -> bytes:
@@ -85,7 +58,7 @@ def seed_connection(rng: random.Random) -> bytes:
             out += [frame(1, 0, stream, block[:cut]), frame(9, 4, stream, block[cut:])]
         else:
             out.append(frame(1, 4, stream, block))
-        body = message(rng.randbytes(rng.randint(0, 300)))
+        body = grpc_message(rng.randbytes(rng.randint(0, 300)))
         if rng.random() < 0.3:
             cut = rng.randint(0, len(body))
             out += [frame(0, 0, stream, body[:cut]), frame(0, 1, stream, body[cut:])]
@@ -127,15 +100,6 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
     return bytes(buf)
 
 
-def whole_frames(data: bytes) -> bool:
-    at = 0
-    while at < len(data):
-        if len(data) - at < 9:
-            return False
-        at += 9 + int.from_bytes(data[at : at + 3], "big")
-    return at == len(data)
-
-
 OUTCOMES = ("closed", "answered", "open")
 
 
@@ -143,7 +107,7 @@ async def one(data: bytes, rng: random.Random) -> str:
     """One of :data:`OUTCOMES` when the contract holds (closed with GOAWAY; kept open and
     a valid call afterwards answered; kept open mid-frame or mid-block), else what broke."""
     outcome = "closed"
-    transport = Transport()
+    transport = MemoryTransport()
     protocol = GrpcProtocol(
         {ECHO: UnaryMethod(lambda b: b[::-1])}, connections=set(), max_message_bytes=4096
     )
@@ -169,12 +133,12 @@ async def one(data: bytes, rng: random.Random) -> str:
                     (b"content-type", b"application/grpc"),
                 ]
             )
-            protocol.data_received(frame(1, 4, sid, follow) + frame(0, 1, sid, message(b"ok")))
+            protocol.data_received(frame(1, 4, sid, follow) + frame(0, 1, sid, grpc_message(b"ok")))
             waiting = sid in protocol._pending  # for window the fuzzed SETTINGS took away
             if not transport.closed and protocol._last_stream == sid and not waiting:
                 answer = bytes(transport.written[before:])
                 answered = (
-                    frame(0, 0, sid, message(b"ko")) in answer
+                    frame(0, 0, sid, grpc_message(b"ko")) in answer
                     or b"grpc-status" in answer
                     # REFUSED_STREAM (over the limit, or shutting down) is an answer too.
                     or frame(3, 0, sid, b"\x00\x00\x00\x07") in answer

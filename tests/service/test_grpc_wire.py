@@ -19,6 +19,7 @@ import pytest
 from hpack import Decoder, Encoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.service.http2_frames import MemoryTransport, frame, grpc_message, whole_frames
 from tests.service.support import LoopThread
 
 from geogate.service import grpc_wire
@@ -185,10 +186,6 @@ class H2Client:
             self.send()
 
 
-def grpc_message(data: bytes, flag: int = 0) -> bytes:
-    return bytes([flag]) + len(data).to_bytes(4, "big") + data
-
-
 def test_not_grpc_gets_415(server: GrpcServer) -> None:
     with H2Client(server.port) as client:
         stream = client.request(b"{}", content_type=b"application/json")
@@ -223,12 +220,6 @@ def test_response_waits_for_a_small_client_window(server: GrpcServer) -> None:
 
 
 # -- raw frames ---------------------------------------------------------------------------------
-
-
-def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return (
-        len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream.to_bytes(4, "big") + payload
-    )
 
 
 def read_frames(sock: socket.socket, seconds: float = 5.0) -> list[tuple[int, int, int, bytes]]:
@@ -437,27 +428,6 @@ def test_silent_connections_are_closed(server: GrpcServer, monkeypatch: pytest.M
 # -- random frames in process -----------------------------------------------------------------
 
 
-class _Transport:
-    def __init__(self) -> None:
-        self.written = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def get_extra_info(self, name: str) -> Any:
-        return None
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 frames_strategy = st.lists(
     st.builds(
         frame,
@@ -476,8 +446,8 @@ def test_random_frames_never_escape_the_protocol(frames: list[bytes], chunk: int
     """Whatever arrives, in whatever pieces, the protocol answers or closes with GOAWAY; no
     exception reaches the event loop (which would log a traceback)."""
 
-    async def feed() -> _Transport:
-        transport = _Transport()
+    async def feed() -> MemoryTransport:
+        transport = MemoryTransport()
         protocol = GrpcProtocol(
             {ECHO.encode(): METHODS[ECHO]}, connections=set(), max_message_bytes=LIMIT
         )
@@ -491,7 +461,4 @@ def test_random_frames_never_escape_the_protocol(frames: list[bytes], chunk: int
         return transport
 
     transport = asyncio.run(feed())
-    written = bytes(transport.written)
-    while written:  # what the server wrote is whole frames
-        assert len(written) >= 9
-        written = written[9 + int.from_bytes(written[:3], "big") :]
+    assert whole_frames(bytes(transport.written))
