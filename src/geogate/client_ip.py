@@ -20,8 +20,6 @@ from geogate.errors import ClientIPError
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _IPV4 = ipaddress.IPv4Address
 _IPV6 = ipaddress.IPv6Address
-_AF_INET, _AF_INET6 = AF_INET, AF_INET6
-_inet_pton = inet_pton
 _MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -45,11 +43,11 @@ def parse_ip(text: str) -> IPAddress:
     # the slow way, which names the error.
     try:
         if ":" in value:
-            packed = _inet_pton(_AF_INET6, value)
+            packed = inet_pton(AF_INET6, value)
             if packed[:12] == _MAPPED:
                 return _IPV4(packed[12:])
             return _IPV6(packed)
-        return _IPV4(_inet_pton(_AF_INET, value))
+        return _IPV4(inet_pton(AF_INET, value))
     except (OSError, ValueError):
         pass
     try:

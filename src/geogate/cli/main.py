@@ -372,7 +372,7 @@ def data_build(
     for line in report.lines():
         err.print(line, markup=False, highlight=False)
     if output.exists() and not force:
-        _gate_country_change(
+        _gate_changes(
             output,
             snap,
             limit=cfg.max_country_change,
@@ -388,7 +388,7 @@ def data_build(
     out.print(f"wrote {output}: {snap.meta.v4_ranges} IPv4 and {snap.meta.v6_ranges} IPv6 ranges")
 
 
-def _gate_country_change(
+def _gate_changes(
     previous: Path, snap: Any, *, limit: float, sub_limit: float, flag_limit: float
 ) -> None:
     """Refuse to replace ``previous`` when too many addresses would change country, too

@@ -55,7 +55,6 @@ from geogate.intel.sources import ProblemLog, SourceRange
 from geogate.intel.sources.mmdb_verify import (
     MmdbCheck,
     first_bad_record,
-    ipv4_subtree_depth,
     verify_data_section,
     verify_mmdb,
     walk_networks,
@@ -220,7 +219,7 @@ class MmdbSource:
         """(network, record) of every network with data: the reader's own iterator, except
         for an IPv6 tree without an IPv4 subtree, which it cannot walk (see
         :func:`~geogate.intel.sources.mmdb_verify.walk_networks`)."""
-        if check.ip_version == 4 or ipv4_subtree_depth(self._path, check) == 96:
+        if check.ipv4_depth in (32, 96):
             yield from self._reader
             return
         for net in walk_networks(self._path, check):

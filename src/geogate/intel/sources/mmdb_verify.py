@@ -65,6 +65,9 @@ class MmdbCheck:
     """What :func:`verify_mmdb` found in a file that passed.
 
     ``data_offsets`` are the distinct data-section offsets the tree points at, sorted.
+    ``ipv4_depth`` is how deep the all-zero path of an IPv6 tree goes before it ends in a
+    record: 96 when the file has an IPv4 subtree at ``::/96``, as writers usually make it
+    (32 for an IPv4 tree).
     """
 
     node_count: int
@@ -73,6 +76,7 @@ class MmdbCheck:
     tree_bytes: int
     data_bytes: int
     data_offsets: npt.NDArray[np.int64]
+    ipv4_depth: int
 
 
 def _records(
@@ -183,6 +187,14 @@ def verify_mmdb(path: str | Path) -> MmdbCheck:
             f"{int((~seen).sum())} of {node_count} search tree nodes are unreachable, "
             f"first node {orphan} (offset {orphan * node_bytes}): overwritten pointers"
         )
+    ipv4_depth = 32 if ip_version == 4 else 96
+    if ip_version == 6:
+        node = 0
+        for depth in range(1, 97):
+            node = int(records[node, 0])
+            if node >= node_count:
+                ipv4_depth = depth
+                break
     pointers = records[records >= node_count + _SEPARATOR].astype(np.int64)
     offsets = np.unique(pointers - node_count - _SEPARATOR)
     return MmdbCheck(
@@ -192,6 +204,7 @@ def verify_mmdb(path: str | Path) -> MmdbCheck:
         tree_bytes=tree_bytes,
         data_bytes=data_bytes,
         data_offsets=offsets,
+        ipv4_depth=ipv4_depth,
     )
 
 
@@ -287,22 +300,6 @@ def verify_data_section(path: str | Path, check: MmdbCheck) -> None:
             f"value, first to offset {first}: overwritten data",
             path=where,
         )
-
-
-def ipv4_subtree_depth(path: str | Path, check: MmdbCheck) -> int:
-    """How deep the all-zero path of an IPv6 tree goes before it ends in a record (96 when
-    the file has an IPv4 subtree at ``::/96``, as writers usually make it)."""
-    node_bytes = check.record_size // 4
-    with Path(path).open("rb") as f:
-        node = 0
-        for depth in range(96):
-            f.seek(node * node_bytes)
-            raw = f.read(node_bytes)
-            left = _records(np.frombuffer(raw, dtype=np.uint8), 1, check.record_size)[0, 0]
-            node = int(left)
-            if node >= check.node_count:
-                return depth + 1
-    return 96
 
 
 def walk_networks(
